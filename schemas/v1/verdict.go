@@ -1,0 +1,133 @@
+package laev1
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Verdict labels.
+const (
+	VerdictFake    = "fake"
+	VerdictReal    = "real"
+	VerdictUnknown = "unknown" // no usable face: absence of evidence is not evidence of "real"
+	VerdictError   = "error"   // the input could not be scanned
+)
+
+// Verdict is the public per-video result, published as JSON on lae.verdicts.<video_id> and
+// stored in the verdicts KV bucket. verdict.schema.json describes it; keep both in step.
+type Verdict struct {
+	VideoID string `json:"video_id"`
+	Input   string `json:"input"`
+	// Verdict is fake, real, unknown or error.
+	Verdict string `json:"verdict"`
+	// Score is the video-level fake score the rule produced, in [0,1].
+	Score     float64 `json:"score"`
+	Threshold float64 `json:"threshold"`
+	// Rule names the aggregation rule (mean, topk_mean, max_face_mean).
+	Rule         string `json:"rule"`
+	Model        string `json:"model"`
+	ModelVersion string `json:"model_version"`
+	// Revision counts rescoring runs (0 = first scoring).
+	Revision int `json:"revision"`
+	// Final is false for rolling updates of a live stream.
+	Final          bool       `json:"final"`
+	FramesDecoded  uint64     `json:"frames_decoded"`
+	FramesSampled  uint64     `json:"frames_sampled"`
+	FramesWithFace uint64     `json:"frames_with_face"`
+	Faces          uint64     `json:"faces"`
+	CropsScored    uint64     `json:"crops_scored"`
+	CropErrors     uint64     `json:"crop_errors"`
+	Tracks         []Track    `json:"tracks"`
+	Evidence       []Evidence `json:"evidence"`
+	// Timeline is the per-sampled-frame max face score, for plots.
+	Timeline  []TimelinePoint `json:"timeline,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+// Track summarises one face track.
+type Track struct {
+	TrackID  uint64  `json:"track_id"`
+	Faces    int     `json:"faces"`
+	Score    float64 `json:"score"`
+	Verdict  string  `json:"verdict"`
+	FirstPTS float64 `json:"first_pts"`
+	LastPTS  float64 `json:"last_pts"`
+}
+
+// Rect is a rectangle in frame pixel coordinates.
+type Rect struct {
+	X float64 `json:"x"`
+	Y float64 `json:"y"`
+	W float64 `json:"w"`
+	H float64 `json:"h"`
+}
+
+// Evidence is one top-scoring face: where it is, and where in it the model saw the forgery.
+type Evidence struct {
+	FrameIndex uint64  `json:"frame_index"`
+	PTSSeconds float64 `json:"pts_seconds"`
+	TrackID    uint64  `json:"track_id"`
+	FaceIndex  uint32  `json:"face_index"`
+	Score      float64 `json:"score"`
+	// FaceBox is the face detector's box in frame coordinates.
+	FaceBox Rect `json:"face_box"`
+	// HotRegion is the bounding box of the heatmap's hot region, mapped to frame coordinates.
+	HotRegion Rect `json:"hot_region"`
+	// Image is the evidence image's name in the evidence object store ("" when none was made).
+	Image string `json:"image,omitempty"`
+}
+
+// TimelinePoint is one sampled frame's score.
+type TimelinePoint struct {
+	FrameIndex uint64  `json:"frame_index"`
+	PTSSeconds float64 `json:"pts_seconds"`
+	Score      float64 `json:"score"`
+	Faces      int     `json:"faces"`
+}
+
+// EvidenceObjectName is the object-store name of an evidence image.
+func EvidenceObjectName(videoID string, revision int, frameIndex uint64, faceIndex uint32) string {
+	return fmt.Sprintf("%s/r%d/f%06d_%d.jpg", videoID, revision, frameIndex, faceIndex)
+}
+
+// SubmitRequest is the JSON body of a request on lae.submit.
+type SubmitRequest struct {
+	URL string `json:"url"`
+	// VideoID is optional; one is assigned when empty.
+	VideoID string `json:"video_id,omitempty"`
+	// SampleFPS is the sampling rate (0 = every frame; nil = service default).
+	SampleFPS *float64 `json:"sample_fps,omitempty"`
+	// MaxDurationSeconds stops ingest after this much media time (0 = no limit).
+	MaxDurationSeconds float64 `json:"max_duration_s,omitempty"`
+	Priority           int     `json:"priority,omitempty"`
+	// Reference is the caller's own id, echoed in the reply.
+	Reference string `json:"reference,omitempty"`
+}
+
+// SubmitReply answers a SubmitRequest.
+type SubmitReply struct {
+	VideoID   string `json:"video_id,omitempty"`
+	Reference string `json:"reference,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Provision creates or updates every stream, the verdicts bucket and the evidence store.
+// It is idempotent, so every service may call it at start.
+func Provision(ctx context.Context, js jetstream.JetStream, r Retention) error {
+	for _, cfg := range StreamConfigs(r) {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, VerdictsKVConfig(r)); err != nil {
+		return fmt.Errorf("provision kv %s: %w", BucketVerdicts, err)
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, EvidenceStoreConfig(r)); err != nil {
+		return fmt.Errorf("provision object store %s: %w", BucketEvidence, err)
+	}
+	return nil
+}
