@@ -1,0 +1,350 @@
+// Package verdict turns the per-crop scores of one video into the video's verdict.
+//
+// It is pure computation (no I/O, no OpenCV), so the rules can be read, tested and reused by
+// anything that holds the scores of a video: the aggregator service, a batch rescoring job or a
+// report generator.
+//
+// # What a verdict means
+//
+// Every face crop the ingest stage published is scored once by the detector with a probability
+// of manipulation in [0,1]. The rule (below) reduces the usable scores of a video to one
+// video score; the video is "fake" when that score is at or above the calibrated threshold of
+// the model (read from its model card by the caller), "real" otherwise.
+//
+//   - A crop is usable when its FrameScore has no error and a finite score. Scores outside
+//     [0,1] (a broken model) are clamped into [0,1] rather than dropped, so they still count.
+//   - A video with no usable crop (no face found, or every crop failed to score) is "unknown",
+//     never "real": the absence of a face is not evidence that the video is authentic.
+//   - A video whose ingest failed (EndOfStream.failure set) is "error" with the failure as the
+//     reason, whatever scores arrived before the failure; the counts are still filled in.
+//
+// # Rules
+//
+//   - "mean": the mean of all usable face scores. Simple, but every real face in the video
+//     dilutes a manipulated one: one swapped face among four real speakers scores about 1/4.
+//   - "topk_mean": the mean of the k highest face scores, k = Options.TopK or, when that is 0,
+//     max(3, ceil(10% of the usable crops)), capped at the number of usable crops. Sensitive to
+//     a short manipulated segment, but a handful of false-positive crops can flip a long video.
+//   - "max_face_mean" (the default): for every sampled frame with at least one usable face take
+//     the highest face score, then the mean over those frames. Taking the max per frame means
+//     a manipulated face is not diluted by real faces next to it (the common case of one
+//     swapped face in a group), and averaging over frames means one noisy frame cannot decide
+//     the video on its own. It equals "mean" for single-face videos, which is what a detector
+//     trained on single-face crops is calibrated for, so the model card's threshold carries
+//     over without recalibration.
+//
+// Tracks (laev1.Track) are summarised with the same rule restricted to the track's crops; a
+// track has at most one face per frame, so "mean" and "max_face_mean" coincide there.
+package verdict
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// Rule names.
+const (
+	RuleMean        = "mean"
+	RuleTopKMean    = "topk_mean"
+	RuleMaxFaceMean = "max_face_mean"
+	// DefaultRule is used when Options.Rule is empty; see the package comment for why.
+	DefaultRule = RuleMaxFaceMean
+)
+
+// Rules lists the rule names a caller may select.
+func Rules() []string { return []string{RuleMean, RuleTopKMean, RuleMaxFaceMean} }
+
+// Options selects the rule and the decision threshold.
+type Options struct {
+	// Rule is one of Rules(); "" means DefaultRule.
+	Rule string
+	// TopK is k for "topk_mean"; 0 means max(3, ceil(10% of usable crops)).
+	TopK int
+	// Threshold is the calibrated decision threshold in (0,1]: score >= Threshold is "fake".
+	Threshold float64
+	// Model names the model when the scores do not (they normally do).
+	Model string
+}
+
+// Normalize fills defaults and reports an unusable configuration.
+func (o Options) Normalize() (Options, error) {
+	if o.Rule == "" {
+		o.Rule = DefaultRule
+	}
+	if !slices.Contains(Rules(), o.Rule) {
+		return o, fmt.Errorf("unknown verdict rule %q (want one of %v)", o.Rule, Rules())
+	}
+	if o.TopK < 0 {
+		return o, fmt.Errorf("top-k %d: must be >= 0", o.TopK)
+	}
+	// A zero threshold would call every video fake; it almost always means the caller forgot
+	// to read the model card, so it is refused rather than silently used.
+	if !(o.Threshold > 0 && o.Threshold <= 1) {
+		return o, fmt.Errorf("threshold %v: must be in (0,1] (read it from the model card)", o.Threshold)
+	}
+	return o, nil
+}
+
+// Usable reports whether a score may enter a verdict (no scoring error, finite score).
+func Usable(s *laev1.FrameScore) bool {
+	if s == nil || s.GetError() != "" {
+		return false
+	}
+	f := float64(s.GetScore())
+	return !math.IsNaN(f) && !math.IsInf(f, 0)
+}
+
+// clamp01 keeps a usable score in [0,1].
+func clamp01(f float64) float64 { return math.Min(1, math.Max(0, f)) }
+
+// DefaultTopK is the k "topk_mean" uses for n usable crops when Options.TopK is 0.
+func DefaultTopK(n int) int {
+	return max(3, int(math.Ceil(0.10*float64(n))))
+}
+
+// Score applies rule to the usable scores in scores. It returns the video score and the number
+// of usable crops; with no usable crop the score is 0 and the caller must say "unknown".
+func Score(rule string, topK int, scores []*laev1.FrameScore) (float64, int, error) {
+	switch rule {
+	case RuleMean, "":
+		if rule == "" {
+			return Score(DefaultRule, topK, scores)
+		}
+		sum, n := 0.0, 0
+		for _, s := range scores {
+			if Usable(s) {
+				sum += clamp01(float64(s.GetScore()))
+				n++
+			}
+		}
+		if n == 0 {
+			return 0, 0, nil
+		}
+		return sum / float64(n), n, nil
+	case RuleTopKMean:
+		vals := make([]float64, 0, len(scores))
+		for _, s := range scores {
+			if Usable(s) {
+				vals = append(vals, clamp01(float64(s.GetScore())))
+			}
+		}
+		n := len(vals)
+		if n == 0 {
+			return 0, 0, nil
+		}
+		k := topK
+		if k <= 0 {
+			k = DefaultTopK(n)
+		}
+		k = min(k, n)
+		// Descending order; a full sort of 10k floats is well under a millisecond, and
+		// simpler to trust than a selection algorithm.
+		slices.SortFunc(vals, func(a, b float64) int { return cmp.Compare(b, a) })
+		sum := 0.0
+		for _, v := range vals[:k] {
+			sum += v
+		}
+		return sum / float64(k), n, nil
+	case RuleMaxFaceMean:
+		perFrame := make(map[uint64]float64)
+		n := 0
+		for _, s := range scores {
+			if !Usable(s) {
+				continue
+			}
+			n++
+			v := clamp01(float64(s.GetScore()))
+			if cur, ok := perFrame[s.GetFrameIndex()]; !ok || v > cur {
+				perFrame[s.GetFrameIndex()] = v
+			}
+		}
+		if n == 0 {
+			return 0, 0, nil
+		}
+		sum := 0.0
+		for _, v := range perFrame {
+			sum += v
+		}
+		return sum / float64(len(perFrame)), n, nil
+	default:
+		return 0, 0, fmt.Errorf("unknown verdict rule %q (want one of %v)", rule, Rules())
+	}
+}
+
+// label turns a score into fake/real given that at least one crop was usable.
+func label(score, threshold float64) string {
+	if score >= threshold {
+		return laev1.VerdictFake
+	}
+	return laev1.VerdictReal
+}
+
+// Compute builds the verdict of one video from its end-of-stream event and its scores (one per
+// crop, already de-duplicated by the caller). eos may be nil only for a rolling (non-final)
+// update. Evidence is left empty (see TopFrames and package evidence); CreatedAt is left zero
+// for the caller to stamp.
+func Compute(eos *laev1.EndOfStream, scores []*laev1.FrameScore, o Options) (laev1.Verdict, error) {
+	o, err := o.Normalize()
+	if err != nil {
+		return laev1.Verdict{}, err
+	}
+	v := laev1.Verdict{
+		VideoID:   eos.GetVideoId(),
+		Input:     eos.GetSourceUrl(),
+		Threshold: o.Threshold,
+		Rule:      o.Rule,
+		Model:     o.Model,
+		Revision:  int(eos.GetRevision()),
+		// Final is true whenever the end-of-stream has arrived, live or not: rolling updates
+		// of a live stream are built without one.
+		Final:    eos != nil,
+		Tracks:   []laev1.Track{},
+		Evidence: []laev1.Evidence{},
+		Timeline: []laev1.TimelinePoint{},
+
+		FramesDecoded: eos.GetFramesDecoded(),
+		FramesSampled: eos.GetFramesSampled(),
+		Faces:         eos.GetFaces(),
+		CropsScored:   uint64(len(scores)),
+	}
+	frames := make(map[uint64]struct{})
+	modelFromScores := false
+	for _, s := range scores {
+		if v.VideoID == "" {
+			v.VideoID = s.GetVideoId()
+		}
+		frames[s.GetFrameIndex()] = struct{}{}
+		if !Usable(s) {
+			v.CropErrors++
+		}
+		// The scores name the model that actually produced them; prefer that over the
+		// caller's idea of the model.
+		if s.GetModel() != "" && !modelFromScores {
+			v.Model, modelFromScores = s.GetModel(), true
+		}
+		if s.GetModelVersion() != "" && v.ModelVersion == "" {
+			v.ModelVersion = s.GetModelVersion()
+		}
+	}
+	v.FramesWithFace = uint64(len(frames))
+	if eos == nil {
+		v.Faces = uint64(len(scores))
+	}
+
+	score, usable, err := Score(o.Rule, o.TopK, scores)
+	if err != nil {
+		return laev1.Verdict{}, err
+	}
+	v.Score = score
+	v.Timeline = Timeline(scores)
+	v.Tracks = Tracks(o, scores)
+	switch {
+	case eos.GetFailure() != "":
+		v.Verdict, v.Error = laev1.VerdictError, eos.GetFailure()
+	case usable == 0:
+		v.Verdict = laev1.VerdictUnknown
+	default:
+		v.Verdict = label(score, o.Threshold)
+	}
+	return v, nil
+}
+
+// Timeline is the per-frame maximum usable face score, in frame order, for plots.
+func Timeline(scores []*laev1.FrameScore) []laev1.TimelinePoint {
+	byFrame := make(map[uint64]*laev1.TimelinePoint)
+	for _, s := range scores {
+		if !Usable(s) {
+			continue
+		}
+		v := clamp01(float64(s.GetScore()))
+		p, ok := byFrame[s.GetFrameIndex()]
+		if !ok {
+			p = &laev1.TimelinePoint{FrameIndex: s.GetFrameIndex(), PTSSeconds: s.GetPtsSeconds(), Score: v}
+			byFrame[s.GetFrameIndex()] = p
+		}
+		p.Faces++
+		p.Score = math.Max(p.Score, v)
+	}
+	out := make([]laev1.TimelinePoint, 0, len(byFrame))
+	for _, p := range byFrame {
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b laev1.TimelinePoint) int { return cmp.Compare(a.FrameIndex, b.FrameIndex) })
+	return out
+}
+
+// Tracks summarises every face track: its crop count, its score under the video's rule, its
+// own verdict and its time span. A track with no usable crop is "unknown".
+func Tracks(o Options, scores []*laev1.FrameScore) []laev1.Track {
+	byTrack := make(map[uint64][]*laev1.FrameScore)
+	for _, s := range scores {
+		byTrack[s.GetTrackId()] = append(byTrack[s.GetTrackId()], s)
+	}
+	out := make([]laev1.Track, 0, len(byTrack))
+	for id, ss := range byTrack {
+		t := laev1.Track{TrackID: id, Faces: len(ss), FirstPTS: math.Inf(1), LastPTS: math.Inf(-1)}
+		for _, s := range ss {
+			t.FirstPTS = math.Min(t.FirstPTS, s.GetPtsSeconds())
+			t.LastPTS = math.Max(t.LastPTS, s.GetPtsSeconds())
+		}
+		score, usable, err := Score(o.Rule, o.TopK, ss)
+		switch {
+		case err != nil || usable == 0:
+			t.Verdict = laev1.VerdictUnknown
+		default:
+			t.Score, t.Verdict = score, label(score, o.Threshold)
+		}
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b laev1.Track) int { return cmp.Compare(a.TrackID, b.TrackID) })
+	return out
+}
+
+// TopFrames picks the evidence: the n frames with the highest usable face score, one crop per
+// frame (the frame's best face), highest first; ties go to the earlier frame, then the lower
+// face index, so the choice is deterministic whatever order the scores arrived in.
+func TopFrames(scores []*laev1.FrameScore, n int) []*laev1.FrameScore {
+	if n <= 0 {
+		return nil
+	}
+	best := make(map[uint64]*laev1.FrameScore)
+	for _, s := range scores {
+		if !Usable(s) {
+			continue
+		}
+		cur, ok := best[s.GetFrameIndex()]
+		if !ok || better(s, cur) {
+			best[s.GetFrameIndex()] = s
+		}
+	}
+	out := make([]*laev1.FrameScore, 0, len(best))
+	for _, s := range best {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b *laev1.FrameScore) int {
+		if better(a, b) {
+			return -1
+		}
+		if better(b, a) {
+			return 1
+		}
+		return 0
+	})
+	return out[:min(n, len(out))]
+}
+
+// better orders crops for evidence: higher score, then earlier frame, then lower face index.
+func better(a, b *laev1.FrameScore) bool {
+	sa, sb := clamp01(float64(a.GetScore())), clamp01(float64(b.GetScore()))
+	if sa != sb {
+		return sa > sb
+	}
+	if a.GetFrameIndex() != b.GetFrameIndex() {
+		return a.GetFrameIndex() < b.GetFrameIndex()
+	}
+	return a.GetFaceIndex() < b.GetFaceIndex()
+}
