@@ -1,0 +1,301 @@
+package evidence
+
+import (
+	"image"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"gocv.io/x/gocv"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lae-screening/lae/aggregator/internal/synth"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+func TestOtsu(t *testing.T) {
+	var bimodal [256]int
+	bimodal[20], bimodal[200] = 100, 50
+	got := Otsu(&bimodal)
+	assert.GreaterOrEqual(t, got, 20)
+	assert.Less(t, got, 200)
+
+	var single [256]int
+	single[77] = 10
+	assert.Equal(t, 0, Otsu(&single))
+	assert.Equal(t, 0, Otsu(&[256]int{}))
+}
+
+// heat builds a w×h map with a background value and rectangles of given values.
+func heat(w, h int, bg byte, blobs ...struct {
+	r image.Rectangle
+	v byte
+}) []byte {
+	out := make([]byte, w*h)
+	for i := range out {
+		out[i] = bg
+	}
+	for _, b := range blobs {
+		for y := b.r.Min.Y; y < b.r.Max.Y; y++ {
+			for x := b.r.Min.X; x < b.r.Max.X; x++ {
+				out[y*w+x] = b.v
+			}
+		}
+	}
+	return out
+}
+
+type blob = struct {
+	r image.Rectangle
+	v byte
+}
+
+func TestHotRegion(t *testing.T) {
+	tests := []struct {
+		name   string
+		heat   []byte
+		w, h   int
+		want   image.Rectangle
+		wantOK bool
+		err    bool
+	}{
+		{"single blob", heat(16, 16, 5, blob{image.Rect(3, 4, 7, 9), 240}), 16, 16, image.Rect(3, 4, 7, 9), true, false},
+		{"largest of two blobs wins", heat(16, 16, 5, blob{image.Rect(0, 0, 2, 2), 255}, blob{image.Rect(8, 8, 14, 12), 200}), 16, 16, image.Rect(8, 8, 14, 12), true, false},
+		{"diagonal pixels are connected", heat(8, 8, 0, blob{image.Rect(1, 1, 2, 2), 200}, blob{image.Rect(2, 2, 3, 3), 200}), 8, 8, image.Rect(1, 1, 3, 3), true, false},
+		{"below half the peak is not hot", heat(16, 16, 0, blob{image.Rect(0, 0, 16, 16), 100}, blob{image.Rect(10, 10, 12, 12), 255}), 16, 16, image.Rect(10, 10, 12, 12), true, false},
+		{"flat non-zero map is hot everywhere", heat(4, 3, 9), 4, 3, image.Rect(0, 0, 4, 3), true, false},
+		{"zero map has no hot region", heat(8, 8, 0), 8, 8, image.Rectangle{}, false, false},
+		{"size mismatch", make([]byte, 10), 4, 4, image.Rectangle{}, false, true},
+		{"zero size", nil, 0, 0, image.Rectangle{}, false, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok, err := HotRegion(tc.heat, tc.w, tc.h)
+			if tc.err {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantOK, ok)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestAffineAndClip(t *testing.T) {
+	// 90° rotation plus translation: the unit square maps to a square left of the origin.
+	a := Affine{0, -1, 10, 1, 0, 20}
+	r := a.MapRect(laev1.Rect{X: 0, Y: 0, W: 2, H: 4})
+	assert.InDelta(t, 6.0, r.X, 1e-9)
+	assert.InDelta(t, 20.0, r.Y, 1e-9)
+	assert.InDelta(t, 4.0, r.W, 1e-9)
+	assert.InDelta(t, 2.0, r.H, 1e-9)
+
+	tests := []struct {
+		name string
+		in   laev1.Rect
+		w, h uint32
+		want laev1.Rect
+	}{
+		{"inside", laev1.Rect{X: 1, Y: 2, W: 3, H: 4}, 10, 10, laev1.Rect{X: 1, Y: 2, W: 3, H: 4}},
+		{"overhangs", laev1.Rect{X: -5, Y: 8, W: 10, H: 10}, 10, 10, laev1.Rect{X: 0, Y: 8, W: 5, H: 2}},
+		{"outside", laev1.Rect{X: 20, Y: 20, W: 5, H: 5}, 10, 10, laev1.Rect{X: 10, Y: 10, W: 0, H: 0}},
+		{"unknown frame size", laev1.Rect{X: -1, Y: -1, W: 5, H: 5}, 0, 0, laev1.Rect{X: -1, Y: -1, W: 5, H: 5}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { assert.Equal(t, tc.want, Clip(tc.in, tc.w, tc.h)) })
+	}
+
+	_, err := ParseAffine([]float64{1, 2, 3})
+	require.Error(t, err)
+	_, err = ParseAffine([]float64{1, 0, math.NaN(), 0, 1, 0})
+	require.Error(t, err)
+}
+
+// inside reports whether r lies within outer (with a small tolerance for rounding).
+func inside(r, outer laev1.Rect) bool {
+	const eps = 1e-6
+	return r.X >= outer.X-eps && r.Y >= outer.Y-eps && r.X+r.W <= outer.X+outer.W+eps && r.Y+r.H <= outer.Y+outer.H+eps
+}
+
+func TestLocateMapsHotSpotOntoTheFace(t *testing.T) {
+	const fw, fh = 1280, 720
+	tests := []struct {
+		name string
+		face synth.Face
+	}{
+		{"upright face, hot on the mouth", synth.Face{Box: laev1.Rect{X: 600, Y: 200, W: 200, H: 200}, HotX: 16, HotY: 24, HotR: 5}},
+		{"tilted face, hot on the left eye", synth.Face{Box: laev1.Rect{X: 100, Y: 300, W: 160, H: 160}, AngleDeg: 20, HotX: 10, HotY: 12, HotR: 4}},
+		{"face over the edge", synth.Face{Box: laev1.Rect{X: 1180, Y: 600, W: 200, H: 200}, HotX: 8, HotY: 8, HotR: 4}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := synth.Score("v", 3, 0, 1, 0.9, tc.face, fw, fh)
+			loc, err := Locate(s)
+			require.NoError(t, err)
+			frame := laev1.Rect{W: fw, H: fh}
+			require.True(t, inside(loc.Face, frame), "face %+v", loc.Face)
+			require.True(t, inside(loc.Hot, frame), "hot %+v", loc.Hot)
+			require.Positive(t, loc.Hot.W)
+			require.Positive(t, loc.Hot.H)
+			// The hot spot's centre, mapped by the affine, must be inside the hot region, and
+			// the hot region must overlap the face box.
+			a, err := ParseAffine(s.GetCropToFrame())
+			require.NoError(t, err)
+			k := float64(synth.CropSize) / synth.HeatSize
+			cx, cy := a.Apply((tc.face.HotX+0.5)*k, (tc.face.HotY+0.5)*k)
+			if cx < fw && cy < fh {
+				assert.True(t, cx >= loc.Hot.X && cx <= loc.Hot.X+loc.Hot.W && cy >= loc.Hot.Y && cy <= loc.Hot.Y+loc.Hot.H,
+					"hot spot centre (%.1f,%.1f) not in %+v", cx, cy, loc.Hot)
+			}
+			ix := math.Min(loc.Hot.X+loc.Hot.W, loc.Face.X+loc.Face.W) - math.Max(loc.Hot.X, loc.Face.X)
+			iy := math.Min(loc.Hot.Y+loc.Hot.H, loc.Face.Y+loc.Face.H) - math.Max(loc.Hot.Y, loc.Face.Y)
+			assert.True(t, ix > 0 && iy > 0, "hot %+v does not overlap face %+v", loc.Hot, loc.Face)
+			// The hot region is much smaller than the face: it localises.
+			assert.Less(t, loc.Hot.W*loc.Hot.H, 0.5*tc.face.Box.W*tc.face.Box.H)
+		})
+	}
+}
+
+func TestLocateWithoutOrWithBadHeatmap(t *testing.T) {
+	s := synth.Score("v", 0, 0, 1, 0.5, synth.Face{Box: laev1.Rect{X: 10, Y: 10, W: 50, H: 50}}, 100, 100)
+	s.HeatmapWidth, s.HeatmapHeight, s.Heatmap = 0, 0, nil
+	loc, err := Locate(s)
+	require.NoError(t, err)
+	assert.Equal(t, laev1.Rect{X: 10, Y: 10, W: 50, H: 50}, loc.Face)
+	assert.Zero(t, loc.Hot)
+
+	s = synth.Score("v", 0, 0, 1, 0.5, synth.Face{Box: laev1.Rect{X: 10, Y: 10, W: 50, H: 50}}, 100, 100)
+	s.Heatmap = s.Heatmap[:7]
+	_, err = Locate(s)
+	require.ErrorContains(t, err, "heatmap")
+
+	s = synth.Score("v", 0, 0, 1, 0.5, synth.Face{Box: laev1.Rect{X: 10, Y: 10, W: 50, H: 50}}, 100, 100)
+	s.CropToFrame = nil
+	_, err = Locate(s)
+	require.ErrorContains(t, err, "crop_to_frame")
+}
+
+// decode decodes a JPEG and returns the Mat (caller closes).
+func decode(t *testing.T, b []byte) gocv.Mat {
+	t.Helper()
+	m, err := gocv.IMDecode(b, gocv.IMReadColor)
+	require.NoError(t, err)
+	require.False(t, m.Empty(), "evidence is not a decodable JPEG")
+	return m
+}
+
+func TestRenderOnFrame(t *testing.T) {
+	const fw, fh = 1280, 720
+	face := synth.Face{Box: laev1.Rect{X: 500, Y: 200, W: 256, H: 256}, HotX: 16, HotY: 16, HotR: 5}
+	s := synth.Score("v", 7, 0, 1, 0.93, face, fw, fh)
+	for _, scale := range []float64{1, 0.5} {
+		jpg, err := synth.FrameJPEG(fw, fh, scale, face.Box)
+		require.NoError(t, err)
+		fi := &laev1.FrameImage{VideoId: "v", FrameIndex: 7, FrameWidth: fw, FrameHeight: fh, Jpeg: jpg}
+		loc, err := Locate(s)
+		require.NoError(t, err)
+		out, err := Render(s, fi, loc)
+		require.NoError(t, err)
+		img := decode(t, out)
+		assert.Equal(t, int(fw*scale), img.Cols())
+		assert.Equal(t, int(fh*scale), img.Rows())
+		// The hot spot is at heatmap (16,16) = crop (132,132) = frame (632,332): JET is red
+		// there (R high, B low). Far from the face the frame is untouched (greenish grey).
+		c := img.GetVecbAt(int(332*scale), int(632*scale))
+		assert.Greater(t, int(c[2]), 150, "scale %v: red channel at hot spot %v", scale, c)
+		assert.Less(t, int(c[0]), 100, "scale %v: blue channel at hot spot %v", scale, c)
+		far := img.GetVecbAt(int(650*scale), int(100*scale))
+		assert.InDelta(t, 70, int(far[0]), 12, "scale %v: untouched pixel %v", scale, far)
+		assert.InDelta(t, 90, int(far[1]), 12, "scale %v: untouched pixel %v", scale, far)
+		img.Close()
+	}
+}
+
+func TestRenderWithoutFrame(t *testing.T) {
+	face := synth.Face{Box: laev1.Rect{X: 0, Y: 0, W: 100, H: 100}, HotX: 5, HotY: 5, HotR: 3}
+	s := synth.Score("v", 1, 0, 1, 0.7, face, 640, 360)
+	loc, err := Locate(s)
+	require.NoError(t, err)
+	for name, fi := range map[string]*laev1.FrameImage{
+		"no frame image":     nil,
+		"corrupt frame jpeg": {Jpeg: []byte("<html>not a jpeg</html>")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out, err := Render(s, fi, loc)
+			require.NoError(t, err)
+			img := decode(t, out)
+			defer img.Close()
+			assert.Equal(t, synth.CropSize, img.Cols())
+			assert.Equal(t, synth.CropSize, img.Rows())
+		})
+	}
+	bare := proto.Clone(s).(*laev1.FrameScore)
+	bare.HeatmapWidth, bare.HeatmapHeight, bare.Heatmap = 0, 0, nil
+	_, err = Render(bare, nil, loc)
+	require.ErrorIs(t, err, ErrNothingToDraw)
+}
+
+// FuzzLocateAndRender feeds arbitrary bytes, decoded as a FrameScore, through the geometry and
+// the renderer: malformed detector output must give an error, never a panic or a crash in C.
+func FuzzLocateAndRender(f *testing.F) {
+	good := synth.Score("v", 1, 0, 1, 0.7, synth.Face{Box: laev1.Rect{X: 10, Y: 10, W: 64, H: 64}, HotX: 4, HotY: 4, HotR: 3}, 160, 120)
+	seed, err := proto.Marshal(good)
+	require.NoError(f, err)
+	f.Add(seed)
+	bad := proto.Clone(good).(*laev1.FrameScore)
+	bad.HeatmapWidth = 1 << 30
+	seed2, err := proto.Marshal(bad)
+	require.NoError(f, err)
+	f.Add(seed2)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var s laev1.FrameScore
+		if proto.Unmarshal(data, &s) != nil {
+			return
+		}
+		// Bound the rendered size so the fuzzer explores structure, not memory.
+		if s.GetCropWidth() > 2048 || s.GetCropHeight() > 2048 || s.GetHeatmapWidth() > 1024 {
+			return
+		}
+		loc, err := Locate(&s)
+		if err != nil {
+			return
+		}
+		_, _ = Render(&s, nil, loc)
+	})
+}
+
+func BenchmarkLocate(b *testing.B) {
+	s := synth.Score("v", 1, 0, 1, 0.7, synth.Face{Box: laev1.Rect{X: 500, Y: 200, W: 256, H: 256}, HotX: 16, HotY: 16, HotR: 5}, 1280, 720)
+	for b.Loop() {
+		if _, err := Locate(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRender(b *testing.B) {
+	face := synth.Face{Box: laev1.Rect{X: 500, Y: 200, W: 256, H: 256}, AngleDeg: 10, HotX: 16, HotY: 16, HotR: 5}
+	s := synth.Score("v", 1, 0, 1, 0.7, face, 1280, 720)
+	jpg, err := synth.FrameJPEG(1280, 720, 1, face.Box)
+	require.NoError(b, err)
+	fi := &laev1.FrameImage{FrameWidth: 1280, FrameHeight: 720, Jpeg: jpg}
+	loc, err := Locate(s)
+	require.NoError(b, err)
+	b.Run("frame720p", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := Render(s, fi, loc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("heatmapOnly", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := Render(s, nil, loc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

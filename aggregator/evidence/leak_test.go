@@ -1,0 +1,35 @@
+//go:build matprofile
+
+package evidence
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"gocv.io/x/gocv"
+
+	"github.com/lae-screening/lae/aggregator/internal/synth"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// TestRenderFreesEveryMat renders on a frame, on the heatmap alone and through the fallback
+// for a corrupt frame, and checks gocv's live Mat count is back where it started.
+// Run with: go test -tags matprofile -run Leak ./aggregator/evidence/
+func TestRenderFreesEveryMatLeak(t *testing.T) {
+	face := synth.Face{Box: laev1.Rect{X: 100, Y: 50, W: 128, H: 128}, AngleDeg: 15, HotX: 16, HotY: 16, HotR: 5}
+	s := synth.Score("v", 1, 0, 1, 0.8, face, 640, 360)
+	jpg, err := synth.FrameJPEG(640, 360, 0.5, face.Box)
+	require.NoError(t, err)
+	loc, err := Locate(s)
+	require.NoError(t, err)
+	start := gocv.MatProfile.Count()
+	for range 5 {
+		for _, fi := range []*laev1.FrameImage{
+			{FrameWidth: 640, FrameHeight: 360, Jpeg: jpg}, nil, {Jpeg: []byte("garbage")},
+		} {
+			_, err := Render(s, fi, loc)
+			require.NoError(t, err)
+		}
+	}
+	require.Equal(t, start, gocv.MatProfile.Count(), "live Mats after rendering")
+}
