@@ -18,6 +18,8 @@ import (
 // a blur so that the light/dark structure resembles a photographed face
 // closely enough for OpenCV's frontal-face cascades. seed varies skin tone,
 // background and small geometric details. size below 32 is raised to 32.
+// OpenCV's LBP frontal-face cascade finds these reliably from about 80 px up
+// (its 45 px window must fit the eyes-to-mouth region); Haar from 60 px.
 // The caller owns (and must Close) the result.
 func SyntheticFace(size int, seed int64) gocv.Mat {
 	if size < 32 {
@@ -45,12 +47,15 @@ func SyntheticFace(size int, seed int64) gocv.Mat {
 	gocv.Ellipse(&img, pt(cx, 0.42), pt(0.40, 0.40), 0, 180, 360, hair, -1)
 	// Neck, then face oval.
 	gocv.Rectangle(&img, image.Rectangle{Min: pt(cx-0.13, 0.78), Max: pt(cx+0.13, 1.0)}, shade(skin, 0.85), -1)
-	gocv.Ellipse(&img, pt(cx, 0.52), pt(jit(0.33, 0.01), jit(0.42, 0.01)), 0, 0, 360, skin, -1)
+	// Face oval, darker at the rim as a rounded, lit-from-the-front face is.
+	ax, ay := jit(0.33, 0.01), jit(0.42, 0.01)
+	gocv.Ellipse(&img, pt(cx, 0.52), pt(ax, ay), 0, 0, 360, shade(skin, 0.8), -1)
+	gocv.Ellipse(&img, pt(cx, 0.50), pt(ax*0.8, ay*0.85), 0, 0, 360, skin, -1)
 	// Eye sockets are darker than cheeks and forehead: the strongest cue
 	// Haar/LBP frontal-face features respond to.
 	eyeY := jit(0.45, 0.01)
 	for _, ex := range []float64{cx - 0.14, cx + 0.14} {
-		gocv.Ellipse(&img, pt(ex, eyeY), pt(0.10, 0.06), 0, 0, 360, shade(skin, 0.72), -1)
+		gocv.Ellipse(&img, pt(ex, eyeY), pt(0.10, 0.06), 0, 0, 360, shade(skin, 0.6), -1)
 		gocv.Ellipse(&img, pt(ex, eyeY), pt(0.065, 0.032), 0, 0, 360, color.RGBA{235, 235, 230, 0}, -1)
 		gocv.Circle(&img, pt(ex, eyeY), int(0.03*s)+1, color.RGBA{60, 40, 25, 0}, -1)
 		gocv.Circle(&img, pt(ex, eyeY), int(0.015*s)+1, color.RGBA{10, 10, 10, 0}, -1)

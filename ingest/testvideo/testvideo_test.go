@@ -190,28 +190,31 @@ func TestSyntheticFaceDetectedByLBP(t *testing.T) {
 	defer cc.Close()
 	require.True(t, cc.Load(lbpCascade))
 
-	detected := 0
-	const n = 10
-	for seed := int64(0); seed < n; seed++ {
-		face := testvideo.SyntheticFace(120, seed)
-		frames, boxes, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 320, Height: 240, Frames: 1,
-			Faces: []testvideo.Placement{{Face: face, From: image.Pt(100, 60), To: image.Pt(100, 60)}}})
-		face.Close()
-		require.NoError(t, err)
-		rects := cc.DetectMultiScale(frames[0])
-		testvideo.CloseFrames(frames)
-		for _, r := range rects {
-			// Cascade boxes cover eyes to mouth, tighter than the drawn
-			// head with hair and neck: require the detection to lie on
-			// the face and be of face scale, not a high IoU.
-			if onFace(r, boxes[0][0]) {
-				detected++
-				break
+	for _, size := range []int{96, 200} {
+		detected := 0
+		const n = 20
+		for seed := int64(0); seed < n; seed++ {
+			face := testvideo.SyntheticFace(size, seed)
+			frames, boxes, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 400, Height: 300, Frames: 1,
+				Background: testvideo.Noise,
+				Faces:      []testvideo.Placement{{Face: face, From: image.Pt(60, 40), To: image.Pt(60, 40)}}})
+			face.Close()
+			require.NoError(t, err)
+			rects := cc.DetectMultiScale(frames[0])
+			testvideo.CloseFrames(frames)
+			for _, r := range rects {
+				// Cascade boxes cover eyes to mouth, tighter than the drawn
+				// head with hair and neck: require the detection to lie on
+				// the face and be of face scale, not a high IoU.
+				if onFace(r, boxes[0][0]) {
+					detected++
+					break
+				}
 			}
 		}
+		t.Logf("LBP cascade detected %d/%d synthetic faces of %d px", detected, n, size)
+		assert.GreaterOrEqual(t, detected, n*9/10, "size %d", size)
 	}
-	t.Logf("LBP cascade detected %d/%d synthetic faces", detected, n)
-	assert.GreaterOrEqual(t, detected, n*8/10)
 }
 
 // onFace reports whether detection d lies (80%) inside face box f, with its
