@@ -72,9 +72,17 @@ func readCard(path string) (*card, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read model card: %w", err)
 	}
+	c, err := parseCard(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse model card %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func parseCard(b []byte) (*card, error) {
 	var c card
 	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("parse model card %s: %w", path, err)
+		return nil, err
 	}
 	return &c, nil
 }
