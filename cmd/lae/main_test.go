@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"image"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/ingest/testvideo"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+var laeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lae-bin-")
+	if err != nil {
+		panic(err)
+	}
+	laeBin = filepath.Join(dir, "lae")
+	out, err := exec.Command("go", "build", "-o", laeBin, ".").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// runLae runs the built binary from the repository root, as a user would.
+func runLae(t *testing.T, timeout time.Duration, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, laeBin, args...)
+	cmd.Dir = repoRoot()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	require.NoError(t, ctx.Err(), "lae %v did not finish within %s", args, timeout)
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return o.String(), e.String(), code
+}
+
+// writeVideo writes a generated clip: with a synthetic face when withFace, an empty scene otherwise.
+func writeVideo(t *testing.T, path string, withFace bool) {
+	t.Helper()
+	spec := testvideo.VideoSpec{Width: 320, Height: 240, Frames: 15, Background: testvideo.Noise}
+	if withFace {
+		face := testvideo.SyntheticFace(160, 3)
+		defer face.Close()
+		spec.Faces = []testvideo.Placement{{Face: face, Size: 150, From: image.Pt(80, 40), To: image.Pt(90, 45)}}
+	}
+	mats, _, err := testvideo.FaceVideo(spec)
+	require.NoError(t, err)
+	defer testvideo.CloseFrames(mats)
+	require.NoError(t, testvideo.Write(context.Background(), path, mats, 10))
+}
+
+func TestScanBadInputsEachFailAloneAndTheRestIsScanned(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.mp4")
+	writeVideo(t, good, true)
+	noFace := filepath.Join(dir, "noface.mp4")
+	writeVideo(t, noFace, false)
+	empty := filepath.Join(dir, "empty.mp4")
+	require.NoError(t, os.WriteFile(empty, nil, 0o644))
+	html := filepath.Join(dir, "page.avi")
+	require.NoError(t, os.WriteFile(html, []byte("<!doctype html><html><body>not a video</body></html>\n"), 0o644))
+	full, err := os.ReadFile(good)
+	require.NoError(t, err)
+	truncated := filepath.Join(dir, "truncated.mp4")
+	require.NoError(t, os.WriteFile(truncated, full[:len(full)/3], 0o644))
+
+	bad := []string{
+		filepath.Join(dir, "missing.mp4"), empty, html, truncated,
+		"foo://example.com/x.mp4", "rtsp://127.0.0.1:1/stream",
+	}
+	inputs := append(append([]string{}, bad...), good, noFace)
+	start := time.Now()
+	stdout, stderr, code := runLae(t, 4*time.Minute, append([]string{"scan", "--json", "--open-timeout", "3s"}, inputs...)...)
+	require.Equal(t, 1, code, "a failed input makes the exit status non-zero; stderr: %s", stderr)
+	t.Logf("scanned %d inputs in %s", len(inputs), time.Since(start))
+
+	results := map[string]scanResult{}
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var r scanResult
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &r), "line %q", sc.Text())
+		results[r.Input] = r
+	}
+	require.Len(t, results, len(inputs), "one JSON object per input: %s", stdout)
+	for _, in := range bad {
+		r := results[in]
+		require.Equal(t, laev1.VerdictError, r.Verdict.Verdict, in)
+		require.NotEmpty(t, r.Error, in)
+		require.NotContains(t, r.Error, "\n", "one-line error for %s", in)
+		t.Logf("%s -> %s", filepath.Base(in), r.Error)
+	}
+	require.Contains(t, results["foo://example.com/x.mp4"].Error, "scheme")
+	require.Contains(t, []string{laev1.VerdictReal, laev1.VerdictFake}, results[good].Verdict.Verdict, results[good].Error)
+	require.NotZero(t, results[good].Faces)
+	require.Equal(t, laev1.VerdictUnknown, results[noFace].Verdict.Verdict)
+}
+
+func TestScanTextOutput(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.mp4")
+	writeVideo(t, good, true)
+	evDir := filepath.Join(dir, "evidence")
+	stdout, stderr, code := runLae(t, 2*time.Minute, "scan", "--evidence-dir", evDir, good, filepath.Join(dir, "missing.mp4"))
+	require.Equal(t, 1, code, stderr)
+	require.Regexp(t, `good\.mp4: (REAL|FAKE)  score [0-9.]+ \(threshold [0-9.]+`, stdout)
+	require.Regexp(t, `missing\.mp4: ERROR: .*no such file`, stdout)
+	files, err := filepath.Glob(filepath.Join(evDir, "*.jpg"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files, "evidence images written")
+}
+
+func TestScanModelErrors(t *testing.T) {
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "corrupt.onnx")
+	require.NoError(t, os.WriteFile(corrupt, bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 1000), 0o644))
+	for name, model := range map[string]string{"missing": filepath.Join(dir, "missing.onnx"), "corrupt": corrupt} {
+		t.Run(name, func(t *testing.T) {
+			_, stderr, code := runLae(t, time.Minute, "scan", "--model", model, "whatever.mp4")
+			require.Equal(t, 1, code)
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			require.Len(t, lines, 1, "one-line error: %s", stderr)
+			require.Contains(t, stderr, model)
+		})
+	}
+}
+
+func TestUsage(t *testing.T) {
+	_, stderr, code := runLae(t, time.Minute, "bogus")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "unknown command")
+}

@@ -1,0 +1,193 @@
+package scanner
+
+import (
+	"context"
+	"image"
+	"image/color"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"gocv.io/x/gocv"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lae-screening/lae/ingest/testvideo"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// repoRoot is the module root, found from this file's location.
+func repoRoot(t testing.TB) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// sharedData is ../shared/data beside the repository ("" when absent).
+func sharedData(t testing.TB) string {
+	d := filepath.Join(repoRoot(t), "..", "shared", "data")
+	if _, err := os.Stat(d); err != nil {
+		return ""
+	}
+	return d
+}
+
+func shippedModel(t testing.TB) string {
+	p := filepath.Join(repoRoot(t), "detector", "models", "lae-v1.onnx")
+	require.FileExists(t, p, "the shipped model must be committed")
+	return p
+}
+
+// faceVideo writes a clip with one face drifting across a noisy background and returns the
+// path and the face's ground-truth box per frame. Real LFW faces are used when ../shared/data
+// is present, synthetic drawn faces otherwise.
+func faceVideo(t testing.TB, dir string, frames int) (string, [][]image.Rectangle) {
+	t.Helper()
+	lfw := ""
+	if d := sharedData(t); d != "" {
+		lfw = filepath.Join(d, "faces", "lfw")
+	} else {
+		t.Log("../shared/data absent: using synthetic drawn faces")
+	}
+	faces, _ := testvideo.FacesOrSynthetic(lfw, 1, 200, 7)
+	defer testvideo.CloseFrames(faces)
+	mats, boxes, err := testvideo.FaceVideo(testvideo.VideoSpec{
+		Width: 640, Height: 360, Frames: frames, Background: testvideo.Noise,
+		BackgroundColor: color.RGBA{90, 110, 100, 0},
+		Faces:           []testvideo.Placement{{Face: faces[0], Size: 260, From: image.Pt(120, 40), To: image.Pt(240, 70)}},
+	})
+	require.NoError(t, err)
+	defer testvideo.CloseFrames(mats)
+	p := filepath.Join(dir, "faces.mp4")
+	require.NoError(t, testvideo.Write(context.Background(), p, mats, 25))
+	return p, boxes
+}
+
+// countSubject counts the messages of one subject in a stream.
+func countSubject(t testing.TB, js jetstream.JetStream, stream, subject string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), stream)
+	require.NoError(t, err)
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(subject))
+	require.NoError(t, err)
+	return info.State.Subjects[subject]
+}
+
+func newScanner(t testing.TB) *Scanner {
+	t.Helper()
+	sc, err := New(context.Background(), Options{Model: shippedModel(t)})
+	require.NoError(t, err)
+	t.Cleanup(sc.Close)
+	return sc
+}
+
+func TestScanEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	path, truth := faceVideo(t, t.TempDir(), 75)
+	sc := newScanner(t)
+
+	v, err := sc.Scan(ctx, path, nil)
+	require.NoError(t, err)
+	require.Contains(t, []string{laev1.VerdictReal, laev1.VerdictFake}, v.Verdict, "error: %s", v.Error)
+	require.True(t, v.Final)
+	require.Equal(t, path, v.Input)
+	require.Equal(t, sc.Threshold(), v.Threshold)
+	require.NotEmpty(t, v.Model)
+
+	// Every published crop was scored exactly once and counted in the verdict.
+	js := sc.JetStream()
+	published := countSubject(t, js, laev1.StreamFaces, laev1.FacesSubject(v.VideoID))
+	scored := countSubject(t, js, laev1.StreamScores, laev1.ScoresSubject(v.VideoID))
+	require.NotZero(t, published)
+	require.Equal(t, published, scored, "crops published vs scores")
+	require.Equal(t, published, v.CropsScored, "crops published vs crops in the verdict")
+	require.Equal(t, published, v.Faces)
+	eosMsg, err := js.Stream(ctx, laev1.StreamScores)
+	require.NoError(t, err)
+	raw, err := eosMsg.GetLastMsgForSubject(ctx, laev1.EOSSubject(v.VideoID))
+	require.NoError(t, err)
+	var eos laev1.EndOfStream
+	require.NoError(t, proto.Unmarshal(raw.Data, &eos))
+	require.Equal(t, published, eos.CropsPublished)
+	require.Equal(t, uint64(75), eos.FramesDecoded)
+	require.Equal(t, eos.FramesSampled, v.FramesSampled)
+	// The face is in every frame: the detector must find it in most sampled frames.
+	require.GreaterOrEqual(t, float64(v.FramesWithFace), 0.8*float64(v.FramesSampled))
+
+	// The verdict JSON is what the schema says.
+	b, err := sc.kv.Get(ctx, v.VideoID)
+	require.NoError(t, err)
+	validateVerdictJSON(t, b.Value())
+
+	// Evidence lies inside the frame and on the face.
+	require.NotEmpty(t, v.Evidence)
+	dir := t.TempDir()
+	files, err := sc.WriteEvidence(ctx, v, dir)
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		img := gocv.IMRead(f, gocv.IMReadColor)
+		require.False(t, img.Empty(), "evidence image %s decodes", f)
+		img.Close()
+	}
+	frame := image.Rect(0, 0, 640, 360)
+	for _, e := range v.Evidence {
+		fb := rect(e.FaceBox)
+		require.True(t, fb.In(frame), "face box %v inside frame", fb)
+		hot := rect(e.HotRegion)
+		require.True(t, hot.In(frame), "hot region %v inside frame", hot)
+		require.Less(t, int(e.FrameIndex), len(truth))
+		gt := truth[e.FrameIndex][0]
+		require.Greater(t, iou(fb, gt), 0.25, "evidence face box %v on the face %v (frame %d)", fb, gt, e.FrameIndex)
+	}
+}
+
+func TestScanNoFaceIsUnknown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 320, Height: 240, Frames: 20, Background: testvideo.Noise})
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "empty-scene.mp4")
+	require.NoError(t, testvideo.Write(ctx, p, mats, 10))
+	testvideo.CloseFrames(mats)
+
+	sc := newScanner(t)
+	v, err := sc.Scan(ctx, p, nil)
+	require.NoError(t, err)
+	require.Equal(t, laev1.VerdictUnknown, v.Verdict)
+	require.Zero(t, v.Faces)
+	require.Empty(t, v.Evidence)
+}
+
+func TestScanBadInputIsErrorVerdict(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sc := newScanner(t)
+	for _, in := range []string{filepath.Join(t.TempDir(), "missing.mp4"), "foo://example/x.mp4"} {
+		v, err := sc.Scan(ctx, in, nil)
+		require.NoError(t, err)
+		require.Equal(t, laev1.VerdictError, v.Verdict, in)
+		require.NotEmpty(t, v.Error, in)
+	}
+}
+
+func TestMissingModelIsClearError(t *testing.T) {
+	_, err := New(context.Background(), Options{Model: filepath.Join(t.TempDir(), "nope.onnx")})
+	require.ErrorContains(t, err, "nope.onnx")
+}
+
+func rect(r laev1.Rect) image.Rectangle {
+	return image.Rect(int(r.X), int(r.Y), int(r.X+r.W), int(r.Y+r.H))
+}
+
+func iou(a, b image.Rectangle) float64 {
+	in := a.Intersect(b)
+	if in.Empty() {
+		return 0
+	}
+	ia := float64(in.Dx() * in.Dy())
+	return ia / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia)
+}
