@@ -1,0 +1,259 @@
+package faces
+
+import (
+	"fmt"
+	"image"
+	"math"
+	"os"
+	"sort"
+
+	"gocv.io/x/gocv"
+)
+
+// YuNetOptions configures the YuNet detector. Zero values take the defaults.
+type YuNetOptions struct {
+	// Path of the YuNet ONNX file (2023mar layout: cls/obj/bbox/kps outputs at strides
+	// 8/16/32), fixed-size (e.g. yunet_s_640_640.onnx) or dynamic.
+	Path string
+	// InputSize is the network input side for fixed models, or the longest side frames are
+	// resized to for dynamic ones (default 640).
+	InputSize int
+	// ScoreThreshold drops weaker candidates (default 0.8: no unmatched detections on dlib's
+	// annotated photos at full recall; OpenCV's FaceDetectorYN default 0.9 loses 2 of 43 faces).
+	ScoreThreshold float32
+	// NMSThreshold is the IoU above which overlapping candidates are suppressed (default 0.3).
+	NMSThreshold float32
+	// TopK caps candidates before NMS (default 5000).
+	TopK int
+}
+
+// YuNet is a Detector running the YuNet face detector through OpenCV's dnn module. gocv 0.32
+// has no FaceDetectorYN binding, so the raw outputs are decoded here the way OpenCV's
+// FaceDetectorYN (4.8+) decodes them.
+type YuNet struct {
+	o     YuNetOptions
+	net   gocv.Net
+	fixed image.Point // network input size when the model has a fixed one, else zero
+}
+
+var yunetStrides = [3]int{8, 16, 32}
+
+// yunetOutputs are the output names in stride order: cls, obj, bbox, kps for each stride.
+var yunetOutputs = []string{
+	"cls_8", "cls_16", "cls_32", "obj_8", "obj_16", "obj_32",
+	"bbox_8", "bbox_16", "bbox_32", "kps_8", "kps_16", "kps_32",
+}
+
+// NewYuNet loads the model. A fixed-size model (input dims in the ONNX file) is fed letterboxed
+// frames of that size; a dynamic one is run at the frame's own size, downscaled to InputSize and
+// padded to a multiple of 32.
+func NewYuNet(o YuNetOptions) (*YuNet, error) {
+	if o.InputSize <= 0 {
+		o.InputSize = 640
+	}
+	if o.ScoreThreshold <= 0 {
+		o.ScoreThreshold = 0.8
+	}
+	if o.NMSThreshold <= 0 {
+		o.NMSThreshold = 0.3
+	}
+	if o.TopK <= 0 {
+		o.TopK = 5000
+	}
+	if _, err := os.Stat(o.Path); err != nil {
+		return nil, fmt.Errorf("yunet model: %w", err)
+	}
+	buf, err := os.ReadFile(o.Path)
+	if err != nil {
+		return nil, fmt.Errorf("yunet model: %w", err)
+	}
+	// Validate the file before OpenCV sees it: OpenCV's ONNX importer throws C++ exceptions on
+	// malformed input, which gocv does not catch (the process would abort).
+	shape, err := onnxInputShape(buf)
+	if err != nil || len(shape) != 4 {
+		return nil, fmt.Errorf("yunet model %s: want an ONNX model with one NCHW input, got shape %v (%v)", o.Path, shape, err)
+	}
+	outs, err := onnxOutputNames(buf)
+	if err != nil {
+		return nil, fmt.Errorf("yunet model %s: %w", o.Path, err)
+	}
+	have := map[string]bool{}
+	for _, n := range outs {
+		have[n] = true
+	}
+	for _, n := range yunetOutputs {
+		if !have[n] {
+			return nil, fmt.Errorf("yunet model %s: output %s missing (want the 2023mar YuNet layout)", o.Path, n)
+		}
+	}
+	net, err := gocv.ReadNetFromONNXBytes(buf)
+	if err != nil || net.Empty() {
+		if err == nil {
+			net.Close()
+		}
+		return nil, fmt.Errorf("yunet model %s: OpenCV cannot load it as ONNX: %v", o.Path, err)
+	}
+	y := &YuNet{o: o, net: net}
+	if shape[2] > 0 && shape[3] > 0 {
+		// A fixed-size export: OpenCV would reject any other input size.
+		y.fixed = image.Pt(int(shape[3]), int(shape[2]))
+	}
+	if err := y.probe(); err != nil {
+		net.Close()
+		return nil, fmt.Errorf("yunet model %s: %w", o.Path, err)
+	}
+	return y, nil
+}
+
+// probe runs the net once on a blank image so a model that is not a YuNet fails at Open, not on
+// the first frame.
+func (y *YuNet) probe() error {
+	blank := gocv.NewMatWithSize(64, 64, gocv.MatTypeCV8UC3)
+	defer blank.Close()
+	_, err := y.Detect(blank)
+	return err
+}
+
+// Detect runs the network on img resized to fit the input (aspect kept, zero padding at the
+// right and bottom), decodes and suppresses candidates, and maps them back to img.
+func (y *YuNet) Detect(img gocv.Mat) ([]Face, error) {
+	if err := checkBGR(img); err != nil {
+		return nil, fmt.Errorf("yunet detect: %w", err)
+	}
+	w, h := img.Cols(), img.Rows()
+	var in image.Point // padded network input size
+	var scale float64  // network pixels per frame pixel
+	if y.fixed != (image.Point{}) {
+		in = y.fixed
+		scale = math.Min(float64(in.X)/float64(w), float64(in.Y)/float64(h))
+	} else {
+		scale = math.Min(1, float64(y.o.InputSize)/float64(max(w, h)))
+		in = image.Pt(align32(int(math.Ceil(float64(w)*scale))), align32(int(math.Ceil(float64(h)*scale))))
+	}
+	rw, rh := max(1, int(math.Round(float64(w)*scale))), max(1, int(math.Round(float64(h)*scale)))
+	rw, rh = min(rw, in.X), min(rh, in.Y)
+	resized := gocv.NewMat()
+	defer resized.Close()
+	gocv.Resize(img, &resized, image.Pt(rw, rh), 0, 0, gocv.InterpolationLinear)
+	padded := gocv.NewMat()
+	defer padded.Close()
+	gocv.CopyMakeBorder(resized, &padded, 0, in.Y-rh, 0, in.X-rw, gocv.BorderConstant, colorBlack)
+	// YuNet takes raw BGR 0..255, no mean or scaling.
+	blob := gocv.BlobFromImage(padded, 1, in, gocv.NewScalar(0, 0, 0, 0), false, false)
+	defer blob.Close()
+	y.net.SetInput(blob, "")
+	outs := y.net.ForwardLayers(yunetOutputs)
+	defer func() {
+		for i := range outs {
+			outs[i].Close()
+		}
+	}()
+	if len(outs) != len(yunetOutputs) {
+		return nil, fmt.Errorf("yunet detect: got %d outputs, want %d", len(outs), len(yunetOutputs))
+	}
+	var data [12][]float32
+	for i := range outs {
+		d, err := outs[i].DataPtrFloat32()
+		if err != nil {
+			return nil, fmt.Errorf("yunet detect: output %s: %w", yunetOutputs[i], err)
+		}
+		data[i] = d
+	}
+	cands, err := decodeYuNet(data, in, y.o.ScoreThreshold)
+	if err != nil {
+		return nil, fmt.Errorf("yunet detect: %w", err)
+	}
+	return y.suppress(cands, 1/scale, image.Rect(0, 0, w, h)), nil
+}
+
+// candidate is one decoded YuNet anchor in network input coordinates.
+type candidate struct {
+	x1, y1, x2, y2 float64
+	score          float32
+	kps            [10]float64
+}
+
+// decodeYuNet turns the raw outputs (cls, obj, bbox, kps per stride) into candidates: the score
+// is sqrt(cls*obj); box centre = (col + dx, row + dy) * stride, size = exp(dw|dh) * stride;
+// landmark = (col + kx, row + ky) * stride.
+func decodeYuNet(d [12][]float32, in image.Point, thr float32) ([]candidate, error) {
+	var out []candidate
+	for si, stride := range yunetStrides {
+		cols, rows := in.X/stride, in.Y/stride
+		n := cols * rows
+		cls, obj, bbox, kps := d[si], d[3+si], d[6+si], d[9+si]
+		if len(cls) < n || len(obj) < n || len(bbox) < 4*n || len(kps) < 10*n {
+			return nil, fmt.Errorf("stride %d: outputs hold %d/%d/%d/%d values, want %d anchors",
+				stride, len(cls), len(obj), len(bbox), len(kps), n)
+		}
+		s := float64(stride)
+		for r := 0; r < rows; r++ {
+			for c := 0; c < cols; c++ {
+				i := r*cols + c
+				score := float32(math.Sqrt(float64(clamp01(cls[i]) * clamp01(obj[i]))))
+				if score < thr {
+					continue
+				}
+				cx := (float64(c) + float64(bbox[4*i])) * s
+				cy := (float64(r) + float64(bbox[4*i+1])) * s
+				bw := math.Exp(float64(bbox[4*i+2])) * s
+				bh := math.Exp(float64(bbox[4*i+3])) * s
+				cd := candidate{x1: cx - bw/2, y1: cy - bh/2, x2: cx + bw/2, y2: cy + bh/2, score: score}
+				for k := 0; k < 5; k++ {
+					cd.kps[2*k] = (float64(c) + float64(kps[10*i+2*k])) * s
+					cd.kps[2*k+1] = (float64(r) + float64(kps[10*i+2*k+1])) * s
+				}
+				out = append(out, cd)
+			}
+		}
+	}
+	return out, nil
+}
+
+// suppress keeps the top-K candidates, runs NMS and maps survivors to frame coordinates.
+func (y *YuNet) suppress(cands []candidate, inv float64, bounds image.Rectangle) []Face {
+	if len(cands) == 0 {
+		return nil
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].score > cands[j].score })
+	if len(cands) > y.o.TopK {
+		cands = cands[:y.o.TopK]
+	}
+	boxes := make([]image.Rectangle, len(cands))
+	scores := make([]float32, len(cands))
+	for i, c := range cands {
+		boxes[i] = image.Rect(int(math.Round(c.x1)), int(math.Round(c.y1)), int(math.Round(c.x2)), int(math.Round(c.y2)))
+		scores[i] = c.score
+	}
+	idx := make([]int, len(cands))
+	for i := range idx {
+		idx[i] = -1
+	}
+	gocv.NMSBoxes(boxes, scores, y.o.ScoreThreshold, y.o.NMSThreshold, idx)
+	var out []Face
+	for _, k := range idx {
+		if k < 0 || k >= len(cands) {
+			continue
+		}
+		c := cands[k]
+		box := image.Rect(int(math.Round(c.x1*inv)), int(math.Round(c.y1*inv)),
+			int(math.Round(c.x2*inv)), int(math.Round(c.y2*inv))).Intersect(bounds)
+		if box.Empty() {
+			continue
+		}
+		f := Face{Box: box, Confidence: c.score, Landmarks: make([]image.Point, 5)}
+		for p := 0; p < 5; p++ {
+			f.Landmarks[p] = image.Pt(int(math.Round(c.kps[2*p]*inv)), int(math.Round(c.kps[2*p+1]*inv)))
+		}
+		out = append(out, f)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Confidence > out[j].Confidence })
+	return out
+}
+
+// Close frees the network.
+func (y *YuNet) Close() error { return y.net.Close() }
+
+func clamp01(v float32) float32 { return min(max(v, 0), 1) }
+
+func align32(v int) int { return (v + 31) / 32 * 32 }
