@@ -1,0 +1,173 @@
+// Package ops is what every lae role shares for operation: the zap logger, the NATS
+// connection from config, and the HTTP endpoint with Prometheus metrics, liveness and readiness.
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/lae-screening/lae/internal/config"
+)
+
+// NewLogger builds the role's logger from config (JSON for machines, console for people).
+func NewLogger(c config.Log) (*zap.Logger, error) {
+	var zc zap.Config
+	if c.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	} else {
+		zc = zap.NewProductionConfig()
+	}
+	lvl, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log level %q: %w", c.Level, err)
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.OutputPaths, zc.ErrorOutputPaths = []string{"stderr"}, []string{"stderr"}
+	return zc.Build()
+}
+
+// Connect opens the role's NATS connection with the configured credentials and TLS, and
+// reconnects forever: a restarted server must not take the role down.
+func Connect(c config.NATS, name string, log *zap.Logger) (*nats.Conn, error) {
+	if len(c.URLs) == 0 {
+		return nil, errors.New("nats: no server URLs configured")
+	}
+	if c.Name != "" {
+		name = c.Name
+	}
+	opts := []nats.Option{
+		nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", zap.Error(err)) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted())) }),
+	}
+	switch {
+	case c.Creds != "":
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	case c.NKey != "":
+		o, err := nats.NkeyOptionFromSeed(c.NKey)
+		if err != nil {
+			return nil, fmt.Errorf("nats nkey %s: %w", c.NKey, err)
+		}
+		opts = append(opts, o)
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	case c.Token != "":
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.TLSCA))
+	}
+	if c.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
+	}
+	nc, err := nats.Connect(joinURLs(c.URLs), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats connect %s: %w", joinURLs(c.URLs), err)
+	}
+	return nc, nil
+}
+
+func joinURLs(u []string) string {
+	s := ""
+	for i, x := range u {
+		if i > 0 {
+			s += ","
+		}
+		s += x
+	}
+	return s
+}
+
+// Server is the role's operations HTTP server.
+type Server struct {
+	Registry *prometheus.Registry
+	Mux      *http.ServeMux
+	mu       sync.Mutex
+	checks   map[string]func() error
+	srv      *http.Server
+	ln       net.Listener
+}
+
+// NewServer creates the mux with /metrics, /healthz (the process runs) and /readyz (every
+// registered readiness check passes, e.g. NATS connected and the model loaded).
+func NewServer() *Server {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s := &Server{Registry: reg, Mux: http.NewServeMux(), checks: map[string]func() error{}}
+	s.Mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	s.Mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	s.Mux.HandleFunc("/readyz", s.ready)
+	return s
+}
+
+// AddReadyCheck registers a readiness condition.
+func (s *Server) AddReadyCheck(name string, f func() error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks[name] = f
+}
+
+// NATSReady is a readiness check on a NATS connection.
+func NATSReady(nc *nats.Conn) func() error {
+	return func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats %s", nc.Status())
+		}
+		return nil
+	}
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, f := range s.checks {
+		if err := f(); err != nil {
+			http.Error(w, fmt.Sprintf("not ready: %s: %v", name, err), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// Start listens on addr ("" disables the server; ":0" picks a free port).
+func (s *Server) Start(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{Handler: s.Mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.srv.Serve(ln) }()
+	return nil
+}
+
+// Addr is the address the server listens on ("" when not started).
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Shutdown stops the server gracefully.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Shutdown(ctx)
+}
