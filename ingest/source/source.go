@@ -316,6 +316,10 @@ func (s *Source) openDecoder() error {
 		}
 	}
 	if vs == nil {
+		if !hasKnownStream(s.fc) {
+			// What a cut-off mp4 index looks like to the demuxer.
+			return fmt.Errorf("%w: no streams found (truncated or damaged container)", ErrNotMedia)
+		}
 		return ErrNoVideoStream
 	}
 	cp := vs.CodecParameters()
@@ -346,6 +350,18 @@ func (s *Source) openDecoder() error {
 	return nil
 }
 
+// hasKnownStream reports whether any stream has a real media type; a
+// container cut inside its index yields none or only half-parsed ones.
+func hasKnownStream(fc *astiav.FormatContext) bool {
+	for _, st := range fc.Streams() {
+		switch st.CodecParameters().MediaType() {
+		case astiav.MediaTypeAudio, astiav.MediaTypeSubtitle, astiav.MediaTypeAttachment:
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Source) fillInfo(scheme string) {
 	vs := s.fc.Streams()[s.streamIdx]
 	cp := vs.CodecParameters()
@@ -356,11 +372,13 @@ func (s *Source) fillInfo(scheme string) {
 	if fps <= 0 || math.IsNaN(fps) || math.IsInf(fps, 0) || fps > 1000 {
 		fps = 0
 	}
+	// The video stream's own duration is what Next will deliver; the
+	// container's may include leading audio or trailing data.
 	var dur time.Duration
-	if d := s.fc.Duration(); d > 0 && d != astiav.NoPtsValue {
-		dur = time.Duration(d) * time.Microsecond // AV_TIME_BASE units
-	} else if d := vs.Duration(); d > 0 && d != astiav.NoPtsValue {
+	if d := vs.Duration(); d > 0 && d != astiav.NoPtsValue {
 		dur = time.Duration(float64(d) * s.timeBase * float64(time.Second))
+	} else if d := s.fc.Duration(); d > 0 && d != astiav.NoPtsValue {
+		dur = time.Duration(d) * time.Microsecond // AV_TIME_BASE units
 	}
 	s.info = Info{
 		URL:      s.url,
@@ -461,7 +479,8 @@ func (s *Source) feed(ctx context.Context) error {
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case s.stalled.Load():
+		case s.stalled.Load() || errors.Is(err, astiav.ErrEtimedout):
+			// Our stall timer or FFmpeg's rw_timeout, whichever fired first.
 			return fmt.Errorf("%w: no data for %v", ErrTimeout, s.opts.ReadTimeout)
 		case errors.Is(err, astiav.ErrEagain):
 			continue

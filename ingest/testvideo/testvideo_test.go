@@ -121,7 +121,8 @@ func absDiff(a uint8, b int) int {
 func TestWriteTruncatedCopyFailsCleanly(t *testing.T) {
 	face := testvideo.SyntheticFace(64, 2)
 	defer face.Close()
-	frames, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 160, Height: 120, Frames: 20,
+	const n = 30
+	frames, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 160, Height: 120, Frames: n, Background: testvideo.Noise,
 		Faces: []testvideo.Placement{{Face: face, From: image.Pt(10, 10), To: image.Pt(80, 40)}}})
 	require.NoError(t, err)
 	defer testvideo.CloseFrames(frames)
@@ -131,14 +132,26 @@ func TestWriteTruncatedCopyFailsCleanly(t *testing.T) {
 	data, err := os.ReadFile(full)
 	require.NoError(t, err)
 
-	// The mp4 muxer writes moov at the end: cutting the file in half loses it.
-	cut := filepath.Join(dir, "cut.mp4")
-	require.NoError(t, os.WriteFile(cut, data[:len(data)/2], 0o644))
-	_, err = source.Open(context.Background(), cut, source.Options{})
-	require.Error(t, err)
-	assert.ErrorIs(t, err, source.ErrNotMedia)
-	assert.Contains(t, err.Error(), cut)
-	assert.NotContains(t, err.Error(), "\n")
+	t.Run("index cut", func(t *testing.T) {
+		// faststart puts moov right after the 32-byte ftyp box: cutting
+		// at 200 bytes leaves an unreadable index.
+		cut := filepath.Join(dir, "index-cut.mp4")
+		require.NoError(t, os.WriteFile(cut, data[:200], 0o644))
+		_, err := source.Open(context.Background(), cut, source.Options{})
+		require.Error(t, err)
+		assert.ErrorIs(t, err, source.ErrNotMedia)
+		assert.Contains(t, err.Error(), cut)
+		assert.NotContains(t, err.Error(), "\n")
+	})
+	t.Run("media cut", func(t *testing.T) {
+		// Losing the tail of mdat loses frames, not the file.
+		cut := filepath.Join(dir, "media-cut.mp4")
+		require.NoError(t, os.WriteFile(cut, data[:len(data)*6/10], 0o644))
+		_, got, _ := decodeAll(t, cut)
+		defer closeAll(got)
+		assert.NotEmpty(t, got)
+		assert.Less(t, len(got), n)
+	})
 }
 
 func TestWriteRejectsBadInput(t *testing.T) {

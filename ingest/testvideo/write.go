@@ -22,7 +22,7 @@ import (
 
 // Write encodes frames (BGR 8UC3, all the same even size) at fps frames per
 // second into an MP4 file at path: H.264 with libx264 when FFmpeg has it,
-// MPEG-4 part 2 otherwise. The Mats are only read; the caller still owns them.
+// MPEG-4 part 2 otherwise; the index (moov) is written first (faststart). The Mats are only read; the caller still owns them.
 func Write(ctx context.Context, path string, frames []gocv.Mat, fps int) error {
 	if err := write(ctx, path, frames, fps); err != nil {
 		return fmt.Errorf("write test video %s: %w", path, err)
@@ -127,7 +127,13 @@ func write(ctx context.Context, path string, frames []gocv.Mat, fps int) (err er
 		cleanups = append(cleanups, func() { _ = ioc.Close() })
 		fc.SetPb(ioc)
 	}
-	if err := fc.WriteHeader(nil); err != nil {
+	// faststart moves the index (moov) before the media data, as streaming
+	// services do: the file plays over plain HTTP, and a truncated copy
+	// keeps its index and loses only frames.
+	muxOpts := astiav.NewDictionary()
+	defer muxOpts.Free()
+	_ = muxOpts.Set("movflags", "+faststart", 0)
+	if err := fc.WriteHeader(muxOpts); err != nil {
 		return fmt.Errorf("write header: %w", err)
 	}
 
