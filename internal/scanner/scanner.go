@@ -5,8 +5,6 @@ package scanner
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -179,17 +177,10 @@ func (s *Scanner) ModelInfo() model.Metadata { return s.model.Metadata() }
 // Threshold is the decision threshold in use.
 func (s *Scanner) Threshold() float64 { return s.o.Threshold }
 
-// NewVideoID returns a fresh video id.
-func NewVideoID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return "v" + time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
-}
-
 // Scan ingests one input and waits for its verdict. A source that cannot be read yields a
 // verdict "error" (with the reason), not a Go error: Go errors mean the scanner itself failed.
 func (s *Scanner) Scan(ctx context.Context, input string, progress func(Progress)) (laev1.Verdict, error) {
-	videoID := NewVideoID()
+	videoID := laev1.NewVideoID()
 	watcher, err := s.kv.Watch(ctx, videoID, jetstream.UpdatesOnly())
 	if err != nil {
 		return laev1.Verdict{}, fmt.Errorf("watch verdict %s: %w", videoID, err)

@@ -5,8 +5,11 @@
 package laev1
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"regexp"
+	"time"
 )
 
 // Subjects. Per-video subjects end with the video id so that a consumer or a permission can be
@@ -76,4 +79,11 @@ func EOSMsgID(videoID string, revision uint32) string {
 // FrameMsgID is the de-duplication id of a frame image.
 func FrameMsgID(videoID string, frameIndex uint64) string {
 	return fmt.Sprintf("frame/%s/%d", videoID, frameIndex)
+}
+
+// NewVideoID returns a fresh video id: UTC time (so ids sort by submission) and 64 random bits.
+func NewVideoID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "v" + time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
 }

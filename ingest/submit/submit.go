@@ -1,0 +1,111 @@
+// Package submit answers submissions on lae.submit: it validates the request, assigns a video
+// id and queues the job on the LAE_INGEST work queue, from which exactly one ingest worker
+// takes it. Every ingest process runs a responder in one queue group, so a submission is
+// answered once however many ingest processes run.
+package submit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/lae-screening/lae/ingest/source"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// QueueGroup is the queue group of the submit responders.
+const QueueGroup = "lae-submit"
+
+// Validate checks a request and fills in the video id; it returns a user-facing error.
+func Validate(req *laev1.SubmitRequest) error {
+	if req.URL == "" {
+		return errors.New("url is required")
+	}
+	if err := source.ValidateURL(req.URL); err != nil {
+		return err
+	}
+	if req.SampleFPS != nil && (*req.SampleFPS < 0 || math.IsNaN(*req.SampleFPS) || *req.SampleFPS > 1000) {
+		return fmt.Errorf("sample_fps %v out of range [0, 1000]", *req.SampleFPS)
+	}
+	if req.MaxDurationSeconds < 0 || math.IsNaN(req.MaxDurationSeconds) {
+		return fmt.Errorf("max_duration_s %v must be >= 0", req.MaxDurationSeconds)
+	}
+	if req.VideoID == "" {
+		req.VideoID = laev1.NewVideoID()
+	}
+	return laev1.ValidateVideoID(req.VideoID)
+}
+
+// Enqueue validates req and queues it for ingest. Submitting the same video id twice within
+// the de-duplication window queues it once.
+func Enqueue(ctx context.Context, js jetstream.JetStream, req *laev1.SubmitRequest) error {
+	if err := Validate(req); err != nil {
+		return err
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode submission: %w", err)
+	}
+	if _, err := js.Publish(ctx, laev1.SubjectIngestWork, b, jetstream.WithMsgID("submit/"+req.VideoID)); err != nil {
+		return fmt.Errorf("queue %s: %w", req.VideoID, err)
+	}
+	return nil
+}
+
+// Serve answers requests on lae.submit until ctx ends.
+func Serve(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger) error {
+	sub, err := nc.QueueSubscribe(laev1.SubjectSubmit, QueueGroup, func(m *nats.Msg) {
+		reply := handle(ctx, js, m.Data)
+		if reply.Error != "" {
+			log.Info("submission rejected", zap.String("error", reply.Error))
+		} else {
+			log.Info("submission queued", zap.String("video_id", reply.VideoID), zap.String("reference", reply.Reference))
+		}
+		b, _ := json.Marshal(reply)
+		if m.Reply != "" {
+			_ = m.Respond(b)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", laev1.SubjectSubmit, err)
+	}
+	<-ctx.Done()
+	return sub.Drain()
+}
+
+func handle(ctx context.Context, js jetstream.JetStream, data []byte) laev1.SubmitReply {
+	var req laev1.SubmitRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return laev1.SubmitReply{Error: fmt.Sprintf("malformed submit request: %v", err)}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := Enqueue(pctx, js, &req); err != nil {
+		return laev1.SubmitReply{Reference: req.Reference, Error: err.Error()}
+	}
+	return laev1.SubmitReply{VideoID: req.VideoID, Reference: req.Reference}
+}
+
+// Request sends a submission and waits for the reply (the client side of lae submit).
+func Request(ctx context.Context, nc *nats.Conn, req laev1.SubmitRequest) (laev1.SubmitReply, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return laev1.SubmitReply{}, fmt.Errorf("encode submission: %w", err)
+	}
+	msg, err := nc.RequestWithContext(ctx, laev1.SubjectSubmit, b)
+	if err != nil {
+		return laev1.SubmitReply{}, fmt.Errorf("submit %s: %w", req.URL, err)
+	}
+	var reply laev1.SubmitReply
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return laev1.SubmitReply{}, fmt.Errorf("decode submit reply: %w", err)
+	}
+	return reply, nil
+}
