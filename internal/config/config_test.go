@@ -68,3 +68,15 @@ func TestEnvNamesCoverNestedFields(t *testing.T) {
 	require.Contains(t, names, "LAE_DETECTOR_BATCH_TIMEOUT")
 	require.Contains(t, names, "LAE_SHUTDOWN_TIMEOUT")
 }
+
+func TestExampleFileIsTheDefaults(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "deploy", "lae.example.yaml"))
+	require.NoError(t, err)
+	d := Default()
+	// The example documents the shipped paths and limits, which Default leaves to the roles.
+	d.Detector.Model, d.Aggregator.ModelCard = c.Detector.Model, c.Aggregator.ModelCard
+	d.Retention = c.Retention
+	d.NATS.Creds, d.NATS.NKey = c.NATS.Creds, c.NATS.NKey
+	require.Equal(t, d, c)
+	require.Equal(t, 1, c.Retention.Replicas)
+}
