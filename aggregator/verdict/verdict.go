@@ -16,7 +16,8 @@
 //   - A video with no usable crop (no face found, or every crop failed to score) is "unknown",
 //     never "real": the absence of a face is not evidence that the video is authentic.
 //   - A video whose ingest failed (EndOfStream.failure set) is "error" with the failure as the
-//     reason, whatever scores arrived before the failure; the counts are still filled in.
+//     reason, whatever scores arrived before the failure; its score is 0 (the score of part of
+//     a video is not a verdict), while the counts, tracks and timeline are still filled in.
 //
 // # Rules
 //
@@ -244,7 +245,9 @@ func Compute(eos *laev1.EndOfStream, scores []*laev1.FrameScore, o Options) (lae
 	v.Tracks = Tracks(o, scores)
 	switch {
 	case eos.GetFailure() != "":
-		v.Verdict, v.Error = laev1.VerdictError, eos.GetFailure()
+		// The score of part of a video is not a verdict on the video: report 0 so no reader
+		// mistakes it for one. Tracks and the timeline still show what was scored.
+		v.Verdict, v.Error, v.Score = laev1.VerdictError, eos.GetFailure(), 0
 	case usable == 0:
 		v.Verdict = laev1.VerdictUnknown
 	default:

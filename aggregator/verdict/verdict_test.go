@@ -129,6 +129,9 @@ func TestComputeVerdicts(t *testing.T) {
 			if len(tc.scores) > 0 {
 				assert.Equal(t, "lae-small", v.Model)
 			}
+			if tc.wantVerdict == laev1.VerdictError || tc.wantVerdict == laev1.VerdictUnknown {
+				assert.Zero(t, v.Score)
+			}
 		})
 	}
 	_, err := Compute(eos(""), nil, Options{Threshold: 0})

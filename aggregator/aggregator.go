@@ -1,0 +1,456 @@
+// Package aggregator is the last stage of the pipeline: it collects the detector's scores of
+// each video, decides when a video is complete, turns the scores into a verdict (package
+// verdict) with localized evidence (package evidence), and publishes it.
+//
+// # Completeness
+//
+// Ingest ends every video with one EndOfStream carrying crops_published. A video (more exactly
+// a video and a scoring revision: rescoring runs publish scores and an end-of-stream with a
+// higher revision, and each revision gets its own verdict) is complete when its end-of-stream
+// has arrived and the number of distinct scored crops, de-duplicated by (frame_index,
+// face_index, revision), equals crops_published — every crop scored exactly once, errored
+// crops included, since the detector publishes a score with its error set for a crop it cannot
+// score. Scores and the end-of-stream may arrive in any order. An end-of-stream with a failure
+// completes the video at once with verdict "error".
+//
+// # Delivery and crashes
+//
+// Scores are acknowledged as soon as they are folded into the in-memory state, so a large
+// video never holds more unacknowledged messages than the consumer's MaxAckPending allows
+// (8192 would deadlock a 10k-crop video if scores were held until the verdict). Only the scores'
+// compact fields are kept in memory; heatmaps are fetched back from the LAE_SCORES stream by
+// sequence number for the few crops that become evidence.
+//
+// The end-of-stream is the one message held unacknowledged, kept alive with in-progress acks,
+// until the verdict is in the KV bucket and published. After a crash the state is gone but the
+// end-of-stream is redelivered; the aggregator then rebuilds the video's scores by replaying
+// lae.scores.<video_id> from the stream (a limits stream that keeps scores for days), so no
+// verdict is lost and none is computed from a partial state. The same replay runs when a video
+// whose end-of-stream has arrived makes no progress for StallTimeout (scores acknowledged by an
+// earlier instance before it died). When even after the replay a video stays incomplete for
+// GiveUpAfter, the verdict is published from the scores present, with Error saying
+// how many crops were missing, rather than leaving the caller waiting forever.
+//
+// Messages that cannot be decoded, or whose video id disagrees with their subject, are
+// terminated with a reason (never redelivered) and counted in Stats.Malformed.
+//
+// # Output
+//
+// The verdict JSON (laev1.Verdict, schemas/v1/verdict.schema.json) is put into the KV bucket
+// laev1.BucketVerdicts under the video id and published on laev1.VerdictSubject(video id) with
+// message id "verdict/<video id>/<revision>". Evidence images go to the object store
+// laev1.BucketEvidence under laev1.EvidenceObjectName.
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lae-screening/lae/aggregator/verdict"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// Options configures Run. Threshold is required (from the model card); the rest has defaults.
+type Options struct {
+	// Rule is the verdict rule (verdict.Rules()); "" = verdict.DefaultRule.
+	Rule string
+	// TopK is k for the "topk_mean" rule; 0 = max(3, 10% of usable crops).
+	TopK int
+	// Threshold is the model's calibrated decision threshold in (0,1].
+	Threshold float64
+	// EvidenceFrames is how many top frames get evidence; 0 = 3, negative = none.
+	EvidenceFrames int
+	// Model names the model when the scores do not.
+	Model string
+	// Logger receives structured logs; nil = no logs.
+	Logger *zap.Logger
+	// OnVerdict, when set, is called with every verdict after it is stored and published. It
+	// runs on the aggregator's goroutine: it must not block.
+	OnVerdict func(laev1.Verdict)
+	// Stats, when set, is updated with counters (for metrics and tests).
+	Stats *Stats
+
+	// StallTimeout is how long a video whose end-of-stream has arrived may go without a new
+	// score before its scores are replayed from the stream. 0 = 60s.
+	StallTimeout time.Duration
+	// GiveUpAfter is how long a video may stay incomplete after that replay before its
+	// verdict is published from the scores present, with Error set. It is long because a
+	// detector with a backlog of other videos is not a failure. 0 = 10m.
+	GiveUpAfter time.Duration
+	// IdleTimeout drops the state of a video that has seen no message for this long and has no
+	// end-of-stream (an ingest that died); its end-of-stream, if it ever comes, replays the
+	// scores. 0 = 1h.
+	IdleTimeout time.Duration
+	// Tick is how often held end-of-stream messages are kept alive and timeouts checked; it
+	// must be well under the consumer's AckWait (30s). 0 = 5s.
+	Tick time.Duration
+}
+
+// Stats counts what the aggregator did. Fields are updated atomically; read them with Load.
+type Stats struct {
+	Scores, EOS, Duplicates, Late, Malformed atomic.Int64
+	Verdicts, EvidenceImages, EvidenceErrors atomic.Int64
+	Replays, Forced, StoreErrors             atomic.Int64
+}
+
+// doneTTL is how long finished videos are remembered, so that late or redelivered messages of
+// a finished video are dropped rather than starting a state that never completes. It matches
+// the streams' de-duplication window.
+const doneTTL = 10 * time.Minute
+
+// finishTimeout bounds the I/O of one verdict (evidence, KV, publish), including during a
+// graceful shutdown, when the caller's context is already cancelled.
+const finishTimeout = 30 * time.Second
+
+// Run consumes scores and end-of-stream events through the durable consumer
+// laev1.AggregatorConsumerConfig() until ctx is cancelled, then stops fetching, finishes the
+// message in hand and returns nil. Messages fetched but not handled stay unacknowledged and are
+// redelivered to the next instance. Streams, the KV bucket and the object store must exist
+// (laev1.Provision).
+func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
+	a, err := newAggregator(ctx, js, o)
+	if err != nil {
+		return err
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, laev1.StreamScores, laev1.AggregatorConsumerConfig())
+	if err != nil {
+		return fmt.Errorf("aggregator: create consumer %s on %s: %w", laev1.ConsumerAggregator, laev1.StreamScores, err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("aggregator: start consuming %s: %w", laev1.StreamScores, err)
+	}
+	type next struct {
+		msg jetstream.Msg
+		err error
+	}
+	ch := make(chan next)
+	stopped := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			m, err := iter.Next()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			select {
+			case ch <- next{m, err}:
+			case <-stopped:
+				return
+			}
+		}
+	}()
+	defer func() {
+		iter.Stop()
+		close(stopped)
+		<-readerDone
+	}()
+
+	tick := time.NewTicker(a.o.Tick)
+	defer tick.Stop()
+	a.log.Info("aggregator started", zap.String("rule", a.vo.Rule), zap.Float64("threshold", a.vo.Threshold))
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("aggregator stopping", zap.Int("videos_in_progress", len(a.states)))
+			return nil
+		case n := <-ch:
+			if n.err != nil {
+				if errors.Is(n.err, nats.ErrConnectionClosed) {
+					return fmt.Errorf("aggregator: consume %s: %w", laev1.StreamScores, n.err)
+				}
+				a.log.Warn("consume", zap.Error(n.err))
+				continue
+			}
+			a.handle(ctx, n.msg)
+		case now := <-tick.C:
+			a.tick(ctx, now)
+		}
+	}
+}
+
+// videoKey identifies one scoring run of one video.
+type videoKey struct {
+	id       string
+	revision uint32
+}
+
+func (k videoKey) String() string { return fmt.Sprintf("%s/r%d", k.id, k.revision) }
+
+// cropKey identifies one crop within a video revision.
+type cropKey struct {
+	frame uint64
+	face  uint32
+}
+
+// crop is what is kept per scored crop: the score without its heatmap, and the stream
+// sequence to fetch the heatmap back if the crop becomes evidence.
+type crop struct {
+	score *laev1.FrameScore
+	seq   uint64
+}
+
+// state is one video revision in progress.
+type state struct {
+	crops        map[cropKey]crop
+	eos          *laev1.EndOfStream
+	eosMsg       jetstream.Msg // held until the verdict is stored
+	lastProgress time.Time
+	replayed     bool
+}
+
+type aggregator struct {
+	js     jetstream.JetStream
+	o      Options
+	vo     verdict.Options
+	log    *zap.Logger
+	stats  *Stats
+	kv     jetstream.KeyValue
+	obs    jetstream.ObjectStore
+	scores jetstream.Stream
+	frames jetstream.Stream
+	states map[videoKey]*state
+	done   map[videoKey]time.Time
+	now    func() time.Time
+}
+
+func newAggregator(ctx context.Context, js jetstream.JetStream, o Options) (*aggregator, error) {
+	vo, err := verdict.Options{Rule: o.Rule, TopK: o.TopK, Threshold: o.Threshold, Model: o.Model}.Normalize()
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	if o.EvidenceFrames == 0 {
+		o.EvidenceFrames = 3
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = time.Minute
+	}
+	if o.GiveUpAfter <= 0 {
+		o.GiveUpAfter = 10 * time.Minute
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = time.Hour
+	}
+	if o.Tick <= 0 {
+		o.Tick = 5 * time.Second
+	}
+	a := &aggregator{js: js, o: o, vo: vo, log: o.Logger, stats: o.Stats,
+		states: make(map[videoKey]*state), done: make(map[videoKey]time.Time), now: time.Now}
+	if a.log == nil {
+		a.log = zap.NewNop()
+	}
+	a.log = a.log.Named("aggregator")
+	if a.stats == nil {
+		a.stats = &Stats{}
+	}
+	if a.kv, err = js.KeyValue(ctx, laev1.BucketVerdicts); err != nil {
+		return nil, fmt.Errorf("aggregator: open kv %s: %w", laev1.BucketVerdicts, err)
+	}
+	if a.obs, err = js.ObjectStore(ctx, laev1.BucketEvidence); err != nil {
+		return nil, fmt.Errorf("aggregator: open object store %s: %w", laev1.BucketEvidence, err)
+	}
+	if a.scores, err = js.Stream(ctx, laev1.StreamScores); err != nil {
+		return nil, fmt.Errorf("aggregator: open stream %s: %w", laev1.StreamScores, err)
+	}
+	if a.frames, err = js.Stream(ctx, laev1.StreamFrames); err != nil {
+		return nil, fmt.Errorf("aggregator: open stream %s: %w", laev1.StreamFrames, err)
+	}
+	return a, nil
+}
+
+// terminate stops redelivery of a message that can never be handled, and counts it.
+func (a *aggregator) terminate(m jetstream.Msg, reason string) {
+	a.stats.Malformed.Add(1)
+	a.log.Warn("terminating malformed message", zap.String("subject", m.Subject()), zap.String("reason", reason))
+	if err := m.TermWithReason(reason); err != nil {
+		a.log.Warn("term", zap.String("subject", m.Subject()), zap.Error(err))
+	}
+}
+
+func (a *aggregator) ack(m jetstream.Msg) {
+	if err := m.Ack(); err != nil {
+		a.log.Warn("ack", zap.String("subject", m.Subject()), zap.Error(err))
+	}
+}
+
+// handle folds one message into the state of its video and finishes the video if complete.
+func (a *aggregator) handle(ctx context.Context, m jetstream.Msg) {
+	subj := m.Subject()
+	switch {
+	case strings.HasPrefix(subj, laev1.SubjectScoresPrefix):
+		s, err := DecodeScore(subj, m.Data())
+		if err != nil {
+			a.terminate(m, err.Error())
+			return
+		}
+		a.stats.Scores.Add(1)
+		key := videoKey{s.GetVideoId(), s.GetRevision()}
+		if _, ok := a.done[key]; ok {
+			a.stats.Late.Add(1)
+			a.ack(m)
+			return
+		}
+		var seq uint64
+		if md, err := m.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		a.fold(key, s, seq, true)
+		a.ack(m)
+		a.maybeFinish(ctx, key)
+	case strings.HasPrefix(subj, laev1.SubjectEOSPrefix):
+		e, err := DecodeEOS(subj, m.Data())
+		if err != nil {
+			a.terminate(m, err.Error())
+			return
+		}
+		a.stats.EOS.Add(1)
+		key := videoKey{e.GetVideoId(), e.GetRevision()}
+		if _, ok := a.done[key]; ok {
+			a.stats.Late.Add(1)
+			a.ack(m)
+			return
+		}
+		st := a.state(key)
+		if st.eosMsg != nil && st.eosMsg != m {
+			// A redelivery while we hold the first copy: the newer one is the one to ack.
+			a.ack(st.eosMsg)
+		}
+		st.eos, st.eosMsg, st.lastProgress = e, m, a.now()
+		if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 && !a.complete(st) {
+			// A redelivered end-of-stream means an earlier instance died holding it: the
+			// scores it had acknowledged are only in the stream now.
+			a.replay(ctx, key)
+		}
+		a.maybeFinish(ctx, key)
+	default:
+		a.terminate(m, fmt.Sprintf("unexpected subject %q on %s", subj, laev1.StreamScores))
+	}
+}
+
+func (a *aggregator) state(key videoKey) *state {
+	st, ok := a.states[key]
+	if !ok {
+		st = &state{crops: make(map[cropKey]crop), lastProgress: a.now()}
+		a.states[key] = st
+	}
+	return st
+}
+
+// fold adds one score to its video's state, dropping duplicates (counted when countDup: a
+// replay re-reads scores the state already has on purpose). It reports whether the score was
+// new.
+func (a *aggregator) fold(key videoKey, s *laev1.FrameScore, seq uint64, countDup bool) bool {
+	st := a.state(key)
+	ck := cropKey{s.GetFrameIndex(), s.GetFaceIndex()}
+	if _, dup := st.crops[ck]; dup {
+		if countDup {
+			a.stats.Duplicates.Add(1)
+		}
+		return false
+	}
+	// The heatmap is fetched back by sequence if this crop becomes evidence; keeping every
+	// heatmap of a long video would cost megabytes per video for nothing.
+	if seq != 0 {
+		s.Heatmap = nil
+	}
+	st.crops[ck] = crop{score: s, seq: seq}
+	st.lastProgress = a.now()
+	return true
+}
+
+func (a *aggregator) complete(st *state) bool {
+	if st.eos == nil {
+		return false
+	}
+	return st.eos.GetFailure() != "" || uint64(len(st.crops)) >= st.eos.GetCropsPublished()
+}
+
+func (a *aggregator) maybeFinish(ctx context.Context, key videoKey) {
+	st := a.states[key]
+	if st == nil || !a.complete(st) {
+		return
+	}
+	if n := uint64(len(st.crops)); n > st.eos.GetCropsPublished() && st.eos.GetFailure() == "" {
+		a.log.Warn("more distinct crops scored than published", zap.Stringer("video", key),
+			zap.Uint64("scored", n), zap.Uint64("published", st.eos.GetCropsPublished()))
+	}
+	a.finish(ctx, key, "")
+}
+
+// tick keeps held end-of-stream messages alive and handles stalled and idle videos.
+func (a *aggregator) tick(ctx context.Context, now time.Time) {
+	for key, t := range a.done {
+		if now.Sub(t) > doneTTL {
+			delete(a.done, key)
+		}
+	}
+	for key, st := range a.states {
+		if st.eosMsg != nil {
+			if err := st.eosMsg.InProgress(); err != nil {
+				a.log.Warn("in-progress ack", zap.Stringer("video", key), zap.Error(err))
+			}
+		}
+		idle := now.Sub(st.lastProgress)
+		switch {
+		case st.eos == nil && idle > a.o.IdleTimeout:
+			a.log.Warn("dropping idle video without end-of-stream", zap.Stringer("video", key), zap.Int("crops", len(st.crops)))
+			delete(a.states, key)
+		case st.eos != nil && a.complete(st):
+			// A previous store failed: retry.
+			a.finish(ctx, key, "")
+		case st.eos != nil && idle > a.o.StallTimeout && !st.replayed:
+			a.replay(ctx, key)
+			st.lastProgress = now
+			a.maybeFinish(ctx, key)
+		case st.eos != nil && idle > a.o.GiveUpAfter:
+			a.stats.Forced.Add(1)
+			a.finish(ctx, key, fmt.Sprintf("incomplete: %d of %d crops scored", len(st.crops), st.eos.GetCropsPublished()))
+		}
+	}
+}
+
+// DecodeScore decodes a FrameScore from a message on subject and checks it belongs there.
+func DecodeScore(subject string, data []byte) (*laev1.FrameScore, error) {
+	var s laev1.FrameScore
+	if err := proto.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("decode FrameScore on %s: %w", subject, err)
+	}
+	if err := checkVideo(subject, laev1.SubjectScoresPrefix, s.GetVideoId()); err != nil {
+		return nil, fmt.Errorf("decode FrameScore: %w", err)
+	}
+	return &s, nil
+}
+
+// DecodeEOS decodes an EndOfStream from a message on subject and checks it belongs there.
+func DecodeEOS(subject string, data []byte) (*laev1.EndOfStream, error) {
+	var e laev1.EndOfStream
+	if err := proto.Unmarshal(data, &e); err != nil {
+		return nil, fmt.Errorf("decode EndOfStream on %s: %w", subject, err)
+	}
+	if err := checkVideo(subject, laev1.SubjectEOSPrefix, e.GetVideoId()); err != nil {
+		return nil, fmt.Errorf("decode EndOfStream: %w", err)
+	}
+	return &e, nil
+}
+
+// checkVideo refuses a message whose video id is invalid or is not its subject's: folding it
+// under either id would corrupt another video's counts.
+func checkVideo(subject, prefix, id string) error {
+	if err := laev1.ValidateVideoID(id); err != nil {
+		return err
+	}
+	if subject != prefix+id {
+		return fmt.Errorf("video id %q does not match subject %q", id, subject)
+	}
+	return nil
+}

@@ -1,0 +1,219 @@
+package aggregator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lae-screening/lae/aggregator/evidence"
+	"github.com/lae-screening/lae/aggregator/verdict"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// VerdictMsgID is the de-duplication id of a published verdict.
+func VerdictMsgID(videoID string, revision int) string {
+	return fmt.Sprintf("verdict/%s/%d", videoID, revision)
+}
+
+// finish computes, stores and publishes the verdict of one video, then drops its state. On a
+// storage error the state is kept (and the end-of-stream held) so the next tick retries.
+// incomplete, when non-empty, is the reason a verdict is forced before every crop was scored.
+func (a *aggregator) finish(ctx context.Context, key videoKey, incomplete string) {
+	st := a.states[key]
+	// A shutdown must not cut a verdict in half: its I/O gets its own deadline.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	scores := make([]*laev1.FrameScore, 0, len(st.crops))
+	for _, c := range st.crops {
+		scores = append(scores, c.score)
+	}
+	v, err := verdict.Compute(st.eos, scores, a.vo)
+	if err != nil {
+		// Options were validated at start; this cannot happen short of a bug, and retrying
+		// would not help.
+		a.log.Error("compute verdict", zap.Stringer("video", key), zap.Error(err))
+		v = laev1.Verdict{VideoID: key.id, Input: st.eos.GetSourceUrl(), Verdict: laev1.VerdictError, Error: err.Error(),
+			Rule: a.vo.Rule, Threshold: a.vo.Threshold, Revision: int(key.revision), Final: true,
+			Tracks: []laev1.Track{}, Evidence: []laev1.Evidence{}}
+	}
+	if incomplete != "" && v.Error == "" {
+		v.Error = incomplete
+	}
+	v.CreatedAt = a.now().UTC()
+	if v.Verdict == laev1.VerdictFake || v.Verdict == laev1.VerdictReal {
+		v.Evidence = a.evidence(ctx, key, st, verdict.TopFrames(scores, a.o.EvidenceFrames))
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		a.log.Error("marshal verdict", zap.Stringer("video", key), zap.Error(err))
+		return
+	}
+	if err := a.store(ctx, v, data); err != nil {
+		a.stats.StoreErrors.Add(1)
+		a.log.Warn("store verdict (will retry)", zap.Stringer("video", key), zap.Error(err))
+		return
+	}
+	if st.eosMsg != nil {
+		if err := st.eosMsg.DoubleAck(ctx); err != nil {
+			// The verdict is stored; a redelivered end-of-stream is dropped as late or, after
+			// doneTTL, recomputes the same verdict under the same message id.
+			a.log.Warn("ack end-of-stream", zap.Stringer("video", key), zap.Error(err))
+		}
+	}
+	delete(a.states, key)
+	a.done[key] = a.now()
+	a.stats.Verdicts.Add(1)
+	a.log.Info("verdict", zap.String("video", v.VideoID), zap.Int("revision", v.Revision),
+		zap.String("verdict", v.Verdict), zap.Float64("score", v.Score), zap.Uint64("crops", v.CropsScored),
+		zap.Int("evidence", len(v.Evidence)), zap.String("error", v.Error))
+	if a.o.OnVerdict != nil {
+		a.o.OnVerdict(v)
+	}
+}
+
+// store puts the verdict into the KV bucket, then publishes it. The KV comes first: a
+// subscriber that sees the message can always read the bucket.
+func (a *aggregator) store(ctx context.Context, v laev1.Verdict, data []byte) error {
+	if _, err := a.kv.Put(ctx, v.VideoID, data); err != nil {
+		return fmt.Errorf("put verdict %s into kv %s: %w", v.VideoID, laev1.BucketVerdicts, err)
+	}
+	if _, err := a.js.Publish(ctx, laev1.VerdictSubject(v.VideoID), data,
+		jetstream.WithMsgID(VerdictMsgID(v.VideoID, v.Revision))); err != nil {
+		return fmt.Errorf("publish verdict on %s: %w", laev1.VerdictSubject(v.VideoID), err)
+	}
+	return nil
+}
+
+// evidence locates and renders the chosen crops. Failures cost the image, not the verdict.
+func (a *aggregator) evidence(ctx context.Context, key videoKey, st *state, top []*laev1.FrameScore) []laev1.Evidence {
+	out := make([]laev1.Evidence, 0, len(top))
+	for _, s := range top {
+		s = a.withHeatmap(ctx, st, s)
+		ev := laev1.Evidence{FrameIndex: s.GetFrameIndex(), PTSSeconds: s.GetPtsSeconds(), TrackID: s.GetTrackId(),
+			FaceIndex: s.GetFaceIndex(), Score: float64(s.GetScore())}
+		loc, err := evidence.Locate(s)
+		if err != nil {
+			a.stats.EvidenceErrors.Add(1)
+			a.log.Warn("locate evidence", zap.Stringer("video", key), zap.Error(err))
+		}
+		ev.FaceBox, ev.HotRegion = loc.Face, loc.Hot
+		frame, err := a.frameImage(ctx, s.GetVideoId(), s.GetFrameIndex())
+		if err != nil {
+			a.log.Warn("fetch frame image (drawing on the heatmap alone)", zap.Stringer("video", key), zap.Error(err))
+		}
+		img, err := evidence.Render(s, frame, loc)
+		switch {
+		case errors.Is(err, evidence.ErrNothingToDraw):
+		case err != nil:
+			a.stats.EvidenceErrors.Add(1)
+			a.log.Warn("render evidence", zap.Stringer("video", key), zap.Error(err))
+		default:
+			name := laev1.EvidenceObjectName(s.GetVideoId(), int(key.revision), s.GetFrameIndex(), s.GetFaceIndex())
+			if _, err := a.obs.PutBytes(ctx, name, img); err != nil {
+				a.stats.EvidenceErrors.Add(1)
+				a.log.Warn("store evidence image", zap.String("name", name), zap.Error(err))
+			} else {
+				ev.Image = name
+				a.stats.EvidenceImages.Add(1)
+			}
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// withHeatmap returns the full score of a crop, fetched back from the stream by sequence (the
+// state keeps scores without heatmaps). On failure the score goes on without a heatmap.
+func (a *aggregator) withHeatmap(ctx context.Context, st *state, s *laev1.FrameScore) *laev1.FrameScore {
+	c := st.crops[cropKey{s.GetFrameIndex(), s.GetFaceIndex()}]
+	if c.seq == 0 || len(s.GetHeatmap()) > 0 {
+		return s
+	}
+	raw, err := a.scores.GetMsg(ctx, c.seq)
+	if err != nil {
+		a.log.Warn("fetch score back for its heatmap", zap.Uint64("seq", c.seq), zap.Error(err))
+		return s
+	}
+	full, err := DecodeScore(raw.Subject, raw.Data)
+	if err != nil || full.GetFrameIndex() != s.GetFrameIndex() || full.GetFaceIndex() != s.GetFaceIndex() {
+		a.log.Warn("score fetched back does not match", zap.Uint64("seq", c.seq), zap.Error(err))
+		return s
+	}
+	return full
+}
+
+// frameImage fetches the frame image of one frame; (nil, nil) when there is none.
+func (a *aggregator) frameImage(ctx context.Context, videoID string, frame uint64) (*laev1.FrameImage, error) {
+	raw, err := a.frames.GetLastMsgForSubject(ctx, laev1.FrameSubject(videoID, frame))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get frame image %s: %w", laev1.FrameSubject(videoID, frame), err)
+	}
+	var fi laev1.FrameImage
+	if err := proto.Unmarshal(raw.Data, &fi); err != nil {
+		return nil, fmt.Errorf("decode frame image %s: %w", laev1.FrameSubject(videoID, frame), err)
+	}
+	return &fi, nil
+}
+
+// replay rebuilds a video's scores from the stream (see the package comment). Scores already
+// in the state are dropped as duplicates.
+func (a *aggregator) replay(ctx context.Context, key videoKey) {
+	st := a.states[key]
+	st.replayed = true
+	a.stats.Replays.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, finishTimeout)
+	defer cancel()
+	before := len(st.crops)
+	cons, err := a.js.OrderedConsumer(ctx, laev1.StreamScores, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{laev1.ScoresSubject(key.id)}, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		a.log.Warn("replay scores", zap.Stringer("video", key), zap.Error(err))
+		return
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		a.log.Warn("replay scores", zap.Stringer("video", key), zap.Error(err))
+		return
+	}
+	// Only what is in the stream now: later scores come through the durable consumer.
+	remaining := info.NumPending
+	for remaining > 0 {
+		batch, err := cons.Fetch(int(min(remaining, 1024)), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			a.log.Warn("replay scores", zap.Stringer("video", key), zap.Error(err))
+			return
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			remaining--
+			s, err := DecodeScore(m.Subject(), m.Data())
+			if err != nil || s.GetRevision() != key.revision {
+				continue
+			}
+			var seq uint64
+			if md, err := m.Metadata(); err == nil {
+				seq = md.Sequence.Stream
+			}
+			a.fold(key, s, seq, false)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			a.log.Warn("replay scores", zap.Stringer("video", key), zap.Error(err))
+		}
+		if got == 0 {
+			break
+		}
+	}
+	a.log.Info("replayed scores", zap.Stringer("video", key), zap.Int("recovered", len(st.crops)-before),
+		zap.Int("crops", len(st.crops)), zap.Uint64("published", st.eos.GetCropsPublished()))
+}
