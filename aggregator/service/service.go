@@ -1,5 +1,5 @@
-// Package aggregator is the last stage of the pipeline: it collects the detector's scores of
-// each video, decides when a video is complete, turns the scores into a verdict (package
+// Package service is the aggregator stage, the last of the pipeline: it collects the
+// detector's scores of each video, decides when a video is complete, turns the scores into a verdict (package
 // verdict) with localized evidence (package evidence), and publishes it.
 //
 // # Completeness
@@ -40,7 +40,7 @@
 // laev1.BucketVerdicts under the video id and published on laev1.VerdictSubject(video id) with
 // message id "verdict/<video id>/<revision>". Evidence images go to the object store
 // laev1.BucketEvidence under laev1.EvidenceObjectName.
-package aggregator
+package service
 
 import (
 	"context"
@@ -56,6 +56,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/aggregator/verdict"
+	"github.com/lae-screening/lae/internal/metrics"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -76,8 +77,10 @@ type Options struct {
 	// OnVerdict, when set, is called with every verdict after it is stored and published. It
 	// runs on the aggregator's goroutine: it must not block.
 	OnVerdict func(laev1.Verdict)
-	// Stats, when set, is updated with counters (for metrics and tests).
+	// Stats, when set, is updated with counters (for tests and status pages).
 	Stats *Stats
+	// Metrics, when set, counts verdicts by label and errors by kind (stage "aggregator").
+	Metrics *metrics.Metrics
 
 	// StallTimeout is how long a video whose end-of-stream has arrived may go without a new
 	// score before its scores are replayed from the stream. 0 = 60s.
@@ -271,6 +274,7 @@ func newAggregator(ctx context.Context, js jetstream.JetStream, o Options) (*agg
 // terminate stops redelivery of a message that can never be handled, and counts it.
 func (a *aggregator) terminate(m jetstream.Msg, reason string) {
 	a.stats.Malformed.Add(1)
+	a.o.Metrics.Error("aggregator", "malformed")
 	a.log.Warn("terminating malformed message", zap.String("subject", m.Subject()), zap.String("reason", reason))
 	if err := m.TermWithReason(reason); err != nil {
 		a.log.Warn("term", zap.String("subject", m.Subject()), zap.Error(err))

@@ -1,4 +1,4 @@
-package aggregator
+package service
 
 import (
 	"bytes"
@@ -162,7 +162,7 @@ func makeVideo(t testing.TB, id string, frames int, fake bool) *video {
 func schema(t testing.TB) *jsonschema.Schema {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
-	path := filepath.Join(filepath.Dir(file), "..", "schemas", "v1", "verdict.schema.json")
+	path := filepath.Join(filepath.Dir(file), "..", "..", "schemas", "v1", "verdict.schema.json")
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
