@@ -62,8 +62,8 @@ func TestUpdate(t *testing.T) {
 			count:  2,
 		},
 		{
-			name:   "threshold is inclusive",
-			opts:   Options{Threshold: 0.5},
+			name: "threshold is inclusive",
+			opts: Options{Threshold: 0.5},
 			// 100x100 inside 100x200: IoU = 10000/20000 = 0.5 exactly.
 			frames: [][]image.Rectangle{{image.Rect(0, 0, 100, 100)}, {image.Rect(0, 0, 100, 200)}},
 			want:   [][]uint64{{1}, {1}},
