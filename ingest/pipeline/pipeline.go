@@ -1,0 +1,354 @@
+// Package pipeline is the ingest stage: it reads a video source, samples frames, detects, aligns
+// and tracks faces, publishes every aligned crop (and a small JPEG of every frame that had faces)
+// to JetStream, and always ends a video with an EndOfStream event whose counts let the aggregator
+// know when its verdict is complete.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"io"
+	"math"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"gocv.io/x/gocv"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lae-screening/lae/ingest/align"
+	"github.com/lae-screening/lae/ingest/crops"
+	"github.com/lae-screening/lae/ingest/faces"
+	"github.com/lae-screening/lae/ingest/source"
+	"github.com/lae-screening/lae/ingest/track"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// Defaults for Options.
+const (
+	DefaultFrameJPEGWidth = 640
+	DefaultMaxPending     = 256
+	// frameJPEGQuality keeps evidence frames readable at a fraction of the raw size.
+	frameJPEGQuality = 85
+	// ackTimeout bounds the wait for one JetStream acknowledgement.
+	ackTimeout = 30 * time.Second
+	// eosTimeout bounds the final EndOfStream publish, which runs even after ctx is cancelled.
+	eosTimeout = 10 * time.Second
+)
+
+// Progress is what Run has done so far; Options.Progress gets it after every sampled frame.
+type Progress struct {
+	FramesDecoded   uint64
+	FramesSampled   uint64
+	FramesWithFaces uint64
+	Faces           uint64
+	CropsPublished  uint64
+	Tracks          uint64
+	Errors          uint64
+	// PTS is the presentation time of the last sampled frame, in seconds.
+	PTS float64
+	// Duration is the source's duration, 0 when unknown (live).
+	Duration time.Duration
+}
+
+// Options configures Run. Zero values take the defaults.
+type Options struct {
+	// SampleFPS is the sampling rate by presentation time; 0 means every frame (callers choose
+	// the product default, 5). It overrides Source.SampleFPS.
+	SampleFPS float64
+	// MaxDuration stops after this much media time (0 = whole source). Overrides Source's.
+	MaxDuration time.Duration
+	// FaceModel is a faces.Open spec: "lbp", "haar" or a YuNet .onnx path ("" = default).
+	FaceModel string
+	// MaxFacesPerFrame keeps the first N faces per frame in detector order (0 = all).
+	MaxFacesPerFrame int
+	// MinFaceSize drops faces narrower than this many frame pixels (0 = keep all).
+	MinFaceSize int
+	// FrameJPEGWidth is the width of the evidence JPEG of frames with faces (default 640;
+	// frames narrower than this are not upscaled; negative = publish no frame images).
+	FrameJPEGWidth int
+	// MaxPending bounds the publishes awaiting acknowledgement (default 256).
+	MaxPending int
+	// Progress, when set, is called from Run's goroutine after every sampled frame.
+	Progress func(Progress)
+	// Logger gets per-video events (default: none).
+	Logger *zap.Logger
+	// Source tunes the decoder (timeouts, threads).
+	Source source.Options
+}
+
+// Run ingests one video and publishes its crops, frame images and end-of-stream event. The
+// EndOfStream is published in every case, with Failure set when the source could not be read or
+// processing stopped; Run returns it together with the fatal error, if any.
+func Run(ctx context.Context, js jetstream.JetStream, videoID, url string, o Options) (*laev1.EndOfStream, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.FrameJPEGWidth == 0 {
+		o.FrameJPEGWidth = DefaultFrameJPEGWidth
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPending
+	}
+	log := o.Logger.With(zap.String("video_id", videoID), zap.String("url", url))
+	eos := &laev1.EndOfStream{VideoId: videoID, SourceUrl: url}
+	r := &run{js: js, videoID: videoID, o: o, log: log, eos: eos}
+	var err error
+	if verr := laev1.ValidateVideoID(videoID); verr != nil {
+		// No EOS either: a subject cannot be built from an invalid id.
+		return eos, fmt.Errorf("ingest: %w", verr)
+	}
+	err = r.ingest(ctx, url)
+	// Whatever happened, wait for the crops already sent so the EOS counts only stored ones.
+	if werr := r.drain(ctx); werr != nil && err == nil {
+		err = werr
+	}
+	if err != nil {
+		eos.Failure = err.Error()
+		log.Warn("ingest failed", zap.Error(err))
+	}
+	// The EOS goes out even when ctx is cancelled: without it the aggregator would wait forever.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), eosTimeout)
+	defer cancel()
+	if perr := publishEOS(pctx, js, eos); perr != nil {
+		err = errors.Join(err, perr)
+	}
+	log.Info("ingest done", zap.Uint64("frames_sampled", eos.FramesSampled), zap.Uint64("faces", eos.Faces),
+		zap.Uint64("crops_published", eos.CropsPublished), zap.Uint64("errors", eos.Errors), zap.String("failure", eos.Failure))
+	return eos, err
+}
+
+func publishEOS(ctx context.Context, js jetstream.JetStream, eos *laev1.EndOfStream) error {
+	data, err := proto.Marshal(eos)
+	if err != nil {
+		return fmt.Errorf("marshal end-of-stream %s: %w", eos.VideoId, err)
+	}
+	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: laev1.EOSSubject(eos.VideoId), Data: data},
+		jetstream.WithMsgID(laev1.EOSMsgID(eos.VideoId, eos.Revision)))
+	if err != nil {
+		return fmt.Errorf("publish end-of-stream %s: %w", eos.VideoId, err)
+	}
+	return nil
+}
+
+// run is the state of one Run call.
+type run struct {
+	js      jetstream.JetStream
+	videoID string
+	o       Options
+	log     *zap.Logger
+	eos     *laev1.EndOfStream
+
+	det     faces.Detector
+	al      *align.Aligner
+	tracker *track.Tracker
+	pending []pending
+	prog    Progress
+}
+
+// pending is an unacknowledged publish; crop tells whether it counts in CropsPublished.
+type pending struct {
+	fut  jetstream.PubAckFuture
+	crop bool
+	what string
+}
+
+func (r *run) ingest(ctx context.Context, url string) error {
+	so := r.o.Source
+	so.SampleFPS, so.MaxDuration = r.o.SampleFPS, r.o.MaxDuration
+	src, err := source.Open(ctx, url, so)
+	if err != nil {
+		return err // source's errors already read "open <url>: <reason>"
+	}
+	defer src.Close()
+	info := src.Info()
+	r.eos.Live = info.Live
+	r.prog.Duration = info.Duration
+	defer func() {
+		st := src.Stats()
+		r.eos.FramesDecoded, r.eos.FramesSampled = st.FramesDecoded, st.FramesSampled
+		r.eos.Errors += st.Errors
+		r.eos.Tracks = r.tracker.Count()
+		if info.Duration > 0 && r.o.MaxDuration == 0 {
+			r.eos.DurationSeconds = info.Duration.Seconds()
+		} else {
+			r.eos.DurationSeconds = r.prog.PTS
+		}
+	}()
+	r.tracker = track.New(track.Options{})
+	if r.det, err = faces.Open(r.o.FaceModel); err != nil {
+		return fmt.Errorf("face detector: %w", err)
+	}
+	defer r.det.Close()
+	if r.al, err = align.New(align.Options{}); err != nil {
+		return fmt.Errorf("face aligner: %w", err)
+	}
+	defer r.al.Close()
+	r.log.Info("ingest started", zap.Int("width", info.Width), zap.Int("height", info.Height),
+		zap.Float64("fps", info.FPS), zap.Duration("duration", info.Duration), zap.String("codec", info.Codec))
+	for {
+		fr, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("decode %s: %w", url, err)
+		}
+		err = r.frame(ctx, fr)
+		fr.Image.Close()
+		if err != nil {
+			return err
+		}
+		st := src.Stats()
+		r.prog.FramesDecoded, r.prog.FramesSampled = st.FramesDecoded, st.FramesSampled
+		r.prog.Errors = st.Errors + r.eos.Errors
+		r.prog.Tracks = r.tracker.Count()
+		r.prog.CropsPublished = r.eos.CropsPublished
+		if r.o.Progress != nil {
+			r.o.Progress(r.prog)
+		}
+	}
+}
+
+// frame handles one sampled frame. Only publishing errors are fatal; a frame the detector or
+// aligner cannot handle is counted in Errors and skipped.
+func (r *run) frame(ctx context.Context, fr source.Frame) error {
+	r.prog.PTS = fr.PTS
+	found, err := r.det.Detect(fr.Image)
+	if err != nil {
+		r.eos.Errors++
+		r.log.Debug("detect failed", zap.Uint64("frame", fr.Index), zap.Error(err))
+		return nil
+	}
+	found = crops.Select(found, r.o.MaxFacesPerFrame, r.o.MinFaceSize)
+	boxes := make([]image.Rectangle, len(found))
+	for i, f := range found {
+		boxes[i] = f.Box
+	}
+	ids := r.tracker.Update(boxes)
+	var faceIndex uint32
+	for i, f := range found {
+		c, err := r.al.Align(fr.Image, f)
+		if err != nil {
+			r.eos.Errors++
+			r.log.Debug("align failed", zap.Uint64("frame", fr.Index), zap.Error(err))
+			continue
+		}
+		msg := &laev1.FaceCrop{
+			VideoId: r.videoID, FrameIndex: fr.Index, SampleIndex: fr.SampleIndex, PtsSeconds: fr.PTS,
+			FaceIndex: faceIndex, TrackId: ids[i],
+			Box:         &laev1.Box{X: float32(f.Box.Min.X), Y: float32(f.Box.Min.Y), W: float32(f.Box.Dx()), H: float32(f.Box.Dy())},
+			CropToFrame: c.CropToFrame[:], Width: uint32(c.Image.Cols()), Height: uint32(c.Image.Rows()),
+			Format: laev1.PixelFormat_PIXEL_FORMAT_BGR8, Pixels: c.Image.ToBytes(),
+			DetectorConfidence: f.Confidence, FrameWidth: uint32(fr.Image.Cols()), FrameHeight: uint32(fr.Image.Rows()),
+			EyesAligned: c.EyesAligned,
+		}
+		c.Image.Close()
+		data, err := proto.Marshal(msg)
+		if err != nil {
+			return fmt.Errorf("marshal crop %d/%d: %w", fr.Index, faceIndex, err)
+		}
+		m := &nats.Msg{Subject: laev1.FacesSubject(r.videoID), Data: data}
+		if err := r.publish(ctx, m, laev1.CropMsgID(r.videoID, fr.Index, faceIndex), true); err != nil {
+			return err
+		}
+		faceIndex++
+		r.eos.Faces++
+	}
+	r.prog.Faces = r.eos.Faces
+	if faceIndex == 0 {
+		return nil
+	}
+	r.prog.FramesWithFaces++
+	if r.o.FrameJPEGWidth < 0 {
+		return nil
+	}
+	return r.publishFrame(ctx, fr)
+}
+
+// publishFrame sends the downscaled JPEG of a frame with faces, for evidence images.
+func (r *run) publishFrame(ctx context.Context, fr source.Frame) error {
+	img := fr.Image
+	if img.Cols() > r.o.FrameJPEGWidth {
+		h := int(math.Round(float64(img.Rows()) * float64(r.o.FrameJPEGWidth) / float64(img.Cols())))
+		small := gocv.NewMat()
+		defer small.Close()
+		gocv.Resize(img, &small, image.Pt(r.o.FrameJPEGWidth, max(1, h)), 0, 0, gocv.InterpolationArea)
+		img = small
+	}
+	buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, img, []int{gocv.IMWriteJpegQuality, frameJPEGQuality})
+	if err != nil {
+		r.eos.Errors++
+		r.log.Debug("frame jpeg failed", zap.Uint64("frame", fr.Index), zap.Error(err))
+		return nil
+	}
+	jpeg := append([]byte(nil), buf.GetBytes()...)
+	buf.Close()
+	data, err := proto.Marshal(&laev1.FrameImage{VideoId: r.videoID, FrameIndex: fr.Index, PtsSeconds: fr.PTS,
+		FrameWidth: uint32(fr.Image.Cols()), FrameHeight: uint32(fr.Image.Rows()), Jpeg: jpeg})
+	if err != nil {
+		return fmt.Errorf("marshal frame %d: %w", fr.Index, err)
+	}
+	m := &nats.Msg{Subject: laev1.FrameSubject(r.videoID, fr.Index), Data: data}
+	return r.publish(ctx, m, laev1.FrameMsgID(r.videoID, fr.Index), false)
+}
+
+// publish sends m asynchronously, first waiting for the oldest acknowledgement when MaxPending
+// publishes are already in flight, so memory stays bounded on long videos.
+func (r *run) publish(ctx context.Context, m *nats.Msg, id string, crop bool) error {
+	for len(r.pending) >= r.o.MaxPending {
+		if err := r.waitOldest(ctx); err != nil {
+			return err
+		}
+	}
+	fut, err := r.js.PublishMsgAsync(m, jetstream.WithMsgID(id))
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", id, err)
+	}
+	r.pending = append(r.pending, pending{fut: fut, crop: crop, what: id})
+	return nil
+}
+
+// waitOldest waits for the oldest pending publish's acknowledgement.
+func (r *run) waitOldest(ctx context.Context) error {
+	p := r.pending[0]
+	r.pending = r.pending[1:]
+	timer := time.NewTimer(ackTimeout)
+	defer timer.Stop()
+	select {
+	case <-p.fut.Ok():
+		// A duplicate ack means an earlier attempt stored it: still published exactly once.
+		if p.crop {
+			r.eos.CropsPublished++
+		}
+		return nil
+	case err := <-p.fut.Err():
+		return fmt.Errorf("publish %s: %w", p.what, err)
+	case <-ctx.Done():
+		return fmt.Errorf("publish %s: %w", p.what, ctx.Err())
+	case <-timer.C:
+		return fmt.Errorf("publish %s: no acknowledgement after %s", p.what, ackTimeout)
+	}
+}
+
+// drain waits for every pending acknowledgement. It keeps counting after a failure so the EOS
+// reports what was really stored. When ctx is already done it still collects acks that arrive
+// within a short grace period.
+func (r *run) drain(ctx context.Context) error {
+	dctx := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), eosTimeout)
+		defer cancel()
+	}
+	var first error
+	for len(r.pending) > 0 {
+		if err := r.waitOldest(dctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

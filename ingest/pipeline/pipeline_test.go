@@ -1,0 +1,216 @@
+package pipeline
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lae-screening/lae/ingest/align"
+	"github.com/lae-screening/lae/internal/natsembed"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+func dataDir(t testing.TB) string {
+	_, file, _, _ := runtime.Caller(0)
+	d := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data")
+	if _, err := os.Stat(d); err != nil {
+		t.Skipf("shared data %s absent: %v", d, err)
+	}
+	return d
+}
+
+func video(t testing.TB, rel string) string {
+	p := filepath.Join(dataDir(t), "videos", rel)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("video %s absent: %v", p, err)
+	}
+	return p
+}
+
+func startNATS(t testing.TB) *natsembed.Server {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := natsembed.Start(ctx, natsembed.Options{Retention: laev1.Retention{Memory: true}})
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// fetchAll reads every message of subject in stream with an ordered consumer.
+func fetchAll(t testing.TB, js jetstream.JetStream, stream, subject string) []jetstream.Msg {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	require.NoError(t, err)
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	require.NoError(t, err)
+	want := int(info.State.Subjects[subject])
+	if want == 0 {
+		for _, n := range info.State.Subjects {
+			want += int(n)
+		}
+	}
+	if want == 0 {
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	require.NoError(t, err)
+	var out []jetstream.Msg
+	for len(out) < want {
+		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(5*time.Second))
+		require.NoError(t, err)
+		for m := range batch.Messages() {
+			out = append(out, m)
+		}
+		require.NoError(t, batch.Error())
+	}
+	return out
+}
+
+func lastEOS(t testing.TB, js jetstream.JetStream, videoID string) *laev1.EndOfStream {
+	msgs := fetchAll(t, js, laev1.StreamScores, laev1.EOSSubject(videoID))
+	require.Len(t, msgs, 1, "exactly one end-of-stream")
+	var eos laev1.EndOfStream
+	require.NoError(t, proto.Unmarshal(msgs[0].Data(), &eos))
+	require.Equal(t, laev1.EOSMsgID(videoID, 0), msgs[0].Headers().Get(jetstream.MsgIDHeader))
+	return &eos
+}
+
+// checkVideo verifies what Run published for videoID against its EOS.
+func checkVideo(t *testing.T, js jetstream.JetStream, videoID string, eos *laev1.EndOfStream) (framesWithFaces int) {
+	require.True(t, proto.Equal(eos, lastEOS(t, js, videoID)), "published EOS = returned EOS")
+	crops := fetchAll(t, js, laev1.StreamFaces, laev1.FacesSubject(videoID))
+	require.Equal(t, int(eos.CropsPublished), len(crops))
+	require.Equal(t, eos.Faces, eos.CropsPublished)
+	frames := map[uint64]bool{}
+	tracks := map[uint64]bool{}
+	for _, m := range crops {
+		var c laev1.FaceCrop
+		require.NoError(t, proto.Unmarshal(m.Data(), &c))
+		require.Equal(t, laev1.CropMsgID(videoID, c.FrameIndex, c.FaceIndex), m.Headers().Get(jetstream.MsgIDHeader))
+		require.Equal(t, laev1.PixelFormat_PIXEL_FORMAT_BGR8, c.Format)
+		require.Equal(t, []uint32{align.CropSize, align.CropSize}, []uint32{c.Width, c.Height})
+		require.Len(t, c.Pixels, align.CropSize*align.CropSize*3)
+		require.Len(t, c.CropToFrame, 6)
+		b := c.Box
+		require.True(t, b.X >= 0 && b.Y >= 0 && b.W > 0 && b.H > 0 &&
+			b.X+b.W <= float32(c.FrameWidth) && b.Y+b.H <= float32(c.FrameHeight), "box %v in %dx%d", b, c.FrameWidth, c.FrameHeight)
+		// The crop centre maps into the face box.
+		x := c.CropToFrame[0]*128 + c.CropToFrame[1]*128 + c.CropToFrame[2]
+		y := c.CropToFrame[3]*128 + c.CropToFrame[4]*128 + c.CropToFrame[5]
+		require.True(t, x >= float64(b.X) && x <= float64(b.X+b.W) && y >= float64(b.Y) && y <= float64(b.Y+b.H),
+			"crop centre -> %.0f,%.0f outside box %v", x, y, b)
+		require.NotZero(t, c.TrackId)
+		require.Less(t, c.SampleIndex, eos.FramesSampled)
+		frames[c.FrameIndex] = true
+		tracks[c.TrackId] = true
+	}
+	require.Equal(t, int(eos.Tracks), len(tracks))
+	imgs := fetchAll(t, js, laev1.StreamFrames, laev1.SubjectFramesPrefix+videoID+".>")
+	require.Len(t, imgs, len(frames), "one frame image per frame with faces")
+	for _, m := range imgs {
+		var fi laev1.FrameImage
+		require.NoError(t, proto.Unmarshal(m.Data(), &fi))
+		require.True(t, frames[fi.FrameIndex])
+		require.Equal(t, []byte{0xff, 0xd8}, fi.Jpeg[:2], "JPEG magic")
+	}
+	return len(frames)
+}
+
+func TestRunRealVideos(t *testing.T) {
+	srv := startNATS(t)
+	cases := []struct {
+		name, rel string
+		maxDur    time.Duration
+	}{
+		{"asl", "asl/again.mkv", 0},
+		{"hamilton", "hamilton_short.mp4", 3 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := laev1.NewVideoID()
+			var last Progress
+			eos, err := Run(context.Background(), srv.JS, id, video(t, tc.rel), Options{
+				SampleFPS: 5, MaxDuration: tc.maxDur, Progress: func(p Progress) { last = p },
+			})
+			require.NoError(t, err)
+			require.Empty(t, eos.Failure)
+			require.NotZero(t, eos.FramesSampled)
+			require.Greater(t, eos.FramesDecoded, eos.FramesSampled)
+			require.NotZero(t, eos.CropsPublished)
+			require.Equal(t, eos.FramesSampled, last.FramesSampled)
+			require.Equal(t, eos.CropsPublished, last.Faces)
+			n := checkVideo(t, srv.JS, id, eos)
+			t.Logf("%s: %d sampled, %d with faces, %d crops, %d tracks", tc.rel, eos.FramesSampled, n, eos.CropsPublished, eos.Tracks)
+		})
+	}
+}
+
+// TestRunTwiceDeduplicates re-ingests a video under the same id: JetStream drops the repeated
+// crops by message id, so the stream holds one copy and both EOS report the same counts.
+func TestRunTwiceDeduplicates(t *testing.T) {
+	srv := startNATS(t)
+	id := laev1.NewVideoID()
+	o := Options{SampleFPS: 2, MaxDuration: 2 * time.Second}
+	first, err := Run(context.Background(), srv.JS, id, video(t, "asl/yes.mkv"), o)
+	require.NoError(t, err)
+	second, err := Run(context.Background(), srv.JS, id, video(t, "asl/yes.mkv"), o)
+	require.NoError(t, err)
+	require.Equal(t, first.CropsPublished, second.CropsPublished)
+	checkVideo(t, srv.JS, id, second)
+}
+
+func TestRunFailures(t *testing.T) {
+	srv := startNATS(t)
+	dir := t.TempDir()
+	html := filepath.Join(dir, "page.avi")
+	require.NoError(t, os.WriteFile(html, []byte("<html><body>not a video</body></html>"), 0o600))
+	cases := []struct {
+		name, url string
+		o         Options
+	}{
+		{"missing file", filepath.Join(dir, "missing.mp4"), Options{}},
+		{"unknown scheme", "gopher://example.com/x.mp4", Options{}},
+		{"html named avi", html, Options{}},
+		{"missing face model", video(t, "asl/yes.mkv"), Options{FaceModel: filepath.Join(dir, "none.onnx")}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := laev1.NewVideoID()
+			eos, err := Run(context.Background(), srv.JS, id, tc.url, tc.o)
+			require.Error(t, err)
+			require.NotEmpty(t, eos.Failure)
+			require.Equal(t, err.Error(), eos.Failure)
+			require.Zero(t, eos.CropsPublished)
+			require.True(t, proto.Equal(eos, lastEOS(t, srv.JS, id)))
+			t.Logf("%s: %s", tc.name, eos.Failure)
+		})
+	}
+	_, err := Run(context.Background(), srv.JS, "bad id!", "x.mp4", Options{})
+	require.Error(t, err)
+}
+
+// TestRunCancelled stops ingest through ctx: the EOS still goes out, with the failure.
+func TestRunCancelled(t *testing.T) {
+	srv := startNATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	id := laev1.NewVideoID()
+	eos, err := Run(ctx, srv.JS, id, video(t, "hamilton_short.mp4"), Options{
+		SampleFPS: 5, Progress: func(p Progress) {
+			if p.FramesSampled == 3 {
+				cancel()
+			}
+		},
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotEmpty(t, eos.Failure)
+	require.Less(t, eos.FramesSampled, uint64(10))
+	checkVideo(t, srv.JS, id, eos)
+}
