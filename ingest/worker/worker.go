@@ -1,0 +1,177 @@
+// Package worker is the distributed ingest role's loop: it takes accepted submissions from the
+// LAE_INGEST work queue (one video goes to exactly one ingest process, through the shared
+// durable consumer) and runs the ingest pipeline on each, a few at a time.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/lae-screening/lae/ingest/pipeline"
+	"github.com/lae-screening/lae/internal/metrics"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// Options configures Run.
+type Options struct {
+	// Concurrency is how many videos are ingested at once (default 2).
+	Concurrency int
+	// DefaultSampleFPS applies when a submission does not say (the product default is 5).
+	DefaultSampleFPS float64
+	// Pipeline is the template of every video's pipeline options (SampleFPS and MaxDuration
+	// are taken from the submission when it sets them).
+	Pipeline pipeline.Options
+	// ShutdownTimeout bounds how long videos in hand may run after ctx ends; then they are
+	// cut short and end with a failure event (live streams never end by themselves).
+	ShutdownTimeout time.Duration
+	Logger          *zap.Logger
+	Metrics         *metrics.Metrics
+}
+
+// Run consumes submissions until ctx ends, then waits for the videos in hand.
+func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 2
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.ShutdownTimeout == 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, laev1.StreamIngest, laev1.IngestConsumerConfig())
+	if err != nil {
+		return fmt.Errorf("ingest consumer: %w", err)
+	}
+	// Videos keep running for ShutdownTimeout after ctx ends, so they get their own context.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopTimer := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(o.ShutdownTimeout)
+		go func() {
+			select {
+			case <-t.C:
+				cancelWork()
+			case <-workCtx.Done():
+				t.Stop()
+			}
+		}()
+	})
+	defer stopTimer()
+
+	slots := make(chan struct{}, o.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case slots <- struct{}{}:
+		}
+		msg, err := next(ctx, cons)
+		if err != nil {
+			<-slots
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if msg == nil {
+			<-slots
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			handle(workCtx, js, msg, o)
+		}()
+	}
+}
+
+// next fetches one submission, or nil when none arrived within the poll interval.
+func next(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("fetch submission: %w", err)
+	}
+	for m := range batch.Messages() {
+		return m, nil
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+		return nil, fmt.Errorf("fetch submission: %w", err)
+	}
+	return nil, nil
+}
+
+func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, o Options) {
+	var req laev1.SubmitRequest
+	if err := json.Unmarshal(msg.Data(), &req); err != nil || laev1.ValidateVideoID(req.VideoID) != nil || req.URL == "" {
+		o.Logger.Warn("malformed submission terminated", zap.ByteString("data", msg.Data()))
+		o.Metrics.Error("ingest", "malformed_submission")
+		_ = msg.TermWithReason("malformed submission")
+		return
+	}
+	log := o.Logger.With(zap.String("video_id", req.VideoID), zap.String("url", req.URL))
+	// Keep the submission ours while the video runs: AckWait is short so that a crashed ingest's
+	// videos go to another process quickly.
+	hbCtx, stopHB := context.WithCancel(ctx)
+	defer stopHB()
+	go func() {
+		t := time.NewTicker(laev1.IngestConsumerConfig().AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-hbCtx.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+
+	po := o.Pipeline
+	po.SampleFPS = o.DefaultSampleFPS
+	if req.SampleFPS != nil {
+		po.SampleFPS = *req.SampleFPS
+	}
+	if req.MaxDurationSeconds > 0 {
+		po.MaxDuration = time.Duration(req.MaxDurationSeconds * float64(time.Second))
+	}
+	po.Logger = log
+	start := time.Now()
+	eos, err := pipeline.Run(ctx, js, req.VideoID, req.URL, po)
+	stopHB()
+	outcome := "ok"
+	if err != nil {
+		outcome = "failed"
+		log.Warn("ingest failed", zap.Error(err))
+	}
+	if o.Metrics != nil {
+		o.Metrics.VideosIngested.WithLabelValues(outcome).Inc()
+		if eos != nil {
+			o.Metrics.FramesDecoded.Add(float64(eos.FramesDecoded))
+			o.Metrics.FramesSampled.Add(float64(eos.FramesSampled))
+			o.Metrics.Faces.Add(float64(eos.Faces))
+			o.Metrics.CropsPublished.Add(float64(eos.CropsPublished))
+		}
+	}
+	if eos != nil {
+		log.Info("ingest done", zap.Uint64("frames_sampled", eos.FramesSampled), zap.Uint64("crops", eos.CropsPublished),
+			zap.Duration("took", time.Since(start)))
+	}
+	// The end-of-stream event is published (success or failure), so the submission is done.
+	if err := msg.DoubleAck(context.WithoutCancel(ctx)); err != nil {
+		log.Warn("ack submission", zap.Error(err))
+	}
+}
