@@ -2,6 +2,7 @@
 //
 //	lae scan [flags] <file-or-url>...   scan videos on this machine (embedded NATS, all stages in-process)
 //	lae crops --out DIR <input>...      write aligned face crops exactly as the scanner sees them
+//	lae ingest|detect|aggregate         the distributed roles, over an external NATS
 //
 // main only wires signals and dispatches; each subcommand lives in its own file.
 package main
@@ -25,13 +26,16 @@ var commands = map[string]struct {
 	run  func(ctx context.Context, args []string) error
 	help string
 }{
-	"scan":  {scanCmd, "scan videos or streams and print a verdict per input"},
-	"crops": {cropsCmd, "write aligned face crops (the detector's input geometry) for training"},
+	"scan":      {scanCmd, "scan videos or streams and print a verdict per input"},
+	"crops":     {cropsCmd, "write aligned face crops (the detector's input geometry) for training"},
+	"ingest":    {ingestCmd, "distributed role: answer lae.submit and ingest queued videos"},
+	"detect":    {detectCmd, "distributed role: score face crops with the LAE model"},
+	"aggregate": {aggregateCmd, "distributed role: turn scores into verdicts with evidence"},
 }
 
 func usage() {
 	fmt.Fprintf(os.Stderr, "usage: lae <command> [flags] [args]\n\ncommands:\n")
-	for _, name := range []string{"scan", "crops"} {
+	for _, name := range []string{"scan", "crops", "ingest", "detect", "aggregate"} {
 		fmt.Fprintf(os.Stderr, "  %-8s %s\n", name, commands[name].help)
 	}
 	fmt.Fprintf(os.Stderr, "\nRun 'lae <command> -h' for the flags of a command.\n")
