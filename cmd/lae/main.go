@@ -31,11 +31,13 @@ var commands = map[string]struct {
 	"ingest":    {ingestCmd, "distributed role: answer lae.submit and ingest queued videos"},
 	"detect":    {detectCmd, "distributed role: score face crops with the LAE model"},
 	"aggregate": {aggregateCmd, "distributed role: turn scores into verdicts with evidence"},
+	"submit":    {submitCmd, "queue video or stream URLs for screening on a NATS deployment"},
+	"watch":     {watchCmd, "print verdicts as they arrive"},
 }
 
 func usage() {
 	fmt.Fprintf(os.Stderr, "usage: lae <command> [flags] [args]\n\ncommands:\n")
-	for _, name := range []string{"scan", "crops", "ingest", "detect", "aggregate"} {
+	for _, name := range []string{"scan", "crops", "ingest", "detect", "aggregate", "submit", "watch"} {
 		fmt.Fprintf(os.Stderr, "  %-8s %s\n", name, commands[name].help)
 	}
 	fmt.Fprintf(os.Stderr, "\nRun 'lae <command> -h' for the flags of a command.\n")
