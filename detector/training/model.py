@@ -1,0 +1,83 @@
+"""The LAE network: a convolutional autoencoder whose latent map also carries the fake decision.
+
+Architecture (input 3xSxS, S=128, normalised RGB):
+
+* stem: pixel-unshuffle by 4 (lossless space-to-depth: every pixel reaches the encoder, which
+  matters for high-frequency traces, at 1/16 of the spatial cost; 2 CPU cores train this);
+* encoder: 5 conv3x3-BN-ReLU layers at S/4 with dilations 1,2,1,2,4 (receptive field ~88 px)
+  -> latent map z (C x S/4 x S/4);
+* decoder: 2 conv3x3-BN-ReLU + conv3x3 to 48 channels + pixel-shuffle -> reconstruction of x
+  (the autoencoder part: the latent must keep fine detail, Du et al. 2020 "Towards Generalizable
+  Deepfake Detection with Locality-aware AutoEncoder", following ForensicTransfer, Cozzolino et
+  al. 2018);
+* decision head (CAM-style over the latent, the variant DESIGN.md allows): a 1x1 conv gives a
+  fake-evidence logit per latent cell, L (1 x S/4 x S/4). The interpretation map is
+  heat = sigmoid(L), and the image logit is log-sum-exp pooling of L,
+  s = (1/r) * log(mean(exp(r * L))), r = 4 (between mean and max pooling, so a local forgery
+  can carry the decision). Because s is a monotone pooling of L, the heatmap is exactly the
+  local evidence behind the score and is computed in the forward graph (no backward pass).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _cbr(i: int, o: int, d: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(i, o, 3, 1, d, dilation=d, bias=False), nn.BatchNorm2d(o),
+                         nn.ReLU(inplace=True))
+
+
+class LAE(nn.Module):
+    """Locality-aware autoencoder with a CAM head over the latent map."""
+
+    def __init__(self, widths: Tuple[int, int, int] = (32, 48, 64), lse_r: float = 4.0):
+        super().__init__()
+        a, b, c = widths
+        self.widths = widths
+        self.lse_r = lse_r
+        self.unshuffle = nn.PixelUnshuffle(4)
+        self.encoder = nn.Sequential(_cbr(48, a), _cbr(a, a, 2), _cbr(a, b), _cbr(b, b, 2), _cbr(b, c, 4))
+        self.head = nn.Conv2d(c, 1, 1)
+        self.decoder = nn.Sequential(_cbr(c, b), _cbr(b, a), nn.Conv2d(a, 48, 3, 1, 1), nn.PixelShuffle(4))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent map z [N,C,S/4,S/4]."""
+        return self.encoder(self.unshuffle(x))
+
+    def pool(self, logit_map: torch.Tensor) -> torch.Tensor:
+        """Log-sum-exp pooling of the evidence map to one logit per image."""
+        flat = logit_map.flatten(1) * self.lse_r
+        # log(mean(exp(v))) computed stably without the cell count as a traced constant
+        top = flat.max(dim=1, keepdim=True)[0].detach()
+        return (top[:, 0] + torch.log(torch.exp(flat - top).mean(dim=1))) / self.lse_r
+
+    def forward(self, x: torch.Tensor, reconstruct: bool = True) -> Dict[str, torch.Tensor]:
+        """Returns logit_map [N,1,h,w], logit [N] and (if reconstruct) recon [N,3,S,S]."""
+        z = self.encode(x)
+        lm = self.head(z)
+        out = {"logit_map": lm, "logit": self.pool(lm)}
+        if reconstruct:
+            out["recon"] = self.decoder(z)
+        return out
+
+
+class Exported(nn.Module):
+    """The serving graph: input -> (score [N] = P(fake), heatmap [N,1,S/4,S/4] in [0,1])."""
+
+    def __init__(self, net: LAE):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        lm = self.net.head(self.net.encode(x))
+        return torch.sigmoid(self.net.pool(lm)), torch.sigmoid(lm)
+
+
+def n_params(m: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in m.parameters())

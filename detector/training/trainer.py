@@ -1,0 +1,123 @@
+"""The training loop and batched prediction.
+
+Masked samples (fakes whose mask is revealed) are few under active learning (<= 3 %), so every
+batch carries up to ``mask_per_batch`` of them drawn with replacement; the locality loss is
+averaged over them, so its weight does not depend on how many masks there are.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import common
+from .data import Arrays
+from .losses import LossWeights, total_loss
+from .model import LAE
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (copied into the model card)."""
+
+    epochs: float = 3.0
+    batch: int = 32
+    lr: float = 2e-3
+    lr_min_frac: float = 0.1
+    weight_decay: float = 1e-4
+    mask_per_batch: int = 8
+    flip: bool = True
+    seed: int = 0
+    time_budget_s: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        """JSON form."""
+        return asdict(self)
+
+
+def _batch(data: Arrays, idx: np.ndarray, flip: np.ndarray):
+    x = data.x[idx]
+    m = data.masks[idx]
+    if flip.any():
+        x = x.copy()
+        m = m.copy()
+        x[flip] = x[flip, :, ::-1]
+        m[flip] = m[flip, :, ::-1]
+    xt = common.to_tensor(x)
+    mt = torch.from_numpy(m.astype(np.float32) / 255.0).unsqueeze(1)
+    return xt, mt
+
+
+def train(model: LAE, data: Arrays, train_idx: Sequence[int], mask_idx: Sequence[int],
+          cfg: TrainConfig, weights: LossWeights, use_masks: bool,
+          log: Callable[[str], None] = print, tag: str = "") -> Dict:
+    """Train model in place on train_idx; masks are used only for samples in mask_idx (and only
+    if use_masks). Returns a summary (steps, seconds, last losses)."""
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    train_idx = np.asarray(train_idx, np.int64)
+    mask_idx = np.asarray([i for i in mask_idx if data.has_mask_file[i]], np.int64)
+    mask_set = set(mask_idx.tolist())
+    steps_per_epoch = max(1, math.ceil(len(train_idx) / cfg.batch))
+    total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    t0 = time.time()
+    step = 0
+    hist = []
+    order = rng.permutation(train_idx)
+    pos = 0
+    while step < total_steps:
+        if cfg.time_budget_s and time.time() - t0 > cfg.time_budget_s:
+            log(f"{tag} time budget reached at step {step}/{total_steps}")
+            break
+        if pos + cfg.batch > len(order):
+            order, pos = rng.permutation(train_idx), 0
+        b = order[pos:pos + cfg.batch]
+        pos += cfg.batch
+        if use_masks and len(mask_idx):
+            extra = rng.choice(mask_idx, min(cfg.mask_per_batch, cfg.batch // 2), replace=True)
+            b = np.concatenate([b, extra])
+        flip = rng.random(len(b)) < 0.5 if cfg.flip else np.zeros(len(b), bool)
+        x, m = _batch(data, b, flip)
+        y = torch.from_numpy(data.y[b])
+        has = torch.tensor([int(i) in mask_set for i in b])
+        frac = step / max(1, total_steps - 1)
+        lr = cfg.lr * (cfg.lr_min_frac + (1 - cfg.lr_min_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        out = model(x)
+        ls = total_loss(out, x, y, m, has, weights, use_masks)
+        opt.zero_grad()
+        ls["total"].backward()
+        opt.step()
+        hist.append([float(ls[k]) for k in ("total", "cls", "rec", "loc")])
+        step += 1
+        if step % 25 == 0 or step == total_steps:
+            h = np.mean(hist[-25:], axis=0)
+            log(f"{tag} step {step}/{total_steps} loss {h[0]:.3f} cls {h[1]:.3f} rec {h[2]:.3f} "
+                f"loc {h[3]:.3f} lr {lr:.1e} {time.time() - t0:.0f}s")
+    model.eval()
+    return {"steps": step, "seconds": round(time.time() - t0, 1), "masks_used": int(len(mask_idx)) if use_masks else 0,
+            "last_loss": [round(v, 4) for v in np.mean(hist[-25:], axis=0).tolist()] if hist else None}
+
+
+@torch.no_grad()
+def predict(model: LAE, data: Arrays, idx: Sequence[int], batch: int = 64):
+    """Scores (P(fake)) [n] and heatmaps [n,h,w] for samples idx."""
+    model.eval()
+    idx = np.asarray(idx, np.int64)
+    scores, heats = [], []
+    for k in range(0, len(idx), batch):
+        b = idx[k:k + batch]
+        x = common.to_tensor(data.x[b])
+        out = model(x, reconstruct=False)
+        scores.append(torch.sigmoid(out["logit"]).numpy())
+        heats.append(torch.sigmoid(out["logit_map"])[:, 0].numpy())
+    if not scores:
+        return np.zeros(0, np.float32), np.zeros((0, 1, 1), np.float32)
+    return np.concatenate(scores), np.concatenate(heats)
