@@ -57,6 +57,7 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
+	routeFFmpegLog(nil) // commands with a logger route it there instead
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := cmd.run(ctx, os.Args[2:])
 	stop()

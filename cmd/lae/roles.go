@@ -69,6 +69,7 @@ func runRole(ctx context.Context, name string, args []string, run func(ctx conte
 	}
 	defer func() { _ = log.Sync() }()
 	log = log.With(zap.String("role", name))
+	routeFFmpegLog(log.Named("ffmpeg"))
 
 	env := &roleEnv{cfg: cfg, log: log, ops: ops.NewServer()}
 	env.metrics = metrics.New(env.ops.Registry)

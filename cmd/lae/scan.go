@@ -63,6 +63,7 @@ func scanCmd(ctx context.Context, args []string) error {
 		cfg := zap.NewDevelopmentConfig()
 		cfg.Level = zap.NewAtomicLevelAt(zapcore.DebugLevel)
 		logger, _ = cfg.Build()
+		routeFFmpegLog(logger.Named("ffmpeg"))
 	}
 	defer func() { _ = logger.Sync() }()
 
