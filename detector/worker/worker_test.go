@@ -187,7 +187,9 @@ func TestWorkerScoresEveryCropOnce(t *testing.T) {
 	add(31, "unsupported pixel format", func(c *laev1.FaceCrop) { c.Format = laev1.PixelFormat_PIXEL_FORMAT_UNSPECIFIED })
 	add(32, "unsupported pixel format", func(c *laev1.FaceCrop) { c.Format = 42 })
 	add(33, "crop size 0x0", func(c *laev1.FaceCrop) { c.Width, c.Height, c.Pixels = 0, 0, nil })
-	add(34, "JPEG", func(c *laev1.FaceCrop) { c.Format, c.Pixels = laev1.PixelFormat_PIXEL_FORMAT_JPEG, []byte("not a jpeg") })
+	add(34, "JPEG", func(c *laev1.FaceCrop) {
+		c.Format, c.Pixels = laev1.PixelFormat_PIXEL_FORMAT_JPEG, []byte("not a jpeg")
+	})
 	add(35, "PNG", func(c *laev1.FaceCrop) { c.Format, c.Pixels = laev1.PixelFormat_PIXEL_FORMAT_PNG, nil })
 	// Not protobuf at all: identity comes from the crop's message id.
 	publishCrop(t, s.JS, video, 36, 0, []byte{0xff, 0xff, 0xff, 0x01, 0x02})
