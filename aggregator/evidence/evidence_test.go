@@ -1,6 +1,7 @@
 package evidence
 
 import (
+	"encoding/json"
 	"image"
 	"math"
 	"testing"
@@ -102,6 +103,8 @@ func TestAffineAndClip(t *testing.T) {
 		{"overhangs", laev1.Rect{X: -5, Y: 8, W: 10, H: 10}, 10, 10, laev1.Rect{X: 0, Y: 8, W: 5, H: 2}},
 		{"outside", laev1.Rect{X: 20, Y: 20, W: 5, H: 5}, 10, 10, laev1.Rect{X: 10, Y: 10, W: 0, H: 0}},
 		{"unknown frame size", laev1.Rect{X: -1, Y: -1, W: 5, H: 5}, 0, 0, laev1.Rect{X: -1, Y: -1, W: 5, H: 5}},
+		{"NaN is no rectangle", laev1.Rect{X: math.NaN(), Y: 1, W: 5, H: 5}, 10, 10, laev1.Rect{}},
+		{"infinite is no rectangle", laev1.Rect{X: 0, Y: 0, W: math.Inf(1), H: 5}, 0, 0, laev1.Rect{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { assert.Equal(t, tc.want, Clip(tc.in, tc.w, tc.h)) })
@@ -297,5 +300,42 @@ func BenchmarkRender(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+}
+
+// FuzzGeometry drives Locate and Render with arbitrary heatmaps, sizes and affines: any
+// located rectangle lies inside a known frame, and nothing panics or crashes in OpenCV.
+func FuzzGeometry(f *testing.F) {
+	good := synth.Face{Box: laev1.Rect{X: 10, Y: 10, W: 64, H: 64}, AngleDeg: 30, HotX: 4, HotY: 4, HotR: 3}
+	a := good.Affine()
+	f.Add(good.Heatmap(), uint8(synth.HeatSize), uint16(256), uint16(256), a[0], a[1], a[2], a[3], a[4], a[5], uint16(160), uint16(120))
+	f.Add([]byte{0, 255, 255, 0}, uint8(2), uint16(0), uint16(3), 1e308, -1e308, 0.0, 0.0, 1.0, 0.0, uint16(0), uint16(1))
+	f.Fuzz(func(t *testing.T, heat []byte, w uint8, cw, ch uint16, a0, a1, a2, a3, a4, a5 float64, fw, fh uint16) {
+		if w == 0 || len(heat) == 0 || len(heat) > 64*64 || cw > 1024 || ch > 1024 {
+			return
+		}
+		hh := len(heat) / int(w)
+		s := &laev1.FrameScore{
+			Box:       &laev1.Box{X: float32(a2), Y: float32(a5), W: float32(cw), H: float32(ch)},
+			CropWidth: uint32(cw), CropHeight: uint32(ch), FrameWidth: uint32(fw), FrameHeight: uint32(fh),
+			HeatmapWidth: uint32(w), HeatmapHeight: uint32(hh), Heatmap: heat[:int(w)*hh],
+			CropToFrame: []float64{a0, a1, a2, a3, a4, a5}, Score: 0.5,
+		}
+		loc, err := Locate(s)
+		if err != nil {
+			return
+		}
+		if fw > 0 && fh > 0 {
+			frame := laev1.Rect{W: float64(fw), H: float64(fh)}
+			for _, r := range []laev1.Rect{loc.Face, loc.Hot} {
+				if !inside(r, frame) {
+					t.Fatalf("%+v outside frame %dx%d", r, fw, fh)
+				}
+			}
+		}
+		if _, err := json.Marshal([]laev1.Rect{loc.Face, loc.Hot}); err != nil {
+			t.Fatalf("location cannot be written as JSON: %v", err)
+		}
+		_, _ = Render(s, nil, loc)
 	})
 }

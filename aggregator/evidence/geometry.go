@@ -93,7 +93,15 @@ func minmax(v [4]float64) (float64, float64) {
 
 // Clip intersects r with the frame [0,w]x[0,h]; w or h of 0 means unknown and leaves r as is.
 // A rectangle wholly outside the frame becomes empty at the nearest edge.
+//
+// A rectangle with a non-finite coordinate (a malformed box or an affine that overflows)
+// becomes the zero rectangle: it could not be located, and NaN cannot even be written as JSON.
 func Clip(r laev1.Rect, w, h uint32) laev1.Rect {
+	for _, v := range [4]float64{r.X, r.Y, r.W, r.H} {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return laev1.Rect{}
+		}
+	}
 	if w == 0 || h == 0 {
 		return r
 	}

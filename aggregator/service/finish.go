@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -51,8 +52,16 @@ func (a *aggregator) finish(ctx context.Context, key videoKey, incomplete string
 	}
 	data, err := json.Marshal(v)
 	if err != nil {
+		// Only a value JSON cannot hold (NaN) gets here, and retrying would not change it: the
+		// caller gets an error verdict instead of waiting forever.
 		a.log.Error("marshal verdict", zap.Stringer("video", key), zap.Error(err))
-		return
+		v = laev1.Verdict{VideoID: key.id, Verdict: laev1.VerdictError, Error: "marshal verdict: " + err.Error(),
+			Rule: a.vo.Rule, Threshold: a.vo.Threshold, Revision: int(key.revision), Final: true,
+			Tracks: []laev1.Track{}, Evidence: []laev1.Evidence{}, CreatedAt: v.CreatedAt}
+		if data, err = json.Marshal(v); err != nil {
+			a.log.Error("marshal error verdict", zap.Stringer("video", key), zap.Error(err))
+			return
+		}
 	}
 	if err := a.store(ctx, v, data); err != nil {
 		a.stats.StoreErrors.Add(1)
@@ -99,6 +108,9 @@ func (a *aggregator) evidence(ctx context.Context, key videoKey, st *state, top 
 		s = a.withHeatmap(ctx, st, s)
 		ev := laev1.Evidence{FrameIndex: s.GetFrameIndex(), PTSSeconds: s.GetPtsSeconds(), TrackID: s.GetTrackId(),
 			FaceIndex: s.GetFaceIndex(), Score: float64(s.GetScore())}
+		if math.IsNaN(ev.PTSSeconds) || math.IsInf(ev.PTSSeconds, 0) {
+			ev.PTSSeconds = 0 // NaN cannot be written as JSON
+		}
 		loc, err := evidence.Locate(s)
 		if err != nil {
 			a.stats.EvidenceErrors.Add(1)

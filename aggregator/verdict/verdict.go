@@ -99,6 +99,15 @@ func Usable(s *laev1.FrameScore) bool {
 	return !math.IsNaN(f) && !math.IsInf(f, 0)
 }
 
+// finite replaces a non-finite time (a malformed score) by 0: NaN cannot be written as JSON,
+// and one bad timestamp must not cost the video its verdict.
+func finite(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return f
+}
+
 // clamp01 keeps a usable score in [0,1].
 func clamp01(f float64) float64 { return math.Min(1, math.Max(0, f)) }
 
@@ -266,7 +275,7 @@ func Timeline(scores []*laev1.FrameScore) []laev1.TimelinePoint {
 		v := clamp01(float64(s.GetScore()))
 		p, ok := byFrame[s.GetFrameIndex()]
 		if !ok {
-			p = &laev1.TimelinePoint{FrameIndex: s.GetFrameIndex(), PTSSeconds: s.GetPtsSeconds(), Score: v}
+			p = &laev1.TimelinePoint{FrameIndex: s.GetFrameIndex(), PTSSeconds: finite(s.GetPtsSeconds()), Score: v}
 			byFrame[s.GetFrameIndex()] = p
 		}
 		p.Faces++
@@ -291,8 +300,8 @@ func Tracks(o Options, scores []*laev1.FrameScore) []laev1.Track {
 	for id, ss := range byTrack {
 		t := laev1.Track{TrackID: id, Faces: len(ss), FirstPTS: math.Inf(1), LastPTS: math.Inf(-1)}
 		for _, s := range ss {
-			t.FirstPTS = math.Min(t.FirstPTS, s.GetPtsSeconds())
-			t.LastPTS = math.Max(t.LastPTS, s.GetPtsSeconds())
+			t.FirstPTS = math.Min(t.FirstPTS, finite(s.GetPtsSeconds()))
+			t.LastPTS = math.Max(t.LastPTS, finite(s.GetPtsSeconds()))
 		}
 		score, usable, err := Score(o.Rule, o.TopK, ss)
 		switch {

@@ -1,6 +1,7 @@
 package verdict
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -213,4 +215,43 @@ func BenchmarkCompute10k(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzCompute decodes arbitrary bytes as a handful of scores (chunks of the input) and checks
+// the verdict's invariants: it can be written as JSON, its label is one of the four, its score
+// is in [0,1], and it never says "real" without a usable crop.
+func FuzzCompute(f *testing.F) {
+	seed, err := proto.Marshal(fs(3, 1, 2, 0.7))
+	require.NoError(f, err)
+	f.Add(seed, uint8(len(seed)), uint8(0))
+	nan := fs(1, 0, 1, float32(math.NaN()))
+	nan.PtsSeconds = math.Inf(1)
+	seed2, err := proto.Marshal(nan)
+	require.NoError(f, err)
+	f.Add(append(seed2, seed...), uint8(len(seed2)), uint8(2))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8, rule uint8) {
+		if chunk == 0 {
+			return
+		}
+		var scores []*laev1.FrameScore
+		for len(data) > 0 {
+			n := min(int(chunk), len(data))
+			var s laev1.FrameScore
+			if proto.Unmarshal(data[:n], &s) == nil {
+				scores = append(scores, &s)
+			}
+			data = data[n:]
+		}
+		eos := &laev1.EndOfStream{VideoId: "v", CropsPublished: uint64(len(scores))}
+		v, err := Compute(eos, scores, Options{Rule: Rules()[int(rule)%3], Threshold: 0.5})
+		require.NoError(t, err)
+		_, err = json.Marshal(v)
+		require.NoError(t, err, "verdict cannot be written as JSON")
+		require.Contains(t, []string{laev1.VerdictFake, laev1.VerdictReal, laev1.VerdictUnknown}, v.Verdict)
+		require.True(t, v.Score >= 0 && v.Score <= 1, "score %v", v.Score)
+		_, usable, _ := Score(v.Rule, 0, scores)
+		if usable == 0 {
+			require.Equal(t, laev1.VerdictUnknown, v.Verdict)
+		}
+	})
 }
