@@ -333,20 +333,23 @@ func TopFrames(scores []*laev1.FrameScore, n int) []*laev1.FrameScore {
 			best[s.GetFrameIndex()] = s
 		}
 	}
-	out := make([]*laev1.FrameScore, 0, len(best))
+	// n is small (a few evidence frames) and frames are many: keep a sorted top-n by
+	// insertion instead of sorting every frame.
+	out := make([]*laev1.FrameScore, 0, min(n, len(best))+1)
 	for _, s := range best {
-		out = append(out, s)
+		if len(out) == n && !better(s, out[n-1]) {
+			continue
+		}
+		i := len(out)
+		for i > 0 && better(s, out[i-1]) {
+			i--
+		}
+		out = slices.Insert(out, i, s)
+		if len(out) > n {
+			out = out[:n]
+		}
 	}
-	slices.SortFunc(out, func(a, b *laev1.FrameScore) int {
-		if better(a, b) {
-			return -1
-		}
-		if better(b, a) {
-			return 1
-		}
-		return 0
-	})
-	return out[:min(n, len(out))]
+	return out
 }
 
 // better orders crops for evidence: higher score, then earlier frame, then lower face index.
