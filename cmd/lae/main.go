@@ -33,11 +33,12 @@ var commands = map[string]struct {
 	"aggregate": {aggregateCmd, "distributed role: turn scores into verdicts with evidence"},
 	"submit":    {submitCmd, "queue video or stream URLs for screening on a NATS deployment"},
 	"watch":     {watchCmd, "print verdicts as they arrive"},
+	"rescore":   {rescoreCmd, "score archived crops again with the current model (new verdict revisions)"},
 }
 
 func usage() {
 	fmt.Fprintf(os.Stderr, "usage: lae <command> [flags] [args]\n\ncommands:\n")
-	for _, name := range []string{"scan", "crops", "ingest", "detect", "aggregate", "submit", "watch"} {
+	for _, name := range []string{"scan", "crops", "ingest", "detect", "aggregate", "submit", "watch", "rescore"} {
 		fmt.Fprintf(os.Stderr, "  %-8s %s\n", name, commands[name].help)
 	}
 	fmt.Fprintf(os.Stderr, "\nRun 'lae <command> -h' for the flags of a command.\n")

@@ -66,6 +66,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Hooks receive metrics events.
 	Hooks Hooks
+	// Consumer, when set, is consumed instead of the shared detector consumer (rescoring uses
+	// an ephemeral consumer over one video's archived crops).
+	Consumer jetstream.Consumer
 	// Revision is written into every score; rescoring with a new model uses a new revision so
 	// its scores are not de-duplicated against the old ones (default 0).
 	Revision uint32
@@ -130,9 +133,12 @@ func Run(ctx context.Context, js jetstream.JetStream, m *model.Model, o Options)
 		return errors.New("detector worker: no model")
 	}
 	o = o.withDefaults()
-	cons, err := Consumer(ctx, js)
-	if err != nil {
-		return fmt.Errorf("detector worker: %w", err)
+	cons := o.Consumer
+	if cons == nil {
+		var err error
+		if cons, err = Consumer(ctx, js); err != nil {
+			return fmt.Errorf("detector worker: %w", err)
+		}
 	}
 	md := m.Metadata()
 	w := &worker{js: js, m: m, o: o, log: o.Logger, modelName: md.Name, modelVersion: md.Version,

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/ingest/testvideo"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// freePort asks the kernel for a free loopback port.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// proc is a child process of the multi-process test.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	http string
+	log  string
+	done chan error
+}
+
+func startProc(t *testing.T, dir, name, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.Create(logPath)
+	require.NoError(t, err)
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = repoRoot()
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	require.NoError(t, cmd.Start(), name)
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); f.Close() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("--- %s log ---\n%s", name, tail(string(b), 4000))
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// stop sends SIGTERM and requires a clean exit: the roles drain in-flight work and return.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.done:
+		p.done <- err
+		require.NoError(t, err, "%s exits cleanly on SIGTERM", p.name)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s did not stop within 60s of SIGTERM", p.name)
+	}
+}
+
+func httpGet(url string) (string, int, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), resp.StatusCode, err
+}
+
+var scoredRe = regexp.MustCompile(`(?m)^lae_crops_scored_total ([0-9.e+]+)$`)
+
+func metricValue(t *testing.T, addr string, re *regexp.Regexp) float64 {
+	t.Helper()
+	body, code, err := httpGet("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	require.Equal(t, 200, code)
+	m := re.FindStringSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+	return v
+}
+
+// TestMultiProcess runs the distributed roles as separate processes around a separate
+// nats-server process, submits three videos with `lae submit`, follows them with `lae watch`,
+// and rescores one with `lae rescore`.
+func TestMultiProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test skipped in -short mode")
+	}
+	dir := t.TempDir()
+	natsBin := filepath.Join(filepath.Dir(laeBin), "nats-server")
+	if _, err := os.Stat(natsBin); err != nil {
+		out, err := exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+		require.NoError(t, err, "build nats-server: %s", out)
+	}
+	natsPort := freePort(t)
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	startProc(t, dir, "nats-server", natsBin, nil, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-sd", filepath.Join(dir, "js"))
+	require.Eventually(t, func() bool {
+		nc, err := nats.Connect(natsURL)
+		if err != nil {
+			return false
+		}
+		nc.Close()
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "nats-server accepts connections")
+
+	env := []string{"LAE_NATS_URLS=" + natsURL, "LAE_LOG_LEVEL=debug", "LAE_DETECTOR_BATCH_SIZE=4", "LAE_INGEST_SAMPLE_FPS=10"}
+	roles := map[string][]string{"ingest": {"ingest"}, "detect-1": {"detect"}, "detect-2": {"detect"}, "aggregate": {"aggregate"}}
+	procs := map[string]*proc{}
+	for name, args := range roles {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		p := startProc(t, dir, name, laeBin, env, append(args, "--http", addr)...)
+		p.http = addr
+		procs[name] = p
+	}
+	for name, p := range procs {
+		require.Eventually(t, func() bool {
+			_, code, err := httpGet("http://" + p.http + "/readyz")
+			return err == nil && code == 200
+		}, 60*time.Second, 100*time.Millisecond, "%s ready", name)
+	}
+
+	// Three different clips: one face each, different faces and motion.
+	var videos []string
+	for i := 0; i < 3; i++ {
+		face := testvideo.SyntheticFace(160, int64(10+i))
+		mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 320, Height: 240, Frames: 20, Background: testvideo.Noise,
+			Faces: []testvideo.Placement{{Face: face, Size: 140 + 10*i, From: image.Pt(60+10*i, 40), To: image.Pt(90, 50)}}})
+		face.Close()
+		require.NoError(t, err)
+		p := filepath.Join(dir, fmt.Sprintf("clip%d.mp4", i))
+		require.NoError(t, testvideo.Write(context.Background(), p, mats, 10))
+		testvideo.CloseFrames(mats)
+		videos = append(videos, p)
+	}
+
+	out, stderr, code := runLae(t, time.Minute, append([]string{"submit", "--nats", natsURL, "--json"}, videos...)...)
+	require.Equal(t, 0, code, stderr)
+	var ids []string
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		var r struct {
+			URL string `json:"url"`
+			laev1.SubmitReply
+		}
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &r))
+		require.Empty(t, r.Error)
+		ids = append(ids, r.VideoID)
+	}
+	require.Len(t, ids, 3)
+
+	out, stderr, code = runLae(t, 4*time.Minute, append([]string{"watch", "--nats", natsURL, "--json", "--timeout", "3m"}, ids...)...)
+	require.Equal(t, 0, code, "watch: %s", stderr)
+	verdicts := map[string]laev1.Verdict{}
+	sc = bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var v laev1.Verdict
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &v))
+		if v.Final {
+			verdicts[v.VideoID] = v
+		}
+	}
+	require.Len(t, verdicts, 3, "every submitted video got a final verdict")
+
+	nc, err := nats.Connect(natsURL)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	for _, id := range ids {
+		v := verdicts[id]
+		require.Contains(t, []string{laev1.VerdictReal, laev1.VerdictFake}, v.Verdict, "%s: %s", id, v.Error)
+		published := subjectCount(t, js, laev1.StreamFaces, laev1.FacesSubject(id))
+		require.NotZero(t, published)
+		require.Equal(t, published, subjectCount(t, js, laev1.StreamScores, laev1.ScoresSubject(id)), "crops published = crops scored")
+		require.Equal(t, published, v.CropsScored)
+	}
+	d1 := metricValue(t, procs["detect-1"].http, scoredRe)
+	d2 := metricValue(t, procs["detect-2"].http, scoredRe)
+	t.Logf("crops scored: detector 1 %.0f, detector 2 %.0f", d1, d2)
+	require.Positive(t, d1, "detector 1 did work")
+	require.Positive(t, d2, "detector 2 did work")
+
+	// Rescoring with the same model yields a new revision with the same verdict.
+	out, stderr, code = runLae(t, 3*time.Minute, "rescore", "--nats", natsURL, "--json", ids[0])
+	require.Equal(t, 0, code, "rescore: %s %s", out, stderr)
+	var line rescoreLine
+	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(out)), &line), out)
+	old := verdicts[ids[0]]
+	require.Equal(t, old.Revision+1, line.Revision)
+	require.Equal(t, old.Verdict, line.Verdict)
+	require.InDelta(t, old.Score, line.Score, 1e-6)
+	require.Equal(t, old.Model, line.Model)
+	require.False(t, line.Changed)
+	kv, err := js.KeyValue(ctx, laev1.BucketVerdicts)
+	require.NoError(t, err)
+	hist, err := kv.History(ctx, ids[0])
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(hist), 2, "the earlier revision stays in the verdict history")
+
+	for _, name := range []string{"ingest", "detect-1", "detect-2", "aggregate"} {
+		procs[name].stop(t)
+	}
+}
+
+func subjectCount(t *testing.T, js jetstream.JetStream, stream, subject string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), stream)
+	require.NoError(t, err)
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(subject))
+	require.NoError(t, err)
+	return info.State.Subjects[subject]
+}

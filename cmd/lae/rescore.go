@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lae-screening/lae/detector/model"
+	"github.com/lae-screening/lae/internal/rescore"
+	"github.com/lae-screening/lae/internal/scanner"
+)
+
+// rescoreLine is one line of `lae rescore --json`.
+type rescoreLine struct {
+	VideoID     string  `json:"video_id"`
+	Crops       uint64  `json:"crops"`
+	OldRevision int     `json:"old_revision"`
+	OldVerdict  string  `json:"old_verdict,omitempty"`
+	OldScore    float64 `json:"old_score"`
+	Revision    int     `json:"revision"`
+	Verdict     string  `json:"verdict,omitempty"`
+	Score       float64 `json:"score"`
+	Model       string  `json:"model,omitempty"`
+	Version     string  `json:"model_version,omitempty"`
+	Changed     bool    `json:"changed"`
+	Error       string  `json:"error,omitempty"`
+}
+
+// rescoreCmd replays archived crops through the current model and reports changed verdicts.
+func rescoreCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("rescore", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	all := fs.Bool("all", false, "rescore every video whose crops are still archived")
+	since := fs.String("since", "", "only videos whose latest verdict is at or after this time (RFC 3339)")
+	until := fs.String("until", "", "only videos whose latest verdict is before this time (RFC 3339)")
+	modelPath := fs.String("model", "", "LAE ONNX model (default: the shipped one)")
+	ortLib := fs.String("ort-lib", os.Getenv("LAE_ORT_LIB"), "ONNX Runtime shared library")
+	provider := fs.String("provider", "cpu", "execution provider: cpu, cuda, tensorrt")
+	jsonOut := fs.Bool("json", false, "one JSON line per video")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: lae rescore [flags] (VIDEO_ID... | --all | --since T [--until T])\n\nScores the archived face crops of the chosen videos with the current model (no decoding)\nand publishes a new verdict revision for each; earlier revisions stay in the verdict history.\nAn aggregator must be running on the same NATS.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	sel := rescore.Selection{VideoIDs: fs.Args()}
+	var err error
+	if sel.Since, err = parseTime(*since); err != nil {
+		return err
+	}
+	if sel.Until, err = parseTime(*until); err != nil {
+		return err
+	}
+	ranged := !sel.Since.IsZero() || !sel.Until.IsZero()
+	if (len(sel.VideoIDs) > 0) == (*all || ranged) {
+		fs.Usage()
+		return exitError{2}
+	}
+	path := *modelPath
+	if path == "" {
+		path = scanner.DefaultModelPath()
+	}
+	m, err := model.Load(model.Options{Path: path, LibPath: *ortLib, Provider: *provider})
+	if err != nil {
+		return fmt.Errorf("load model: %w", err)
+	}
+	defer m.Close()
+	nc, err := cf.connect("lae-rescore")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	failed, changed := 0, 0
+	results, err := rescore.Run(ctx, js, m, rescore.Options{
+		Selection: sel,
+		Progress: func(done, total int, r rescore.Result) {
+			line := toLine(r)
+			if *jsonOut {
+				b, _ := json.Marshal(line)
+				fmt.Println(string(b))
+				return
+			}
+			switch {
+			case r.Err != nil:
+				fmt.Printf("[%d/%d] %s: ERROR: %s\n", done, total, r.VideoID, oneLine(r.Err.Error()))
+			default:
+				mark := "unchanged"
+				if r.Changed {
+					mark = "CHANGED"
+				}
+				fmt.Printf("[%d/%d] %s: %s r%d %s %.3f -> r%d %s %.3f (%d crops, model %s %s)\n", done, total, r.VideoID, mark,
+					line.OldRevision, line.OldVerdict, line.OldScore, line.Revision, line.Verdict, line.Score, line.Crops, line.Model, line.Version)
+			}
+		},
+	})
+	for _, r := range results {
+		if r.Err != nil {
+			failed++
+		} else if r.Changed {
+			changed++
+		}
+	}
+	if !*jsonOut {
+		fmt.Printf("rescored %d video(s): %d changed, %d unchanged, %d failed\n", len(results), changed, len(results)-changed-failed, failed)
+	}
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		return exitError{1}
+	}
+	return nil
+}
+
+func toLine(r rescore.Result) rescoreLine {
+	l := rescoreLine{VideoID: r.VideoID, Crops: r.Crops, Changed: r.Changed}
+	if r.Old != nil {
+		l.OldRevision, l.OldVerdict, l.OldScore = r.Old.Revision, r.Old.Verdict, r.Old.Score
+	}
+	if r.New != nil {
+		l.Revision, l.Verdict, l.Score, l.Model, l.Version = r.New.Revision, r.New.Verdict, r.New.Score, r.New.Model, r.New.ModelVersion
+	}
+	if r.Err != nil {
+		l.Error = r.Err.Error()
+	}
+	return l
+}
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("time %q: want RFC 3339, e.g. 2026-11-26T10:00:00Z", s)
+	}
+	return t, nil
+}
