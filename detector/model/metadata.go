@@ -167,8 +167,9 @@ func triple(key, prop string, fromCard []float64, cardPath string, positive bool
 	var out [3]float32
 	var vals []float64
 	switch {
-	case strings.TrimSpace(prop) != "":
-		parts := strings.Split(prop, ",")
+	case strings.Trim(prop, "[] ") != "":
+		// "a,b,c" is the contract; "[a, b, c]" (a JSON list written as a string) is accepted too.
+		parts := strings.Split(strings.Trim(prop, "[] "), ",")
 		if len(parts) != 3 {
 			return out, fmt.Errorf("model metadata: %s = %q: want three comma-separated numbers", key, prop)
 		}

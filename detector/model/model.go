@@ -185,6 +185,9 @@ func checkSignature(ins, outs []ort.InputOutputInfo) (int, error) {
 	if in.DataType != ort.TensorElementDataTypeFloat || len(in.Dimensions) != 4 || in.Dimensions[1] != 3 {
 		return 0, fmt.Errorf("model input is %s: want float32 [N,3,S,S]", describe(ins))
 	}
+	if in.Dimensions[0] > 0 {
+		return 0, fmt.Errorf("model input %q has a fixed batch of %d: export it with a dynamic batch axis", InputName, in.Dimensions[0])
+	}
 	var score, heat *ort.InputOutputInfo
 	for i := range outs {
 		switch outs[i].Name {

@@ -164,6 +164,7 @@ func TestLoadErrors(t *testing.T) {
 		{"html page", Options{Path: write("page.onnx", []byte("<html><body>404</body></html>"))}, []string{"not a valid ONNX model"}},
 		{"no metadata", Options{Path: testdata("tiny_nometa.onnx")}, []string{"no lae.name"}},
 		{"wrong tensor names", Options{Path: testdata("tiny_badio.onnx")}, []string{`want one float32 tensor "input"`, "image"}},
+		{"fixed batch", Options{Path: testdata("tiny_fixedbatch.onnx")}, []string{"fixed batch of 1", "dynamic batch"}},
 		{"bad card json", Options{Path: badCardModel}, []string{"badcard.card.json"}},
 		{"bad card threshold", Options{Path: badThr}, []string{"threshold"}},
 		{"unknown provider", Options{Path: testdata("tiny.onnx"), Provider: "tpu"}, []string{"unknown provider", "tpu"}},
@@ -184,6 +185,80 @@ func TestLoadErrors(t *testing.T) {
 
 // The library here is the CPU build; a GPU provider must fail with a message that says which
 // provider is missing. On a machine whose library has it, the session must work instead.
+func TestResolveMetadata(t *testing.T) {
+	full := map[string]string{KeyName: "n", KeyVersion: "v", KeyInputSize: "128", KeyMean: "0.5,0.5,0.5",
+		KeyStd: "0.5, 0.25, 0.5", KeyColor: "RGB", KeyThreshold: "0.4"}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{}
+		for a, b := range full {
+			m[a] = b
+		}
+		if v == "<del>" {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+		return m
+	}
+	thr := 0.8
+	cardFull := &card{Threshold: &thr}
+	cardFull.Model.Name, cardFull.Model.InputSize = "c", 64
+	cardFull.Model.Mean, cardFull.Model.Std = []float64{0, 0, 0}, []float64{1, 1, 1}
+	cases := []struct {
+		name    string
+		props   map[string]string
+		c       *card
+		want    func(t *testing.T, md Metadata)
+		wantErr string
+	}{
+		{"onnx only", full, nil, func(t *testing.T, md Metadata) {
+			require.Equal(t, 128, md.InputSize)
+			require.Equal(t, [3]float32{0.5, 0.25, 0.5}, md.Std)
+			require.Equal(t, 0.4, md.Threshold)
+			require.Equal(t, "onnx", md.ThresholdSource)
+		}, ""},
+		{"json-style list", with(KeyMean, "[0.1, 0.2, 0.3]"), nil, func(t *testing.T, md Metadata) {
+			require.Equal(t, [3]float32{0.1, 0.2, 0.3}, md.Mean)
+		}, ""},
+		{"card threshold wins", full, cardFull, func(t *testing.T, md Metadata) {
+			require.Equal(t, 0.8, md.Threshold)
+			require.Equal(t, 128, md.InputSize, "onnx wins for preprocessing")
+			require.Equal(t, "n", md.Name)
+		}, ""},
+		{"card fills gaps", map[string]string{}, cardFull, func(t *testing.T, md Metadata) {
+			require.Equal(t, "c", md.Name)
+			require.Equal(t, "unversioned", md.Version)
+			require.Equal(t, 64, md.InputSize)
+		}, ""},
+		{"bgr model", with(KeyColor, "bgr"), nil, func(t *testing.T, md Metadata) { require.True(t, md.BGR) }, ""},
+		{"no threshold", with(KeyThreshold, "<del>"), nil, func(t *testing.T, md Metadata) {
+			require.Equal(t, DefaultThreshold, md.Threshold)
+			require.Equal(t, "default", md.ThresholdSource)
+		}, ""},
+		{"no name", with(KeyName, "<del>"), nil, nil, "no lae.name"},
+		{"no size", with(KeyInputSize, "<del>"), nil, nil, "no lae.input_size"},
+		{"bad size", with(KeyInputSize, "12x"), nil, nil, "lae.input_size"},
+		{"tiny size", with(KeyInputSize, "2"), nil, nil, "lae.input_size"},
+		{"two means", with(KeyMean, "0.5,0.5"), nil, nil, "three comma-separated"},
+		{"zero std", with(KeyStd, "0.5,0,0.5"), nil, nil, "lae.std[1]"},
+		{"nan mean", with(KeyMean, "NaN,0,0"), nil, nil, "lae.mean[0]"},
+		{"no std", with(KeyStd, "<del>"), nil, nil, "no lae.std"},
+		{"bad colour", with(KeyColor, "YUV"), nil, nil, "lae.color"},
+		{"threshold > 1", with(KeyThreshold, "1.5"), nil, nil, "lae.threshold"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			md, err := resolveMetadata(tc.props, tc.c, "m.card.json")
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tc.want(t, md)
+		})
+	}
+}
+
 func TestGPUProvidersFailClearlyWhenMissing(t *testing.T) {
 	for _, p := range []string{ProviderCUDA, ProviderTensorRT} {
 		t.Run(p, func(t *testing.T) {

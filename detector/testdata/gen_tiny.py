@@ -27,7 +27,7 @@ STD = "0.229,0.224,0.225"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def graph(input_name="input", score_name="score", heat_name="heatmap"):
+def graph(input_name="input", score_name="score", heat_name="heatmap", batch="N"):
     w = helper.make_tensor("w", TensorProto.FLOAT, [1, 3, 1, 1], [K, 0.0, -K])
     axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
     nodes = [
@@ -42,10 +42,10 @@ def graph(input_name="input", score_name="score", heat_name="heatmap"):
     return helper.make_graph(
         nodes,
         "lae_tiny_fixture",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, 3, SIZE, SIZE])],
         [
-            helper.make_tensor_value_info(score_name, TensorProto.FLOAT, ["N"]),
-            helper.make_tensor_value_info(heat_name, TensorProto.FLOAT, ["N", 1, SIZE // 4, SIZE // 4]),
+            helper.make_tensor_value_info(score_name, TensorProto.FLOAT, [batch]),
+            helper.make_tensor_value_info(heat_name, TensorProto.FLOAT, [batch, 1, SIZE // 4, SIZE // 4]),
         ],
         initializer=[w, axes],
     )
@@ -77,3 +77,5 @@ if __name__ == "__main__":
     save(graph(), "tiny_nometa.onnx", {})
     # Wrong tensor names: Load must name what it expected.
     save(graph(input_name="image", score_name="prob", heat_name="cam"), "tiny_badio.onnx", META)
+    # Exported without a dynamic batch axis: Load must say so instead of failing on batch 2.
+    save(graph(batch=1), "tiny_fixedbatch.onnx", META)
