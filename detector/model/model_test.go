@@ -30,7 +30,13 @@ var (
 func testdata(name string) string { return filepath.Join("..", "testdata", name) }
 
 // shippedModel is the release model; tests that need it skip until detector/training ships it.
-var shippedModel = filepath.Join("..", "models", "lae-v1.onnx")
+// $LAE_TEST_MODEL points these tests (and the parity file beside it) at another export.
+var shippedModel = func() string {
+	if p := os.Getenv("LAE_TEST_MODEL"); p != "" {
+		return p
+	}
+	return filepath.Join("..", "models", "lae-v1.onnx")
+}()
 
 func loadTiny(t testing.TB, o Options) *Model {
 	t.Helper()
@@ -513,9 +519,11 @@ func TestShippedModel(t *testing.T) {
 
 // parityFile is written by detector/training's exporter: PyTorch's outputs on a fixed input.
 type parityFile struct {
-	Input   []float32 `json:"input"`
-	Score   []float32 `json:"score"`
-	Heatmap []float32 `json:"heatmap"`
+	Input        []float32 `json:"input"`
+	Shape        []int     `json:"shape"`
+	Score        []float32 `json:"score"`
+	Heatmap      []float32 `json:"heatmap"`
+	HeatmapShape []int     `json:"heatmap_shape"`
 }
 
 // TestParityWithTraining checks that ONNX Runtime through this package reproduces PyTorch's
@@ -540,6 +548,40 @@ func TestParityWithTraining(t *testing.T) {
 	t.Logf("parity over %d crops: max |score diff| = %.3g, max |heatmap diff| = %.3g", n, maxS, maxH)
 	require.LessOrEqual(t, maxS, 1e-4)
 	require.LessOrEqual(t, maxH, 1e-4)
+	if len(pf.HeatmapShape) == 4 {
+		require.Equal(t, []int{n, 1, m.Metadata().HeatmapH, m.Metadata().HeatmapW}, pf.HeatmapShape)
+	}
+
+	// The same crops through the serving path: the parity input was normalised from 8-bit
+	// crops, so the pixels can be recovered exactly; Predict (BGR bytes -> RGB, normalise) must
+	// then reproduce PyTorch's scores too. This catches channel-order or mean/std mismatches.
+	md := m.Metadata()
+	crops := make([]Crop, n)
+	plane := s * s
+	for i := range crops {
+		px := make([]byte, 3*plane)
+		in := pf.Input[i*3*plane : (i+1)*3*plane]
+		for p := 0; p < plane; p++ {
+			for c := 0; c < 3; c++ { // c is the model's (RGB) channel
+				v := math.Round(float64(in[c*plane+p]*md.Std[c]+md.Mean[c]) * 255)
+				require.InDelta(t, v, float64(in[c*plane+p]*md.Std[c]+md.Mean[c])*255, 0.01, "parity input is not from 8-bit pixels")
+				if md.BGR {
+					px[p*3+c] = byte(v)
+				} else {
+					px[p*3+2-c] = byte(v)
+				}
+			}
+		}
+		crops[i] = Crop{BGR: px, Width: s, Height: s}
+	}
+	preds, err := m.Predict(crops)
+	require.NoError(t, err)
+	var maxP float64
+	for i, p := range preds {
+		maxP = math.Max(maxP, math.Abs(float64(p.Score-pf.Score[i])))
+	}
+	t.Logf("serving path (BGR bytes through Predict): max |score diff| = %.3g", maxP)
+	require.LessOrEqual(t, maxP, 1e-4)
 }
 
 func maxAbsDiff(a, b []float32) float64 {
