@@ -88,6 +88,38 @@ func (a *aggregator) finish(ctx context.Context, key videoKey, incomplete string
 	}
 }
 
+// rolling publishes a non-final verdict from the scores so far (see Options.RollingEvery).
+func (a *aggregator) rolling(ctx context.Context, key videoKey, st *state, now time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, finishTimeout)
+	defer cancel()
+	scores := make([]*laev1.FrameScore, 0, len(st.crops))
+	for _, c := range st.crops {
+		scores = append(scores, c.score)
+	}
+	v, err := verdict.Compute(nil, scores, a.vo)
+	if err != nil {
+		a.log.Error("compute rolling verdict", zap.Stringer("video", key), zap.Error(err))
+		return
+	}
+	v.VideoID, v.Revision, v.CreatedAt = key.id, int(key.revision), now.UTC()
+	data, err := json.Marshal(v)
+	if err != nil {
+		a.log.Warn("marshal rolling verdict", zap.Stringer("video", key), zap.Error(err))
+		return
+	}
+	if _, err := a.kv.Put(ctx, v.VideoID, data); err != nil {
+		a.log.Warn("put rolling verdict", zap.Stringer("video", key), zap.Error(err))
+		return
+	}
+	id := fmt.Sprintf("%s/partial-%d", VerdictMsgID(v.VideoID, v.Revision), len(scores))
+	if _, err := a.js.Publish(ctx, laev1.VerdictSubject(v.VideoID), data, jetstream.WithMsgID(id)); err != nil {
+		a.log.Warn("publish rolling verdict", zap.Stringer("video", key), zap.Error(err))
+		return
+	}
+	st.lastRolling, st.rolledCrops = now, len(scores)
+	a.stats.Rolling.Add(1)
+}
+
 // store puts the verdict into the KV bucket, then publishes it. The KV comes first: a
 // subscriber that sees the message can always read the bucket.
 func (a *aggregator) store(ctx context.Context, v laev1.Verdict, data []byte) error {

@@ -96,13 +96,20 @@ type Options struct {
 	// Tick is how often held end-of-stream messages are kept alive and timeouts checked; it
 	// must be well under the consumer's AckWait (30s). 0 = 5s.
 	Tick time.Duration
+	// RollingEvery, when positive, publishes a rolling verdict (Final false) at most this
+	// often for every video whose end-of-stream has not arrived yet and that got new scores
+	// since its last update: live streams never end, and a long file shows where it is
+	// heading. Rolling verdicts go to the same KV key and subject (message id
+	// "verdict/<id>/<revision>/partial-<crops>") and carry no evidence; the final verdict
+	// replaces them. 0 = off. The resolution is Tick.
+	RollingEvery time.Duration
 }
 
 // Stats counts what the aggregator did. Fields are updated atomically; read them with Load.
 type Stats struct {
 	Scores, EOS, Duplicates, Late, Malformed atomic.Int64
 	Verdicts, EvidenceImages, EvidenceErrors atomic.Int64
-	Replays, Forced, StoreErrors             atomic.Int64
+	Replays, Forced, StoreErrors, Rolling    atomic.Int64
 }
 
 // doneTTL is how long finished videos are remembered, so that late or redelivered messages of
@@ -210,6 +217,8 @@ type state struct {
 	eosMsg       jetstream.Msg // held until the verdict is stored
 	lastProgress time.Time
 	replayed     bool
+	lastRolling  time.Time // when the last rolling verdict was published
+	rolledCrops  int       // crops in the last rolling verdict
 }
 
 type aggregator struct {
@@ -409,6 +418,8 @@ func (a *aggregator) tick(ctx context.Context, now time.Time) {
 		case st.eos == nil && idle > a.o.IdleTimeout:
 			a.log.Warn("dropping idle video without end-of-stream", zap.Stringer("video", key), zap.Int("crops", len(st.crops)))
 			delete(a.states, key)
+		case st.eos == nil && a.o.RollingEvery > 0 && len(st.crops) > st.rolledCrops && now.Sub(st.lastRolling) >= a.o.RollingEvery:
+			a.rolling(ctx, key, st, now)
 		case st.eos != nil && a.complete(st):
 			// A previous store failed: retry.
 			a.finish(ctx, key, "")

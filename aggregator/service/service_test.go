@@ -512,6 +512,54 @@ func TestGiveUpPublishesIncompleteVerdict(t *testing.T) {
 	assert.Equal(t, int64(1), h.stats.Forced.Load())
 }
 
+func TestRollingVerdictsBeforeTheEnd(t *testing.T) {
+	h := startServer(t)
+	h.run(t, Options{RollingEvery: 50 * time.Millisecond})
+	sch := schema(t)
+	v := makeVideo(t, "live-1", 8, true)
+	sub, err := h.nc.SubscribeSync(laev1.VerdictSubject(v.id))
+	require.NoError(t, err)
+	half := len(v.scores) / 2
+	for _, s := range v.scores[:half] {
+		h.publishScore(t, s)
+	}
+	// Rolling verdicts follow the scores as they are folded in, until all of the first half.
+	var got laev1.Verdict
+	for got.CropsScored < uint64(half) {
+		var data []byte
+		got, data = waitVerdict(t, sub)
+		validate(t, sch, data)
+		require.False(t, got.Final)
+		require.LessOrEqual(t, got.CropsScored, uint64(half))
+	}
+	assert.Equal(t, laev1.VerdictFake, got.Verdict)
+	assert.Empty(t, got.Evidence)
+	// No new scores, no new rolling verdict.
+	_, err = sub.NextMsg(300 * time.Millisecond)
+	require.ErrorIs(t, err, nats.ErrTimeout)
+
+	for _, s := range v.scores[half:] {
+		h.publishScore(t, s)
+	}
+	h.publishEOS(t, v.eos)
+	require.Eventually(t, func() bool { return len(h.verdictsFor(v.id)) == 1 }, 10*time.Second, 10*time.Millisecond)
+	for {
+		got, _ = waitVerdict(t, sub)
+		if got.Final {
+			break
+		}
+	}
+	assert.Equal(t, uint64(len(v.scores)), got.CropsScored)
+	assert.NotEmpty(t, got.Evidence)
+	kv, err := h.js.KeyValue(context.Background(), laev1.BucketVerdicts)
+	require.NoError(t, err)
+	entry, err := kv.Get(context.Background(), v.id)
+	require.NoError(t, err)
+	var stored laev1.Verdict
+	require.NoError(t, json.Unmarshal(entry.Value(), &stored))
+	assert.True(t, stored.Final, "the final verdict is the one left in the bucket")
+}
+
 func TestRunRefusesBadOptions(t *testing.T) {
 	h := startServer(t)
 	for _, o := range []Options{{Threshold: 0}, {Threshold: 0.5, Rule: "vote"}} {
