@@ -70,13 +70,19 @@ func closeFrames(frames []source.Frame) {
 // returns its path.
 func makeClip(tb testing.TB, dir string, w, h, n, fps int) string {
 	tb.Helper()
+	return makeClipAs(tb, dir, "clip.mp4", w, h, n, fps)
+}
+
+// makeClipAs is makeClip with a file name; its extension picks the container.
+func makeClipAs(tb testing.TB, dir, name string, w, h, n, fps int) string {
+	tb.Helper()
 	face := testvideo.SyntheticFace(h/2, 3)
 	defer face.Close()
 	frames, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: w, Height: h, Frames: n, Background: testvideo.Noise,
 		Faces: []testvideo.Placement{{Face: face, From: image.Pt(0, h/4), To: image.Pt(w/2, h/4)}}})
 	require.NoError(tb, err)
 	defer testvideo.CloseFrames(frames)
-	p := filepath.Join(dir, "clip.mp4")
+	p := filepath.Join(dir, name)
 	require.NoError(tb, testvideo.Write(context.Background(), p, frames, fps))
 	return p
 }

@@ -77,6 +77,8 @@ func TestFrameTimeFallsBackToFrameRate(t *testing.T) {
 		{"timestamps", 10, []int64{5000, 5100, 5200}, []float64{0, 0.1, 0.2}},
 		{"gap filled at declared rate", 10, []int64{5000, 5100, astiav.NoPtsValue, astiav.NoPtsValue, 5400}, []float64{0, 0.1, 0.2, 0.3, 0.4}},
 		{"no timestamps at all", 4, []int64{astiav.NoPtsValue, astiav.NoPtsValue, astiav.NoPtsValue}, []float64{0, 0.25, 0.5}},
+		{"timestamp reset continues the timeline", 10, []int64{5000, 5100, 5200, 100, 200}, []float64{0, 0.1, 0.2, 0.3, 0.4}},
+		{"small step back kept (reordering)", 10, []int64{5000, 5200, 5100}, []float64{0, 0.2, 0.1}},
 		{"no rate either", 0, []int64{astiav.NoPtsValue, astiav.NoPtsValue}, []float64{0, 1 / fallbackFPS}},
 	}
 	for _, tc := range tests {

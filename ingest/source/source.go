@@ -60,6 +60,9 @@ const (
 	// sampleEpsilon absorbs float rounding when a frame lands exactly on a
 	// sampling instant (e.g. pts 0.2 s at 5 fps).
 	sampleEpsilon = 1e-6
+	// maxBackwardJump is how far (seconds) timestamps may step back before
+	// it is treated as a reset rather than B-frame reordering noise.
+	maxBackwardJump = 1.0
 )
 
 // Options tune Open. The zero value decodes every frame with default
@@ -118,6 +121,7 @@ type Source struct {
 	streamIdx int
 	timeBase  float64 // seconds per pts tick
 	startPTS  int64   // pts of stream start, NoPtsValue until known
+	ptsOffset float64 // seconds added after timestamp resets
 
 	stallTimer *time.Timer
 	stalled    atomic.Bool
@@ -389,6 +393,11 @@ func (s *Source) fillInfo(scheme string) {
 		Codec:    s.codecName,
 		Live:     liveSchemes[scheme] || dur <= 0,
 	}
+	if liveSchemes[scheme] {
+		// Whatever FFmpeg estimated from the first packets of a live
+		// stream is not its length.
+		s.info.Duration = 0
+	}
 }
 
 // Info describes the opened stream.
@@ -568,17 +577,29 @@ func (s *Source) frameTime() float64 {
 		if s.startPTS == astiav.NoPtsValue {
 			s.startPTS = pts
 		}
-		t = float64(pts-s.startPTS) * s.timeBase
-	case s.haveLast:
-		fps := s.info.FPS
-		if fps <= 0 {
-			fps = fallbackFPS
+		t = float64(pts-s.startPTS)*s.timeBase + s.ptsOffset
+		if s.haveLast && t < s.lastPTS-maxBackwardJump {
+			// A timestamp reset (restarted encoder, wrapped MPEG-TS
+			// clock): continue the timeline one frame after the last
+			// instead of stalling sampling until the old time is reached.
+			fix := s.lastPTS + 1/s.frameRate() - t
+			s.ptsOffset += fix
+			t += fix
 		}
-		t = s.lastPTS + 1/fps
+	case s.haveLast:
+		t = s.lastPTS + 1/s.frameRate()
 	}
 	s.haveLast = true
 	s.lastPTS = t
 	return t
+}
+
+// frameRate is the declared frame rate, or fallbackFPS without one.
+func (s *Source) frameRate() float64 {
+	if s.info.FPS > 0 {
+		return s.info.FPS
+	}
+	return fallbackFPS
 }
 
 // toBGR converts the current decoded frame into a new BGR Mat.

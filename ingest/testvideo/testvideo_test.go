@@ -66,10 +66,13 @@ func TestWriteRoundTrip(t *testing.T) {
 		width, height int
 		frames, fps   int
 		bg            testvideo.Background
+		file          string
 	}{
-		{"plain 320x240 10fps", 320, 240, 12, 10, testvideo.Plain},
-		{"noise 256x144 25fps", 256, 144, 30, 25, testvideo.Noise},
-		{"single frame", 64, 64, 1, 5, testvideo.Plain},
+		{"plain 320x240 10fps", 320, 240, 12, 10, testvideo.Plain, "clip.mp4"},
+		{"noise 256x144 25fps", 256, 144, 30, 25, testvideo.Noise, "clip.mp4"},
+		{"single frame", 64, 64, 1, 5, testvideo.Plain, "clip.mp4"},
+		{"MPEG-TS", 160, 120, 15, 15, testvideo.Noise, "clip.ts"},
+		{"Matroska", 160, 120, 15, 15, testvideo.Noise, "clip.mkv"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,7 +84,7 @@ func TestWriteRoundTrip(t *testing.T) {
 			require.NoError(t, err)
 			defer testvideo.CloseFrames(frames)
 			require.Len(t, boxes, tc.frames)
-			path := filepath.Join(t.TempDir(), "clip.mp4")
+			path := filepath.Join(t.TempDir(), tc.file)
 			require.NoError(t, testvideo.Write(context.Background(), path, frames, tc.fps))
 
 			info, got, stats := decodeAll(t, path)
