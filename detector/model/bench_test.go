@@ -17,7 +17,7 @@ func benchModel(b *testing.B) *Model {
 	if _, err := os.Stat(path); err != nil {
 		b.Skipf("no model to benchmark at %s (set LAE_BENCH_MODEL): %v", path, err)
 	}
-	m, err := Load(Options{Path: path, MaxBatch: 64})
+	m, err := Load(Options{Path: path, MaxBatch: 64, Spin: os.Getenv("LAE_BENCH_SPIN") != ""})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -48,6 +48,10 @@ type Options struct {
 	Threads int
 	// MaxBatch caps the crops per session run; Predict splits larger requests. 0 = DefaultMaxBatch.
 	MaxBatch int
+	// Spin lets ONNX Runtime's idle threads busy-wait for work. Off by default: the detector
+	// shares the cores with decoding, face detection and NATS (all in one process for
+	// `lae scan`), and spinning threads take CPU from them for a small latency gain.
+	Spin bool
 }
 
 // Prediction is the model's output for one crop.
@@ -227,6 +231,11 @@ func sessionOptions(o Options, provider, lib string) (*ort.SessionOptions, error
 	if o.Threads > 0 {
 		if err := so.SetIntraOpNumThreads(o.Threads); err != nil {
 			return fail(fmt.Errorf("set %d threads: %w", o.Threads, err))
+		}
+	}
+	if !o.Spin {
+		if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
+			return fail(fmt.Errorf("disable spinning: %w", err))
 		}
 	}
 	// One graph runs at a time per call; parallelism comes from intra-op threads and from
