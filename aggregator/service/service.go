@@ -47,6 +47,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -123,8 +124,10 @@ const finishTimeout = 30 * time.Second
 
 // Run consumes scores and end-of-stream events through the durable consumer
 // laev1.AggregatorConsumerConfig() until ctx is cancelled, then stops fetching, finishes the
-// message in hand and returns nil. Messages fetched but not handled stay unacknowledged and are
-// redelivered to the next instance. Streams, the KV bucket and the object store must exist
+// message in hand (a verdict being stored is completed), hands the end-of-stream events it
+// holds back to the server (nak: redelivered at once to another instance, which replays the
+// video's scores) and returns nil. Messages fetched but not handled stay unacknowledged and are
+// redelivered after the consumer's AckWait. Streams, the KV bucket and the object store must exist
 // (laev1.Provision).
 func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 	a, err := newAggregator(ctx, js, o)
@@ -155,16 +158,33 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 			}
 			select {
 			case ch <- next{m, err}:
+				continue
 			case <-stopped:
-				return
+			}
+			// Shutting down: hand every message still buffered back to the server, so it is
+			// redelivered now rather than after AckWait, until the drained iterator closes.
+			for ; ; m, err = iter.Next() {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					return
+				}
+				if m != nil {
+					_ = m.Nak()
+				}
 			}
 		}
 	}()
-	defer func() {
-		iter.Stop()
-		close(stopped)
-		<-readerDone
-	}()
+	// stop drains the iterator (its unsubscribe reaches the server before anything sent after
+	// the reader is done, so a nak'd message cannot land in this instance's dead pull request)
+	// and waits for the reader.
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			iter.Drain()
+			close(stopped)
+			<-readerDone
+		})
+	}
+	defer stop()
 
 	tick := time.NewTicker(a.o.Tick)
 	defer tick.Stop()
@@ -173,6 +193,8 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 		select {
 		case <-ctx.Done():
 			a.log.Info("aggregator stopping", zap.Int("videos_in_progress", len(a.states)))
+			stop()
+			a.handOver()
 			return nil
 		case n := <-ch:
 			if n.err != nil {
@@ -185,6 +207,19 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 			a.handle(ctx, n.msg)
 		case now := <-tick.C:
 			a.tick(ctx, now)
+		}
+	}
+}
+
+// handOver naks every held end-of-stream so that another instance takes the videos over now
+// rather than after AckWait.
+func (a *aggregator) handOver() {
+	for key, st := range a.states {
+		if st.eosMsg == nil {
+			continue
+		}
+		if err := st.eosMsg.Nak(); err != nil {
+			a.log.Warn("hand over end-of-stream", zap.Stringer("video", key), zap.Error(err))
 		}
 	}
 }

@@ -489,6 +489,7 @@ func TestRestartRecoversAcknowledgedScores(t *testing.T) {
 	assert.Equal(t, uint64(len(v.scores)), got.CropsScored)
 	assert.Equal(t, laev1.VerdictFake, got.Verdict)
 	assert.Equal(t, int64(1), h.stats.Replays.Load())
+	assert.Equal(t, int64(0), h.stats.Scores.Load(), "the second instance saw no score live")
 	// Heatmaps were fetched back from the stream for the evidence.
 	require.NotEmpty(t, got.Evidence)
 	assert.Positive(t, got.Evidence[0].HotRegion.W)
@@ -496,6 +497,31 @@ func TestRestartRecoversAcknowledgedScores(t *testing.T) {
 
 // TestGiveUpPublishesIncompleteVerdict: a crop that is never scored must not leave the caller
 // waiting forever.
+// TestShutdownHandsOverHeldEndOfStream stops an aggregator that holds an incomplete video's
+// end-of-stream: the next instance gets it at once (not after AckWait), replays the scores the
+// first one acknowledged, and completes the video when the last score arrives.
+func TestShutdownHandsOverHeldEndOfStream(t *testing.T) {
+	h := startServer(t)
+	h.run(t, Options{})
+	v := makeVideo(t, "handover", 5, false)
+	h.publishEOS(t, v.eos)
+	for _, s := range v.scores[:len(v.scores)-1] {
+		h.publishScore(t, s)
+	}
+	require.Eventually(t, func() bool { return h.stats.Scores.Load() == int64(len(v.scores)-1) }, 5*time.Second, 10*time.Millisecond)
+	h.stop()
+
+	h.stats = &Stats{}
+	h.run(t, Options{StallTimeout: time.Hour}) // only the redelivery may trigger the replay
+	sub, err := h.nc.SubscribeSync(laev1.VerdictSubject(v.id))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return h.stats.Replays.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	h.publishScore(t, v.scores[len(v.scores)-1])
+	got, _ := waitVerdict(t, sub)
+	assert.Equal(t, uint64(len(v.scores)), got.CropsScored)
+	assert.Equal(t, laev1.VerdictReal, got.Verdict)
+}
+
 func TestGiveUpPublishesIncompleteVerdict(t *testing.T) {
 	h := startServer(t)
 	h.run(t, Options{StallTimeout: 100 * time.Millisecond, GiveUpAfter: 300 * time.Millisecond})
