@@ -1,6 +1,6 @@
 // Package service is the aggregator stage, the last of the pipeline: it collects the
-// detector's scores of each video, decides when a video is complete, turns the scores into a verdict (package
-// verdict) with localized evidence (package evidence), and publishes it.
+// detector's scores of each video, decides when a video is complete, turns the scores into a
+// verdict (package verdict) with localized evidence (package evidence), and publishes it.
 //
 // # Completeness
 //
@@ -30,6 +30,10 @@
 // earlier instance before it died). When even after the replay a video stays incomplete for
 // GiveUpAfter, the verdict is published from the scores present, with Error saying
 // how many crops were missing, rather than leaving the caller waiting forever.
+//
+// A graceful shutdown (ctx cancelled) finishes the verdict being stored, then hands the
+// end-of-stream events it holds back to the server with a nak, so another instance takes those
+// videos over at once (replaying their scores) instead of after AckWait.
 //
 // Messages that cannot be decoded, or whose video id disagrees with their subject, are
 // terminated with a reason (never redelivered) and counted in Stats.Malformed.
@@ -126,9 +130,8 @@ const finishTimeout = 30 * time.Second
 // laev1.AggregatorConsumerConfig() until ctx is cancelled, then stops fetching, finishes the
 // message in hand (a verdict being stored is completed), hands the end-of-stream events it
 // holds back to the server (nak: redelivered at once to another instance, which replays the
-// video's scores) and returns nil. Messages fetched but not handled stay unacknowledged and are
-// redelivered after the consumer's AckWait. Streams, the KV bucket and the object store must exist
-// (laev1.Provision).
+// video's scores) and returns nil. Messages fetched but not yet handled are nak'd as well.
+// Streams, the KV bucket and the object store must exist (laev1.Provision).
 func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 	a, err := newAggregator(ctx, js, o)
 	if err != nil {
