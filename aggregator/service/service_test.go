@@ -9,7 +9,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,6 +176,53 @@ func schema(t testing.TB) *jsonschema.Schema {
 	sch, err := c.Compile("verdict.schema.json")
 	require.NoError(t, err)
 	return sch
+}
+
+// TestSchemaInStepWithGoTypes checks that verdict.schema.json and laev1.Verdict (and its
+// nested types) name the same JSON fields, and that the schema requires every field the Go
+// type always writes (no omitempty).
+func TestSchemaInStepWithGoTypes(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	raw, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "schemas", "v1", "verdict.schema.json"))
+	require.NoError(t, err)
+	type object struct {
+		Required   []string                   `json:"required"`
+		Properties map[string]json.RawMessage `json:"properties"`
+	}
+	var doc struct {
+		object
+		Defs map[string]object `json:"$defs"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	for _, tc := range []struct {
+		name string
+		obj  object
+		typ  reflect.Type
+	}{
+		{"verdict", doc.object, reflect.TypeFor[laev1.Verdict]()},
+		{"track", doc.Defs["track"], reflect.TypeFor[laev1.Track]()},
+		{"evidence", doc.Defs["evidence"], reflect.TypeFor[laev1.Evidence]()},
+		{"rect", doc.Defs["rect"], reflect.TypeFor[laev1.Rect]()},
+		{"timeline_point", doc.Defs["timeline_point"], reflect.TypeFor[laev1.TimelinePoint]()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var fields, required []string
+			for i := range tc.typ.NumField() {
+				tag := tc.typ.Field(i).Tag.Get("json")
+				name, opts, _ := strings.Cut(tag, ",")
+				fields = append(fields, name)
+				if !strings.Contains(opts, "omitempty") {
+					required = append(required, name)
+				}
+			}
+			var props []string
+			for p := range tc.obj.Properties {
+				props = append(props, p)
+			}
+			assert.ElementsMatch(t, fields, props, "schema properties vs Go fields")
+			assert.ElementsMatch(t, required, tc.obj.Required, "schema required vs Go fields without omitempty")
+		})
+	}
 }
 
 func validate(t testing.TB, sch *jsonschema.Schema, data []byte) {
