@@ -17,6 +17,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -112,6 +113,7 @@ type Source struct {
 	inputOpen bool // OpenInput succeeded: CloseInput owns fc
 	codecName string
 	intr      astiav.IOInterrupter
+	intrOnce  sync.Once // interruption is final; Once keeps concurrent raisers from racing on the flag
 	dec       *astiav.CodecContext
 	pkt       *astiav.Packet
 	frame     *astiav.Frame
@@ -131,6 +133,7 @@ type Source struct {
 	nextSample float64
 	consecErrs int
 	draining   bool // flush packet sent, only buffered frames remain
+	pending    bool // s.pkt still has to be sent to the decoder
 	done       bool
 	err        error // sticky terminal error
 	closed     bool
@@ -196,7 +199,7 @@ func open(ctx context.Context, url string, o Options) (_ *Source, err error) {
 	s.intr = s.fc.SetInterruptCallback()
 	openCtx, cancel := context.WithTimeout(ctx, o.OpenTimeout)
 	defer cancel()
-	stopWatch := context.AfterFunc(openCtx, s.intr.Interrupt)
+	stopWatch := context.AfterFunc(openCtx, s.interrupt)
 
 	dict := astiav.NewDictionary()
 	defer dict.Free()
@@ -233,11 +236,15 @@ func open(ctx context.Context, url string, o Options) (_ *Source, err error) {
 	}
 	s.stallTimer = time.AfterFunc(time.Hour, func() {
 		s.stalled.Store(true)
-		s.intr.Interrupt()
+		s.interrupt()
 	})
 	s.stallTimer.Stop()
 	return s, nil
 }
+
+// interrupt raises FFmpeg's interrupt flag: every blocking I/O call of this
+// source returns AVERROR_EXIT from then on.
+func (s *Source) interrupt() { s.intrOnce.Do(s.intr.Interrupt) }
 
 // formatOptions are the demuxer/protocol options for scheme. Timeouts are in
 // microseconds. "timeout" means different things per protocol (for rtmp it
@@ -435,7 +442,7 @@ func (s *Source) next(ctx context.Context) (Frame, error) {
 	if err := ctx.Err(); err != nil {
 		return Frame{}, err
 	}
-	stop := context.AfterFunc(ctx, s.intr.Interrupt)
+	stop := context.AfterFunc(ctx, s.interrupt)
 	defer stop()
 	for {
 		if err := ctx.Err(); err != nil {
@@ -474,6 +481,10 @@ func (s *Source) next(ctx context.Context) (Frame, error) {
 // feed reads one packet of the video stream and sends it to the decoder; at
 // the end of input it sends the flush packet instead.
 func (s *Source) feed(ctx context.Context) error {
+	if s.pending {
+		// The decoder refused this packet earlier until frames were read.
+		return s.send()
+	}
 	for {
 		s.stallTimer.Reset(s.opts.ReadTimeout)
 		err := s.fc.ReadFrame(s.pkt)
@@ -505,18 +516,32 @@ func (s *Source) feed(ctx context.Context) error {
 			s.pkt.Unref()
 			continue
 		}
-		err = s.dec.SendPacket(s.pkt)
-		s.pkt.Unref()
-		if err != nil && !errors.Is(err, astiav.ErrEagain) {
-			// A packet the decoder rejects outright (corrupt header,
-			// truncated NAL) is skipped.
-			if err := s.countError(err); err != nil {
-				return err
-			}
-			continue
+		if err := s.send(); !errors.Is(err, errSkipped) {
+			return err
 		}
+	}
+}
+
+// errSkipped marks a packet the decoder rejected and that was counted.
+var errSkipped = errors.New("packet skipped")
+
+// send hands s.pkt to the decoder. A packet the decoder rejects outright
+// (corrupt header, truncated NAL) is counted and skipped (errSkipped); one it
+// cannot take yet (EAGAIN) is kept for the next feed.
+func (s *Source) send() error {
+	err := s.dec.SendPacket(s.pkt)
+	s.pending = errors.Is(err, astiav.ErrEagain)
+	if s.pending {
 		return nil
 	}
+	s.pkt.Unref()
+	if err != nil {
+		if err := s.countError(err); err != nil {
+			return err
+		}
+		return errSkipped
+	}
+	return nil
 }
 
 // countError records a skipped packet or frame and fails once too many have
