@@ -21,13 +21,19 @@
 // compact fields are kept in memory; heatmaps are fetched back from the LAE_SCORES stream by
 // sequence number for the few crops that become evidence.
 //
+// The state is in the process: run one aggregator per durable consumer. (A second instance
+// would split the scores of a video between them; verdicts stay correct through the replay
+// below, but each pays a replay, the other keeps a partial state until IdleTimeout, and its
+// rolling verdicts could overwrite the final one.)
+//
 // The end-of-stream is the one message held unacknowledged, kept alive with in-progress acks,
 // until the verdict is in the KV bucket and published. After a crash the state is gone but the
 // end-of-stream is redelivered; the aggregator then rebuilds the video's scores by replaying
 // lae.scores.<video_id> from the stream (a limits stream that keeps scores for days), so no
 // verdict is lost and none is computed from a partial state. The same replay runs when a video
-// whose end-of-stream has arrived makes no progress for StallTimeout (scores acknowledged by an
-// earlier instance before it died). When even after the replay a video stays incomplete for
+// whose end-of-stream has arrived makes no progress for a couple of ticks while the stream
+// holds all of its scores (an earlier instance acknowledged them before it died), and, as a
+// last resort, when it makes no progress for StallTimeout. When even after the replay a video stays incomplete for
 // GiveUpAfter, the verdict is published from the scores present, with Error saying
 // how many crops were missing, rather than leaving the caller waiting forever.
 //
@@ -461,6 +467,12 @@ func (a *aggregator) tick(ctx context.Context, now time.Time) {
 		case st.eos != nil && a.complete(st):
 			// A previous store failed: retry.
 			a.finish(ctx, key, "")
+		case st.eos != nil && !st.replayed && idle > 2*a.o.Tick && a.inStream(ctx, key) >= st.eos.GetCropsPublished():
+			// Every score is in the stream but not here: an earlier instance acknowledged the
+			// rest before it died. No need to wait for StallTimeout.
+			a.replay(ctx, key)
+			st.lastProgress = now
+			a.maybeFinish(ctx, key)
 		case st.eos != nil && idle > a.o.StallTimeout && !st.replayed:
 			a.replay(ctx, key)
 			st.lastProgress = now
@@ -470,6 +482,20 @@ func (a *aggregator) tick(ctx context.Context, now time.Time) {
 			a.finish(ctx, key, fmt.Sprintf("incomplete: %d of %d crops scored", len(st.crops), st.eos.GetCropsPublished()))
 		}
 	}
+}
+
+// inStream is the number of score messages of a video in the stream (duplicates published
+// under other message ids included); 0 when it cannot be told.
+func (a *aggregator) inStream(ctx context.Context, key videoKey) uint64 {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	subj := laev1.ScoresSubject(key.id)
+	info, err := a.scores.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		a.log.Warn("count scores in stream", zap.Stringer("video", key), zap.Error(err))
+		return 0
+	}
+	return info.State.Subjects[subj]
 }
 
 // DecodeScore decodes a FrameScore from a message on subject and checks it belongs there.

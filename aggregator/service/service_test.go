@@ -530,7 +530,7 @@ func TestRestartRecoversAcknowledgedScores(t *testing.T) {
 	h.stop()
 
 	h.stats = &Stats{}
-	h.run(t, Options{StallTimeout: 300 * time.Millisecond})
+	h.run(t, Options{}) // the default StallTimeout (60s) is not what recovers the scores
 	sub, err := h.nc.SubscribeSync(laev1.VerdictSubject(v.id))
 	require.NoError(t, err)
 	h.publishEOS(t, v.eos)
