@@ -1,0 +1,78 @@
+package testvideo_test
+
+import (
+	"bufio"
+	"context"
+	"image"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/ingest/testvideo"
+)
+
+func rssBytes(t *testing.T) int64 {
+	t.Helper()
+	runtime.GC()
+	debug.FreeOSMemory()
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Skipf("no /proc/self/status: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			require.NoError(t, err)
+			return kb * 1024
+		}
+	}
+	t.Skip("VmRSS not found")
+	return 0
+}
+
+// TestWriteNoLeaks generates and encodes clips repeatedly: encoder, muxer,
+// scaler, frames and Mats are all freed (Mat count with -tags matprofile).
+func TestWriteNoLeaks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encodes dozens of clips")
+	}
+	dir := t.TempDir()
+	once := func() {
+		face := testvideo.SyntheticFace(96, 5)
+		frames, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 320, Height: 240, Frames: 10, Background: testvideo.Noise,
+			Faces: []testvideo.Placement{{Face: face, From: image.Pt(0, 0), To: image.Pt(200, 100)}}})
+		face.Close()
+		require.NoError(t, err)
+		require.NoError(t, testvideo.Write(context.Background(), filepath.Join(dir, "a.mp4"), frames, 10))
+		// A failing write must free what it set up too.
+		require.Error(t, testvideo.Write(context.Background(), filepath.Join(dir, "no/such/dir.mp4"), frames, 10))
+		testvideo.CloseFrames(frames)
+	}
+	mats0, haveMats := liveMats()
+	for i := 0; i < 10; i++ { // x264 threads grow malloc arenas to a plateau first
+		once()
+	}
+	base := rssBytes(t)
+	const rounds = 30
+	for i := 0; i < rounds; i++ {
+		once()
+	}
+	grown := rssBytes(t) - base
+	t.Logf("RSS %d MiB -> growth %+d KiB over %d rounds", base>>20, grown>>10, rounds)
+	// A leaked x264 encoder holds ~10 MiB (300 MiB over the rounds);
+	// malloc arena noise from x264's threads stays under ~30 MiB.
+	assert.Less(t, grown, int64(48<<20))
+	if haveMats {
+		mats, _ := liveMats()
+		assert.Equal(t, mats0, mats, "live gocv Mats")
+	}
+}
