@@ -47,6 +47,8 @@ func (a *aggregator) finish(ctx context.Context, key videoKey, incomplete string
 		v.Error = incomplete
 	}
 	v.CreatedAt = a.now().UTC()
+	// Evidence for "real" too: the faces that came closest to the threshold are what a
+	// reviewer checks first. "unknown" has no usable face and "error" no verdict to support.
 	if v.Verdict == laev1.VerdictFake || v.Verdict == laev1.VerdictReal {
 		v.Evidence = a.evidence(ctx, key, st, verdict.TopFrames(scores, a.o.EvidenceFrames))
 	}

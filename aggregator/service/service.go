@@ -85,8 +85,9 @@ type Options struct {
 	Model string
 	// Logger receives structured logs; nil = no logs.
 	Logger *zap.Logger
-	// OnVerdict, when set, is called with every verdict after it is stored and published. It
-	// runs on the aggregator's goroutine: it must not block.
+	// OnVerdict, when set, is called with every final verdict after it is stored and
+	// published (not with rolling ones). It runs on the aggregator's goroutine: it must not
+	// block.
 	OnVerdict func(laev1.Verdict)
 	// Stats, when set, is updated with counters (for tests and status pages).
 	Stats *Stats
