@@ -1,0 +1,154 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image"
+	"image/color"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/asticode/go-astiav"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/ingest/testvideo"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// TestMain silences FFmpeg's process-wide logging (encoder statistics).
+func TestMain(m *testing.M) {
+	astiav.SetLogLevel(astiav.LogLevelFatal)
+	os.Exit(m.Run())
+}
+
+// repoRoot is the module root, found from this file's location.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// testModel is the shipped model when it is committed, else the tiny runtime fixture: these
+// tests check the serving paths, not the model's accuracy.
+func testModel(t testing.TB) string {
+	shipped := filepath.Join(repoRoot(), "detector", "models", "lae-v1.onnx")
+	if _, err := os.Stat(shipped); err == nil {
+		return shipped
+	}
+	t.Log("detector/models/lae-v1.onnx not committed yet: using the runtime fixture detector/testdata/tiny.onnx")
+	return filepath.Join(repoRoot(), "detector", "testdata", "tiny.onnx")
+}
+
+// startServer starts a server on free ports with a memory-backed JetStream.
+func startServer(t testing.TB, mod func(*Options)) *Server {
+	t.Helper()
+	o := Options{
+		NATSPort: -1, HTTPAddr: "127.0.0.1:0", StoreDir: t.TempDir(), Model: testModel(t),
+		Retention: laev1.Retention{Memory: true}, SampleFPS: 5, RollingEvery: 500 * time.Millisecond,
+		ShutdownTimeout: 10 * time.Second,
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	s, err := Start(context.Background(), o)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return s
+}
+
+// faceVideo writes a short clip with one synthetic face drifting over a noisy background.
+func faceVideo(t testing.TB, dir, name string, frames int) string {
+	t.Helper()
+	face := testvideo.SyntheticFace(200, 7)
+	defer face.Close()
+	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{
+		Width: 640, Height: 360, Frames: frames, Background: testvideo.Noise,
+		BackgroundColor: color.RGBA{90, 110, 100, 0},
+		Faces:           []testvideo.Placement{{Face: face, Size: 240, From: image.Pt(120, 50), To: image.Pt(220, 70)}},
+	})
+	require.NoError(t, err)
+	defer testvideo.CloseFrames(mats)
+	p := filepath.Join(dir, name)
+	require.NoError(t, testvideo.Write(context.Background(), p, mats, 25))
+	return p
+}
+
+func baseURL(s *Server) string { return "http://" + s.HTTPAddr() }
+
+// do sends a request and returns the status and body.
+func do(t testing.TB, req *http.Request) (int, []byte, http.Header) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, b, resp.Header
+}
+
+func get(t testing.TB, url string) (int, []byte, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	return do(t, req)
+}
+
+func postJSON(t testing.TB, url string, v any) (int, []byte) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	code, body, _ := do(t, req)
+	return code, body
+}
+
+// upload posts a file as multipart field "file" plus extra fields.
+func upload(t testing.TB, url, name string, content io.Reader, fields map[string]string) (int, []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for k, v := range fields {
+		require.NoError(t, mw.WriteField(k, v))
+	}
+	if content != nil {
+		fw, err := mw.CreateFormFile("file", name)
+		require.NoError(t, err)
+		_, err = io.Copy(fw, content)
+		require.NoError(t, err)
+	}
+	require.NoError(t, mw.Close())
+	req, err := http.NewRequest(http.MethodPost, url, &buf)
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	code, body, _ := do(t, req)
+	return code, body
+}
+
+// waitDone polls GET /api/scans/{id} until the scan has its final verdict.
+func waitDone(t testing.TB, s *Server, id string, within time.Duration) verdictBody {
+	t.Helper()
+	var body verdictBody
+	require.Eventually(t, func() bool {
+		code, b, _ := get(t, baseURL(s)+"/api/scans/"+id)
+		if code != http.StatusOK {
+			t.Logf("GET scan %s: %d %s", id, code, b)
+			return false
+		}
+		body = verdictBody{}
+		require.NoError(t, json.Unmarshal(b, &body))
+		return body.State == StateDone
+	}, within, 200*time.Millisecond, "scan %s never finished", id)
+	return body
+}

@@ -1,0 +1,322 @@
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// Scan states.
+const (
+	StatePending = "pending" // submitted, not yet finally scored
+	StateDone    = "done"    // a final verdict exists
+)
+
+// Scan stages, finer than the state, for progress displays.
+const (
+	StageQueued   = "queued"   // waiting for an ingest worker
+	StageIngest   = "ingesting" // crops are being published
+	StageScoring  = "scoring"  // ingest finished, scores still arriving
+	StageFinished = "finished" // a final verdict exists
+)
+
+// Scan is the summary of one scan, as listed by GET /api/scans and sent as "scan" events.
+type Scan struct {
+	VideoID string `json:"video_id"`
+	Input   string `json:"input"`
+	// Name is an uploaded file's original name.
+	Name        string    `json:"name,omitempty"`
+	Reference   string    `json:"reference,omitempty"`
+	State       string    `json:"state"`
+	Stage       string    `json:"stage"`
+	SubmittedAt time.Time `json:"submitted_at,omitempty"`
+	// SampleFPS is the submission's sampling rate (nil = the server default).
+	SampleFPS      *float64 `json:"sample_fps,omitempty"`
+	CropsPublished uint64   `json:"crops_published"`
+	CropsScored    uint64   `json:"crops_scored"`
+	// IngestDone says ingest ended; CropsPublished is then the final count.
+	IngestDone bool `json:"ingest_done"`
+	// Verdict, Score and Revision are the latest (rolling or final) verdict's.
+	Verdict   string    `json:"verdict,omitempty"`
+	Score     float64   `json:"score"`
+	Threshold float64   `json:"threshold,omitempty"`
+	Revision  int       `json:"revision"`
+	Error     string    `json:"error,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// tracker follows the scans this process saw submitted until their final verdict; finished
+// scans are forgotten after keepDone (their verdicts stay in the KV bucket).
+type tracker struct {
+	mu    sync.Mutex
+	scans map[string]*Scan
+	dirty map[string]bool
+	hub   *hub
+	now   func() time.Time
+}
+
+const keepDone = time.Hour
+
+func newTracker(h *hub) *tracker {
+	return &tracker{scans: map[string]*Scan{}, dirty: map[string]bool{}, hub: h, now: time.Now}
+}
+
+// get returns a copy of a tracked scan.
+func (t *tracker) get(id string) (Scan, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sc, ok := t.scans[id]
+	if !ok {
+		return Scan{}, false
+	}
+	return *sc, true
+}
+
+// list returns copies of every tracked scan.
+func (t *tracker) list() []Scan {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Scan, 0, len(t.scans))
+	for _, sc := range t.scans {
+		out = append(out, *sc)
+	}
+	return out
+}
+
+// entry returns the scan of id, creating a pending one; t.mu must be held.
+func (t *tracker) entry(id string) *Scan {
+	sc, ok := t.scans[id]
+	if !ok {
+		sc = &Scan{VideoID: id, State: StatePending, Stage: StageQueued, SubmittedAt: t.now().UTC()}
+		t.scans[id] = sc
+	}
+	sc.UpdatedAt = t.now().UTC()
+	return sc
+}
+
+// submitted records a submission (from the HTTP API or seen on the work queue subject).
+func (t *tracker) submitted(req laev1.SubmitRequest, name string) {
+	t.mu.Lock()
+	sc := t.entry(req.VideoID)
+	if sc.Input == "" {
+		sc.Input = req.URL
+	}
+	if name != "" {
+		sc.Name = name
+	}
+	if req.Reference != "" {
+		sc.Reference = req.Reference
+	}
+	if req.SampleFPS != nil {
+		f := *req.SampleFPS
+		sc.SampleFPS = &f
+	}
+	snap := *sc
+	t.mu.Unlock()
+	t.hub.publish("scan", snap)
+}
+
+// crop counts a published crop; progress events are sent in batches by flush.
+func (t *tracker) crop(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sc := t.entry(id)
+	if sc.State == StateDone {
+		return
+	}
+	if !sc.IngestDone {
+		sc.CropsPublished++
+		sc.Stage = StageIngest
+	}
+	t.dirty[id] = true
+}
+
+// scored counts a score.
+func (t *tracker) scored(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sc := t.entry(id)
+	if sc.State == StateDone {
+		return
+	}
+	sc.CropsScored++
+	t.dirty[id] = true
+}
+
+// ingestDone records an end-of-stream.
+func (t *tracker) ingestDone(eos *laev1.EndOfStream) {
+	t.mu.Lock()
+	sc := t.entry(eos.GetVideoId())
+	if sc.State == StateDone {
+		t.mu.Unlock()
+		return
+	}
+	sc.IngestDone = true
+	sc.CropsPublished = eos.GetCropsPublished()
+	if sc.Input == "" {
+		sc.Input = eos.GetSourceUrl()
+	}
+	sc.Stage = StageScoring
+	delete(t.dirty, sc.VideoID)
+	snap := *sc
+	t.mu.Unlock()
+	t.hub.publish("scan", snap)
+}
+
+// verdict records a verdict (rolling or final) and forwards it.
+func (t *tracker) verdict(v laev1.Verdict) {
+	t.mu.Lock()
+	sc := t.entry(v.VideoID)
+	if sc.Input == "" {
+		sc.Input = v.Input
+	}
+	sc.Verdict, sc.Score, sc.Threshold, sc.Revision, sc.Error = v.Verdict, v.Score, v.Threshold, v.Revision, v.Error
+	if v.CropsScored > sc.CropsScored {
+		sc.CropsScored = v.CropsScored
+	}
+	if v.Final {
+		sc.State, sc.Stage = StateDone, StageFinished
+	}
+	delete(t.dirty, sc.VideoID)
+	snap := *sc
+	t.mu.Unlock()
+	t.hub.publish("verdict", v)
+	t.hub.publish("scan", snap)
+}
+
+// flush sends the scans whose counts changed since the last flush, and forgets old finished
+// scans. Called periodically, so that a video of thousands of crops sends a few events a
+// second, not one per crop.
+func (t *tracker) flush() {
+	t.mu.Lock()
+	snaps := make([]Scan, 0, len(t.dirty))
+	for id := range t.dirty {
+		if sc, ok := t.scans[id]; ok {
+			snaps = append(snaps, *sc)
+		}
+	}
+	clear(t.dirty)
+	cutoff := t.now().Add(-keepDone)
+	for id, sc := range t.scans {
+		if sc.State == StateDone && sc.UpdatedAt.Before(cutoff) {
+			delete(t.scans, id)
+		}
+	}
+	t.mu.Unlock()
+	for _, s := range snaps {
+		t.hub.publish("scan", s)
+	}
+}
+
+// startWatch follows the pipeline: submissions on the work queue subject, crops, scores and
+// end-of-stream events (progress), and the verdicts KV bucket (rolling and final verdicts).
+// Core subscriptions see what JetStream stores without consuming it.
+func (s *Server) startWatch(ctx context.Context) error {
+	nc := s.nats.NC
+	tr := s.tracker
+	var subs []*nats.Subscription
+	sub := func(subject string, h nats.MsgHandler) error {
+		sb, err := nc.Subscribe(subject, h)
+		if err != nil {
+			return fmt.Errorf("serve: subscribe %s: %w", subject, err)
+		}
+		// Progress is best-effort: a slow consumer drops counts rather than memory.
+		_ = sb.SetPendingLimits(65536, 256<<20)
+		subs = append(subs, sb)
+		return nil
+	}
+	if err := sub(laev1.SubjectIngestWork, func(m *nats.Msg) {
+		var req laev1.SubmitRequest
+		if json.Unmarshal(m.Data, &req) == nil && laev1.ValidateVideoID(req.VideoID) == nil {
+			tr.submitted(req, "")
+		}
+	}); err != nil {
+		return err
+	}
+	if err := sub(laev1.SubjectFacesPrefix+"*", func(m *nats.Msg) {
+		tr.crop(strings.TrimPrefix(m.Subject, laev1.SubjectFacesPrefix))
+	}); err != nil {
+		return err
+	}
+	if err := sub(laev1.SubjectScoresPrefix+"*", func(m *nats.Msg) {
+		tr.scored(strings.TrimPrefix(m.Subject, laev1.SubjectScoresPrefix))
+	}); err != nil {
+		return err
+	}
+	if err := sub(laev1.SubjectEOSPrefix+"*", func(m *nats.Msg) {
+		var eos laev1.EndOfStream
+		if proto.Unmarshal(m.Data, &eos) == nil && eos.GetRevision() == 0 && eos.GetVideoId() != "" {
+			tr.ingestDone(&eos)
+		}
+	}); err != nil {
+		return err
+	}
+	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return fmt.Errorf("serve: watch %s: %w", laev1.BucketVerdicts, err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	s.cancelWatch = cancel
+	s.watchWG.Add(1)
+	go func() {
+		defer s.watchWG.Done()
+		defer func() {
+			_ = w.Stop()
+			for _, sb := range subs {
+				_ = sb.Unsubscribe()
+			}
+		}()
+		tick := time.NewTicker(300 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-tick.C:
+				tr.flush()
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil || e.Operation() != jetstream.KeyValuePut {
+					continue
+				}
+				var v laev1.Verdict
+				if err := json.Unmarshal(e.Value(), &v); err != nil {
+					s.log.Warn("undecodable verdict in KV", zap.String("key", e.Key()), zap.Error(err))
+					continue
+				}
+				tr.verdict(v)
+			}
+		}
+	}()
+	return nil
+}
+
+// sortScans orders scans newest first (by submission or verdict time), then by id.
+func sortScans(scans []Scan) {
+	key := func(s Scan) time.Time {
+		if !s.SubmittedAt.IsZero() {
+			return s.SubmittedAt
+		}
+		return s.UpdatedAt
+	}
+	sort.Slice(scans, func(i, j int) bool {
+		ki, kj := key(scans[i]), key(scans[j])
+		if !ki.Equal(kj) {
+			return ki.After(kj)
+		}
+		return scans[i].VideoID > scans[j].VideoID
+	})
+}
