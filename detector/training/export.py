@@ -64,9 +64,14 @@ def parity_file(net: LAE, x_bgr: np.ndarray, path: str) -> Dict:
     x = common.to_tensor(x_bgr)
     with torch.no_grad():
         s, h = Exported(net).eval()(x)
-    rec = {"input": [float(v) for v in x.numpy().ravel()], "shape": list(x.shape),
-           "score": [float(v) for v in s.numpy().ravel()], "heatmap": [float(v) for v in h.numpy().ravel()],
-           "heatmap_shape": list(h.shape)}
+    rec = {"input": x.numpy().ravel(), "shape": list(x.shape), "score": s.numpy().ravel(),
+           "heatmap": h.numpy().ravel(), "heatmap_shape": list(h.shape)}
+    # float32 values written with their shortest round-trip repr: exact for the Go reader and
+    # about half the size of Python float reprs.
+    def arr(a):
+        return "[" + ",".join(np.format_float_positional(v, unique=True, trim="0") if abs(v) >= 1e-4 or v == 0
+                              else np.format_float_scientific(v, unique=True) for v in a.astype(np.float32)) + "]"
     with open(path, "w") as f:
-        json.dump(rec, f)
-    return rec
+        f.write("{" + ", ".join(f'"{k}": {arr(v) if isinstance(v, np.ndarray) else json.dumps(v)}'
+                                for k, v in rec.items()) + "}\n")
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in rec.items()}

@@ -90,7 +90,7 @@ def prepare(crops_dirs: Sequence[str], out_dir: str, size: int = common.INPUT_SI
     samples: List[Sample] = []
     counts: Dict[str, int] = defaultdict(int)
 
-    def add(sp, img, label, ident, family="real", mask=None, donor=None, region=""):
+    def add(sp, img, label, ident, family="real", mask=None, donor=None, region="", base=None):
         sid = f"{sp}-{len(samples):06d}"
         ip = os.path.join(out_dir, "img", sid + ".png")
         common.write_png(ip, img)
@@ -100,12 +100,14 @@ def prepare(crops_dirs: Sequence[str], out_dir: str, size: int = common.INPUT_SI
             common.write_png(mp, np.round(mask * 255).astype(np.uint8))
         task, seen = synth.FAMILIES.get(family, ("", None)) if label else ("", None)
         extra = {"region": region} if region else {}
+        if base:
+            extra["base"] = base  # the real sample this forgery was made from (pairs in training)
         samples.append(Sample(path=ip, label=label, identity=ident, split=sp, mask=mp,
                               family=family, task=task, seen=(seen == "seen") if label else None,
                               donor=donor, id=sid, extra=extra))
         counts[f"{sp}/{family}"] += 1
 
-    def fake(sp, fam, i):
+    def fake(sp, fam, i, base=None):
         rs, ims = chosen[sp], images[sp]
         donor, donor_id = None, ""
         if fam in synth.NEEDS_DONOR:
@@ -118,12 +120,12 @@ def prepare(crops_dirs: Sequence[str], out_dir: str, size: int = common.INPUT_SI
             if donor is None and fam == "face_swap":
                 fam = "self_blend" if sp == "test" else "inpaint_telea"
         f = synth.synthesize(fam, ims[i], tpl, rng, rs[i].identity, donor, donor_id)
-        add(sp, f.image, 1, rs[i].identity, f.family, f.mask, f.donor, f.region)
+        add(sp, f.image, 1, rs[i].identity, f.family, f.mask, f.donor, f.region, base)
 
     for sp in ("train", "val"):
         for i, r in enumerate(chosen[sp]):
             add(sp, images[sp][i], 0, r.identity)
-            fake(sp, synth.SEEN[i % len(synth.SEEN)], i)
+            fake(sp, synth.SEEN[i % len(synth.SEEN)], i, samples[-1].id)
     for i, r in enumerate(chosen["test"]):
         add("test", images["test"][i], 0, r.identity)
     for fam in synth.FAMILIES:

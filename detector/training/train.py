@@ -21,7 +21,7 @@ CLI (from the repo root):
 from __future__ import annotations
 
 import argparse
-import copy
+import subprocess
 import datetime
 import json
 import os
@@ -34,13 +34,15 @@ import torch
 
 from . import active, common, export, synth
 from .data import load_arrays
-from .evaluate import evaluate_model, save_checkpoint, val_threshold
+from .arms import ARMS, run_arm
+from .evaluate import evaluate_model, load_checkpoint, save_checkpoint, val_threshold
 from .losses import LossWeights
 from .model import LAE, n_params
 from .prepare import prepare
 from .trainer import TrainConfig, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 MODELS = os.path.normpath(os.path.join(HERE, "..", "models"))
 SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "data"))
 
@@ -59,6 +61,64 @@ def data_sources(paths: Sequence[str]) -> List[Dict]:
         if len(cols) >= 4 and cols[0].split(" ")[0] and cols[0].split(" ")[0].rstrip("/*") in joined:
             rows.append({"folder": cols[0], "what": cols[1], "count": cols[2], "from": cols[3]})
     return rows or [{"folder": p} for p in paths]
+
+
+def write_release(a, net: LAE, data, card: Dict, log) -> None:
+    """Write NAME.onnx (with metadata), NAME.pt, NAME.card.json and NAME.parity.json."""
+    os.makedirs(a.models_dir, exist_ok=True)
+    thr = float(card["threshold"])
+    onnx_path = os.path.join(a.models_dir, f"{a.name}.onnx")
+    m = export.export_onnx(net, onnx_path, export.metadata(a.name, card["model"]["version"], thr))
+    card["model"]["onnx_bytes"] = os.path.getsize(onnx_path)
+    card["model"]["onnx_outputs"] = export.output_shapes(m)
+    save_checkpoint(os.path.join(a.models_dir, f"{a.name}.pt"), net,
+                    {"threshold": thr, "name": a.name, "version": card["model"]["version"]})
+    test = [int(i) for i in data.idx("test")]
+    reals = [i for i in test if data.y[i] == 0][:1]
+    fakes = [i for i in test if data.y[i] == 1][:1]
+    export.parity_file(net, data.x[reals + fakes], os.path.join(a.models_dir, f"{a.name}.parity.json"))
+    with open(os.path.join(a.models_dir, f"{a.name}.card.json"), "w") as f:
+        json.dump(card, f, indent=1)
+    log(f"release: {onnx_path} ({card['model']['onnx_bytes']} bytes), card, parity written")
+
+
+def _model_block(a, net: LAE) -> Dict:
+    return {
+        "name": a.name, "version": a.version or datetime.datetime.utcnow().strftime("%Y%m%d.%H%M"),
+        "input_size": common.INPUT_SIZE, "mean": list(common.MEAN), "std": list(common.STD),
+        "color": common.COLOR, "input": {"name": "input", "shape": ["N", 3, common.INPUT_SIZE, common.INPUT_SIZE],
+                                         "layout": "NCHW float32, (pixel/255-mean)/std"},
+        "outputs": {"score": {"shape": ["N"], "meaning": "probability that the crop is fake"},
+                    "heatmap": {"shape": ["N", 1, common.INPUT_SIZE // 4, common.INPUT_SIZE // 4],
+                                "meaning": "sigmoid of the per-cell fake-evidence logit that the score pools "
+                                           "(log-sum-exp, r=4); covers the whole crop"}},
+        "preprocess": "aligned 256x256 crop (lae crops / ingest alignment: eyes level at 41% height, "
+                      "a quarter width apart), cv2.resize to 128x128 (INTER_AREA when shrinking, INTER_LINEAR "
+                      "when enlarging), BGR->RGB, (v/255-0.5)/0.5",
+        "architecture": f"LAE: pixel-unshuffle(4) stem, 5 conv3x3-BN-ReLU encoder (dilations 1,2,1,2,4, widths "
+                        f"{tuple(net.widths)}), latent {net.widths[2]}x32x32, decoder 2 conv3x3-BN-ReLU + conv3x3 + "
+                        "pixel-shuffle (training only); CAM head (1x1 conv) over the latent",
+        "params": n_params(net), "params_exported": n_params(net.encoder) + n_params(net.head), "opset": export.OPSET,
+    }
+
+
+def _interim_release(a, net: LAE, data, log) -> None:
+    """Ship the warm-start model at once (the Go pipeline needs a real model to run end to end);
+    the final release overwrites it. Its card evaluates the same network as 'lae' and
+    'baseline' (no masks used yet) and says so."""
+    thr = val_threshold(net, data)
+    rep = evaluate_model(net, data, "test", thr, 0.0)
+    card = {"interim": "warm-start model (labels only, no masks yet); final release replaces it",
+            "model": _model_block(a, net), "threshold": thr,
+            "eval": {"seen": {"lae": _slim(rep.get("seen", {})), "baseline": _slim(rep.get("seen", {}))},
+                     "unseen": {"lae": _slim(rep.get("unseen", {})), "baseline": _slim(rep.get("unseen", {}))},
+                     "overall": rep["overall"], "attention_iou": rep["attention_iou"], "mask_fraction": 0.0,
+                     "per_family": rep["per_family"], "localisation": rep["localisation"]},
+            "data": data_sources(a.crops or [a.manifest or ""]),
+            "protocol": {"families": {f: {"task": t, "split": s} for f, (t, s) in synth.FAMILIES.items()}},
+            "training": {"warm": {"epochs": a.warm_epochs, "lr": a.lr}}}
+    write_release(a, net, data, card, log)
+    log(f"interim release written: {rep['overall']}")
 
 
 def _slim(rep: Dict) -> Dict:
@@ -85,7 +145,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--budget", type=float, default=0.03, help="max fraction of training samples with masks")
     ap.add_argument("--widths", default="32,48,64")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=3e-3, help="warm-start learning rate (arms use half)")
     ap.add_argument("--no-release", action="store_true", help="do not write into --models-dir")
+    ap.add_argument("--resume", action="store_true", help="reuse WORK/warm.pt if present")
+    ap.add_argument("--interim", action="store_true", help="export the warm model as an interim release first")
+    ap.add_argument("--parallel", type=int, default=1, help="run the three arms as parallel processes")
     a = ap.parse_args(argv)
     common.set_threads()
     common.seed_everything(a.seed)
@@ -109,93 +173,60 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data = load_arrays(manifest, cache_dir=os.path.join(a.work, "cache"))
     tr = data.idx("train")
     n_masks_all = int(sum(1 for i in tr if data.has_mask_file[i]))
-    bud = active.budget(len(tr), a.budget)
     log(f"data: {len(data.samples)} samples, train {len(tr)} ({n_masks_all} with masks), "
-        f"val {len(data.idx('val'))}, test {len(data.idx('test'))}; AL budget {bud} masks")
-    # Hide every mask from the AL arm: masks are revealed only through annotation batches.
-    true_masks = data.masks.copy()
-    true_has = data.has_mask_file.copy()
-
+        f"val {len(data.idx('val'))}, test {len(data.idx('test'))}; AL budget "
+        f"{active.budget(len(tr), a.budget)} masks")
     widths = tuple(int(v) for v in a.widths.split(","))
-    w = LossWeights()
-    cfg = TrainConfig(epochs=a.warm_epochs, seed=a.seed)
-    net = LAE(widths)
-    log(f"model: LAE widths {widths}, {n_params(net)} parameters")
-    summary: Dict = {"warm": train(net, data, tr, [], cfg, w, use_masks=False, log=log, tag="warm")}
-    save_checkpoint(os.path.join(a.work, "warm.pt"), net, {})
+    cfg = TrainConfig(epochs=a.warm_epochs, seed=a.seed, lr=a.lr)
+    warm_path = os.path.join(a.work, "warm.pt")
+    if a.resume and os.path.exists(warm_path):
+        net, _ = load_checkpoint(warm_path)
+        log(f"warm start loaded from {warm_path}")
+        warm_summary = json.load(open(warm_path + ".json")) if os.path.exists(warm_path + ".json") else {}
+    else:
+        net = LAE(widths)
+        log(f"model: LAE widths {widths}, {n_params(net)} parameters")
+        warm_summary = train(net, data, tr, [], cfg, LossWeights(), use_masks=False, log=log, tag="warm")
+        save_checkpoint(warm_path, net, {})
+        json.dump(warm_summary, open(warm_path + ".json", "w"))
+    if a.interim and not a.no_release:
+        _interim_release(a, net, data, log)
 
-    round_cfg = lambda r: TrainConfig(epochs=a.round_epochs, seed=a.seed + 100 + r, lr=cfg.lr * 0.5)
-    arms: Dict[str, LAE] = {}
-    # baseline: labels only
-    base = copy.deepcopy(net)
-    summary["baseline"] = [train(base, data, tr, [], round_cfg(r), w, use_masks=False, log=log, tag=f"baseline r{r}")
-                           for r in range(a.rounds)]
-    arms["baseline"] = base
-    # active learning
-    al = copy.deepcopy(net)
-    revealed: List[int] = []
-    picks_log = os.path.join(a.work, "al_picks.jsonl")
-    open(picks_log, "w").close()
-    summary["al"] = []
-    for r in range(a.rounds):
-        k = bud * (r + 1) // a.rounds - len(revealed)
-        picks = active.run_round(al, data, tr, revealed, k, r + 1)
-        # the human-annotation path: export the batch, paint (oracle), import the masks back
-        bdir = os.path.join(a.work, f"annotation_round{r + 1}")
-        data.masks[:] = 0  # nothing is known to the annotator tool but what it is given
-        active.export_batch(data, picks, bdir)
-        data.masks[:] = true_masks
-        active.oracle_paint(data, bdir)
-        got = active.apply_masks(data, active.import_batch(bdir))
-        revealed.extend(got)
-        with open(picks_log, "a") as f:
-            for p in picks:
-                f.write(json.dumps(p) + "\n")
-        log(f"AL round {r + 1}: picked {len(picks)} ({', '.join(sorted({p['family'] for p in picks}))}); "
-            f"{len(revealed)} masks = {len(revealed) / len(tr):.2%} of training samples")
-        summary["al"].append(train(al, data, tr, revealed, round_cfg(r), w, use_masks=True, log=log, tag=f"al r{r + 1}"))
-    arms["lae_al"] = al
-    # all masks
-    allm = copy.deepcopy(net)
-    all_idx = [i for i in tr if true_has[i]]
-    summary["all_mask"] = [train(allm, data, tr, all_idx, round_cfg(r), w, use_masks=True, log=log, tag=f"all r{r + 1}")
-                           for r in range(a.rounds)]
-    arms["lae_all"] = allm
-
-    results = {}
-    fractions = {"baseline": 0.0, "lae_al": len(revealed) / len(tr), "lae_all": len(all_idx) / len(tr)}
-    for name, m in arms.items():
-        thr = val_threshold(m, data)
-        results[name] = evaluate_model(m, data, "test", thr, fractions[name])
-        save_checkpoint(os.path.join(a.work, f"{name}.pt"), m, {"threshold": thr})
-        log(f"eval {name}: thr {thr:.3f} overall {results[name]['overall']} seen {results[name].get('seen')} "
-            f"unseen {results[name].get('unseen')} att {results[name]['attention_iou']}")
+    # The three arms are independent continuations of the warm start: run them as parallel
+    # processes (one thread each) or in this process.
+    arm_args = ["--manifest", os.path.abspath(manifest), "--work", os.path.abspath(a.work),
+                "--rounds", str(a.rounds), "--round-epochs", str(a.round_epochs), "--budget", str(a.budget),
+                "--lr", str(a.lr / 2), "--seed", str(a.seed)]
+    outs: Dict[str, Dict] = {}
+    if a.parallel:
+        procs = {arm: subprocess.Popen([sys.executable, "-m", "detector.training.arms", "--arm", arm] + arm_args,
+                                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(os.path.join(a.work, f"{arm}.err"), "w"))
+                 for arm in ARMS}
+        for arm, p in procs.items():
+            if p.wait() != 0:
+                raise RuntimeError(f"arm {arm} failed (exit {p.returncode}); see {a.work}/{arm}.err and {arm}.log")
+            outs[arm] = json.load(open(os.path.join(a.work, f"{arm}.json")))
+            log(f"arm {arm} done: {outs[arm]['eval']['overall']}")
+    else:
+        for arm in ARMS:
+            d = load_arrays(manifest, cache_dir=os.path.join(a.work, "cache"))
+            outs[arm] = run_arm(arm, d, a.work, a.rounds, a.round_epochs, a.budget, a.seed, a.lr / 2, log)
+    results = {k: v["eval"] for k, v in outs.items()}
     with open(os.path.join(a.work, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
+    al, _ = load_checkpoint(os.path.join(a.work, "lae_al.pt"))
+    revealed_n = outs["lae_al"]["masks_used"]
+    bud = active.budget(len(tr), a.budget)
 
     def gain(r, key):
-        return (r.get("unseen", {}).get("auc") or 0) - (results["baseline"].get("unseen", {}).get("auc") or 0)
+        return (r.get(key, {}).get("auc") or 0) - (results["baseline"].get(key, {}).get("auc") or 0)
 
     lae, bl, al_all = results["lae_al"], results["baseline"], results["lae_all"]
     g_al, g_all = gain(lae, "unseen"), gain(al_all, "unseen")
+    fractions = {"lae_al": revealed_n / len(tr), "lae_all": outs["lae_all"]["masks_used"] / len(tr)}
     train_seconds = round(time.time() - t_start, 1)
     card = {
-        "model": {
-            "name": a.name, "version": a.version or datetime.datetime.utcnow().strftime("%Y%m%d.%H%M"),
-            "input_size": common.INPUT_SIZE, "mean": list(common.MEAN), "std": list(common.STD),
-            "color": common.COLOR, "input": {"name": "input", "shape": ["N", 3, common.INPUT_SIZE, common.INPUT_SIZE],
-                                             "layout": "NCHW float32, (pixel/255-mean)/std"},
-            "outputs": {"score": {"shape": ["N"], "meaning": "probability that the crop is fake"},
-                        "heatmap": {"shape": ["N", 1, common.INPUT_SIZE // 4, common.INPUT_SIZE // 4],
-                                    "meaning": "sigmoid of the per-cell fake-evidence logit the score pools "
-                                               "(log-sum-exp, r=4); covers the whole crop"}},
-            "preprocess": "aligned crop (lae crops / ingest alignment), cv2.resize to 128x128 with INTER_AREA "
-                          "when shrinking, INTER_LINEAR when enlarging, BGR->RGB, (v/255-0.5)/0.5",
-            "architecture": f"LAE: pixel-unshuffle(4) stem, 5 conv3x3-BN-ReLU encoder (dilations 1,2,1,2,4, widths "
-                            f"{widths}), latent {widths[2]}x32x32, decoder 2 conv + conv + pixel-shuffle; "
-                            "CAM head (1x1 conv) over the latent",
-            "params": n_params(al), "opset": export.OPSET,
-        },
+        "model": _model_block(a, al),
         "threshold": None,
         "eval": {
             "split": "test (identities disjoint from train/val)",
@@ -240,35 +271,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "training": {
             "losses": "L = BCE(pooled logit, label) + w_rec * L1(recon, input) + w_loc * [outside-mask heat share "
                       "+ w_cov * BCE(logit map, pooled mask)] (locality only on masked fakes; baseline w_loc=0)",
-            "loss_weights": w.to_dict(), "warm": TrainConfig(epochs=a.warm_epochs).to_dict(),
-            "round": round_cfg(0).to_dict(), "rounds": a.rounds, "summary": summary,
+            "loss_weights": LossWeights().to_dict(), "warm": cfg.to_dict(),
+            "round": outs["lae_al"]["train_config"], "rounds": a.rounds,
+            "summary": {"warm": warm_summary, **{k: v["summary"] for k, v in outs.items()}},
             "seconds_total": train_seconds, "machine": "CPU, torch.set_num_threads(2)",
             "torch": torch.__version__,
         },
         "active_learning": {
             "criterion": "priority = (1 - p_fake) + 0.5 * normalised heatmap entropy; round-robin over families",
-            "budget_fraction": a.budget, "budget_masks": bud, "masks_used": len(revealed),
+            "budget_fraction": a.budget, "budget_masks": bud, "masks_used": revealed_n,
             "train_samples": int(len(tr)), "picks_log": "al_picks.jsonl (in the run dir)",
-            "picks": [json.loads(l) for l in open(picks_log)],
+            "picks": outs["lae_al"]["picks"],
         },
     }
     thr = float(results["lae_al"]["threshold"])
     card["threshold"] = thr
     if not a.no_release:
-        os.makedirs(a.models_dir, exist_ok=True)
-        onnx_path = os.path.join(a.models_dir, f"{a.name}.onnx")
-        m = export.export_onnx(al, onnx_path, export.metadata(a.name, card["model"]["version"], thr))
-        card["model"]["onnx_bytes"] = os.path.getsize(onnx_path)
-        card["model"]["onnx_outputs"] = export.output_shapes(m)
-        save_checkpoint(os.path.join(a.models_dir, f"{a.name}.pt"), al, {"threshold": thr, "name": a.name,
-                                                                           "version": card["model"]["version"]})
-        test = data.idx("test")
-        reals = [i for i in test if data.y[i] == 0][:2]
-        fakes = [i for i in test if data.y[i] == 1][:2]
-        export.parity_file(al, data.x[reals + fakes], os.path.join(a.models_dir, f"{a.name}.parity.json"))
-        with open(os.path.join(a.models_dir, f"{a.name}.card.json"), "w") as f:
-            json.dump(card, f, indent=1)
-        log(f"release: {onnx_path} ({card['model']['onnx_bytes']} bytes), card, parity written")
+        write_release(a, al, data, card, log)
     with open(os.path.join(a.work, "card.json"), "w") as f:
         json.dump(card, f, indent=1)
     log(f"done in {train_seconds:.0f}s; targets {card['eval']['targets']}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,6 +52,30 @@ def _batch(data: Arrays, idx: np.ndarray, flip: np.ndarray):
     return xt, mt
 
 
+def make_units(data: Arrays, train_idx: Sequence[int]) -> List[np.ndarray]:
+    """Group each training forgery with the real crop it was made from (manifest field
+    "base"): the pair goes into the same batch with the same flip, so the network sees the
+    manipulation against its own original (the pairing of self-blended-image training), which
+    made the classifier start learning far sooner on this small CPU budget."""
+    pos = {data.samples[i].id: int(i) for i in train_idx}
+    used = set()
+    units: List[np.ndarray] = []
+    for i in train_idx:
+        base = data.samples[i].extra.get("base")
+        if data.y[i] == 1 and base in pos and pos[base] not in used:
+            units.append(np.array([pos[base], int(i)]))
+            used.update((pos[base], int(i)))
+    units.extend(np.array([int(i)]) for i in train_idx if int(i) not in used)
+    return units
+
+
+def _epoch_order(units: List[np.ndarray], rng: np.random.Generator, flip: bool):
+    perm = rng.permutation(len(units))
+    order = np.concatenate([units[k] for k in perm])
+    fl = np.concatenate([np.full(len(units[k]), flip and rng.random() < 0.5) for k in perm])
+    return order, fl
+
+
 def train(model: LAE, data: Arrays, train_idx: Sequence[int], mask_idx: Sequence[int],
           cfg: TrainConfig, weights: LossWeights, use_masks: bool,
           log: Callable[[str], None] = print, tag: str = "") -> Dict:
@@ -69,20 +93,23 @@ def train(model: LAE, data: Arrays, train_idx: Sequence[int], mask_idx: Sequence
     t0 = time.time()
     step = 0
     hist = []
-    order = rng.permutation(train_idx)
+    units = make_units(data, train_idx)
+    order, flip_all = _epoch_order(units, rng, cfg.flip)
     pos = 0
     while step < total_steps:
         if cfg.time_budget_s and time.time() - t0 > cfg.time_budget_s:
             log(f"{tag} time budget reached at step {step}/{total_steps}")
             break
         if pos + cfg.batch > len(order):
-            order, pos = rng.permutation(train_idx), 0
+            order, flip_all = _epoch_order(units, rng, cfg.flip)
+            pos = 0
         b = order[pos:pos + cfg.batch]
+        flip = flip_all[pos:pos + cfg.batch]
         pos += cfg.batch
         if use_masks and len(mask_idx):
             extra = rng.choice(mask_idx, min(cfg.mask_per_batch, cfg.batch // 2), replace=True)
             b = np.concatenate([b, extra])
-        flip = rng.random(len(b)) < 0.5 if cfg.flip else np.zeros(len(b), bool)
+            flip = np.concatenate([flip, rng.random(len(extra)) < 0.5 if cfg.flip else np.zeros(len(extra), bool)])
         x, m = _batch(data, b, flip)
         y = torch.from_numpy(data.y[b])
         has = torch.tensor([int(i) in mask_set for i in b])

@@ -1,0 +1,121 @@
+"""One comparison arm, continued from the shared warm start (see train.py for the protocol).
+
+Arms: ``baseline`` (labels only), ``lae_al`` (active-learning masks, <= budget), ``lae_all``
+(every training mask). Each arm trains ``rounds`` x ``round_epochs``, calibrates its threshold on
+val, evaluates on test and writes WORK/<arm>.pt and WORK/<arm>.json. Arms are independent, so
+train.py runs them as parallel processes (one thread each).
+
+CLI: /usr/bin/python3 -m detector.training.arms --arm lae_al --manifest M --work W [--rounds 3 ...]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import active, common
+from .data import Arrays, load_arrays
+from .evaluate import evaluate_model, load_checkpoint, save_checkpoint, val_threshold
+from .losses import LossWeights
+from .trainer import TrainConfig, train
+
+ARMS = ("baseline", "lae_al", "lae_all")
+
+
+def round_config(r: int, round_epochs: float, seed: int, lr: float) -> TrainConfig:
+    """Optimiser settings of continuation round r (same for every arm)."""
+    return TrainConfig(epochs=round_epochs, seed=seed + 100 + r, lr=lr)
+
+
+def run_arm(arm: str, data: Arrays, work: str, rounds: int, round_epochs: float, budget_frac: float,
+            seed: int = 0, lr: float = 1e-3, log: Callable[[str], None] = print) -> Dict:
+    """Train one arm from WORK/warm.pt, evaluate it, save WORK/<arm>.pt and WORK/<arm>.json."""
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; want one of {ARMS}")
+    net, _ = load_checkpoint(os.path.join(work, "warm.pt"))
+    tr = data.idx("train")
+    w = LossWeights()
+    true_masks = data.masks.copy()
+    true_has = data.has_mask_file.copy()
+    summary: List[Dict] = []
+    picks_all: List[Dict] = []
+    revealed: List[int] = []
+    if arm == "lae_al":
+        bud = active.budget(len(tr), budget_frac)
+        picks_log = os.path.join(work, "al_picks.jsonl")
+        open(picks_log, "w").close()
+    for r in range(rounds):
+        cfg = round_config(r, round_epochs, seed, lr)
+        if arm == "baseline":
+            summary.append(train(net, data, tr, [], cfg, w, use_masks=False, log=log, tag=f"baseline r{r + 1}"))
+        elif arm == "lae_all":
+            all_idx = [int(i) for i in tr if true_has[i]]
+            summary.append(train(net, data, tr, all_idx, cfg, w, use_masks=True, log=log, tag=f"all r{r + 1}"))
+        else:
+            k = bud * (r + 1) // rounds - len(revealed)
+            picks = active.run_round(net, data, tr, revealed, k, r + 1)
+            # The human-annotation path: export the batch with empty masks, have it painted
+            # (here by the synthetic oracle, which knows the synthesized masks), import it back.
+            bdir = os.path.join(work, f"annotation_round{r + 1}")
+            active.export_batch(data, picks, bdir)
+            active.oracle_paint(data, bdir)
+            got = active.apply_masks(data, active.import_batch(bdir))
+            revealed.extend(got)
+            with open(picks_log, "a") as f:
+                for p in picks:
+                    f.write(json.dumps(p) + "\n")
+            picks_all.extend(picks)
+            fams = sorted({p["family"] for p in picks})
+            per_family = ", ".join(f"{f}:{sum(p['family'] == f for p in picks)}" for f in fams)
+            log(f"AL round {r + 1}: picked {len(picks)} ({per_family}); "
+                f"{len(revealed)} masks = {len(revealed) / len(tr):.2%} of {len(tr)} training samples")
+            summary.append(train(net, data, tr, revealed, cfg, w, use_masks=True, log=log, tag=f"al r{r + 1}"))
+    data.masks[:] = true_masks
+    n_masks = {"baseline": 0, "lae_all": int(sum(1 for i in tr if true_has[i])), "lae_al": len(revealed)}[arm]
+    thr = val_threshold(net, data)
+    rep = evaluate_model(net, data, "test", thr, n_masks / len(tr))
+    save_checkpoint(os.path.join(work, f"{arm}.pt"), net, {"threshold": thr})
+    out = {"arm": arm, "summary": summary, "threshold": thr, "masks_used": n_masks,
+           "train_samples": int(len(tr)), "eval": rep, "picks": picks_all,
+           "train_config": round_config(0, round_epochs, seed, lr).to_dict(), "loss_weights": w.to_dict()}
+    with open(os.path.join(work, f"{arm}.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    log(f"{arm}: thr {thr:.3f} overall {rep['overall']} seen {rep.get('seen')} unseen {rep.get('unseen')} "
+        f"attention_iou {rep['attention_iou']}")
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point (train.py starts one process per arm)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arm", required=True, choices=ARMS)
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--round-epochs", type=float, default=1.0)
+    ap.add_argument("--budget", type=float, default=0.03)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    common.set_threads()
+    common.seed_everything(a.seed)
+    logf = open(os.path.join(a.work, f"{a.arm}.log"), "a")
+
+    def log(msg: str) -> None:
+        line = f"{datetime.datetime.utcnow().strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    data = load_arrays(a.manifest, cache_dir=os.path.join(a.work, "cache"))
+    run_arm(a.arm, data, a.work, a.rounds, a.round_epochs, a.budget, a.seed, a.lr, log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

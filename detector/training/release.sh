@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Reproduce the release model detector/models/lae-v1.* from ../shared/data (what `task train` runs):
+# aligned crops with the product's own ingest code (lae crops), then the training protocol.
+# Env: DATA (default ../shared/data), RUN (default detector/training/runs/release), VERSION.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${DATA:-../shared/data}
+RUN=${RUN:-detector/training/runs/release}
+VERSION=${VERSION:-1.0.0}
+PY=/usr/bin/python3
+mkdir -p "$RUN/crops"
+$PY -m detector.training.inputs --data "$DATA" --out "$RUN"
+go build -o "$RUN/lae" ./cmd/lae
+# index.jsonl is appended to, so a finished crop step is not repeated
+if [ ! -s "$RUN/crops/photos/index.jsonl" ]; then
+  xargs -a "$RUN/photos.txt" -d '\n' "$RUN/lae" crops --out "$RUN/crops/photos" --max-faces 1
+fi
+if [ ! -s "$RUN/crops/videos/index.jsonl" ]; then
+  xargs -a "$RUN/videos.txt" -d '\n' "$RUN/lae" crops --out "$RUN/crops/videos" --max-faces 3 --fps 5
+fi
+exec $PY -m detector.training.train --crops "$RUN/crops/photos" --crops "$RUN/crops/videos" \
+  --work "$RUN" --version "$VERSION" ${TRAIN_ARGS:-}
