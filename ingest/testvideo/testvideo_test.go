@@ -100,11 +100,14 @@ func TestWriteRoundTrip(t *testing.T) {
 			}
 			// The pixels survive the round trip: the background away from
 			// the face keeps its colour (BGR 200,120,40) within codec error.
+			// A 16x16 patch mean, since the noise background varies per pixel.
 			last := got[len(got)-1].Image
-			bgPix := last.GetVecbAt(tc.height-4, 4)
-			assert.InDelta(t, 200, int(bgPix[0]), 25)
-			assert.InDelta(t, 120, int(bgPix[1]), 25)
-			assert.InDelta(t, 40, int(bgPix[2]), 25)
+			patch := last.Region(image.Rect(0, tc.height-16, 16, tc.height))
+			bg := patch.Mean()
+			patch.Close()
+			assert.InDelta(t, 200, bg.Val1, 12)
+			assert.InDelta(t, 120, bg.Val2, 12)
+			assert.InDelta(t, 40, bg.Val3, 12)
 			// And the face sits where boxes says: its centre is not background.
 			b := boxes[len(boxes)-1][0]
 			c := last.GetVecbAt((b.Min.Y+b.Max.Y)/2, (b.Min.X+b.Max.X)/2)
