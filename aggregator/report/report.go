@@ -97,8 +97,10 @@ type tick struct {
 }
 
 type mark struct {
-	X     float64
-	Label string
+	X      float64
+	Label  string
+	Anchor string  // text-anchor of the label: "end" near the right edge so it is not cut off
+	DX     float64 // label offset from the line
 }
 
 // Write renders the report of v. images maps Evidence.Image names to their JPEG (or PNG)
@@ -213,7 +215,11 @@ func buildPlot(v laev1.Verdict) *plot {
 		p.XTicks = append(p.XTicks, tick{Pos: x(t), Label: strconv.FormatFloat(t, 'f', -1, 64) + "s"})
 	}
 	for i, e := range v.Evidence {
-		p.Marks = append(p.Marks, mark{X: x(e.PTSSeconds), Label: "#" + strconv.Itoa(i+1)})
+		m := mark{X: x(e.PTSSeconds), Label: "#" + strconv.Itoa(i+1), Anchor: "start", DX: 3}
+		if m.X > p.R-30 {
+			m.Anchor, m.DX = "end", -3
+		}
+		p.Marks = append(p.Marks, m)
 	}
 	return p
 }

@@ -25,10 +25,10 @@ const (
 
 // Scan stages, finer than the state, for progress displays.
 const (
-	StageQueued   = "queued"   // waiting for an ingest worker
+	StageQueued   = "queued"    // waiting for an ingest worker
 	StageIngest   = "ingesting" // crops are being published
-	StageScoring  = "scoring"  // ingest finished, scores still arriving
-	StageFinished = "finished" // a final verdict exists
+	StageScoring  = "scoring"   // ingest finished, scores still arriving
+	StageFinished = "finished"  // a final verdict exists
 )
 
 // Scan is the summary of one scan, as listed by GET /api/scans and sent as "scan" events.
