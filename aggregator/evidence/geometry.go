@@ -6,15 +6,20 @@
 //
 // # Hot region
 //
-// The detector's interpretation map (heatmap) is 8-bit over the whole aligned crop. A pixel is
-// hot when its value is at least max(ceil(0.5*peak), otsu+1), where peak is the map's maximum and
-// otsu is Otsu's threshold of the map's histogram. Otsu alone separates a bimodal map well but
-// on a map that is nearly flat it splits noise, marking half the face; requiring half the peak
-// as well keeps the region to what is clearly hotter than the rest. The hot region is the
-// bounding box of the largest 8-connected set of hot pixels (ties: the larger sum of values,
-// then the first in raster order): one compact region is what a person can check, and
-// isolated hot specks elsewhere are usually texture noise. A map that is zero everywhere
-// has no hot region; it is reported as the zero rectangle (w = h = 0).
+// The detector's interpretation map (heatmap) is 8-bit over the whole aligned crop (0..255 for
+// 0..1, not normalised per crop). A pixel is hot when its value is at least
+// max(lo + ceil((peak-lo)/2), otsu+1), where lo and peak are the map's minimum and maximum and
+// otsu is Otsu's threshold of the map's histogram: Otsu separates a bimodal map well, but on a
+// map that is nearly flat it splits noise and marks half the face; requiring the upper half of
+// the map's range as well keeps the region to what is clearly hotter than the rest.
+//
+// A map whose values span fewer than MinContrast levels (of 255) has no hot region: the model
+// did not single out any part of the face (a flat map, common on real faces and from weakly
+// trained models), and the bounding box of 8-bit rounding noise would point a reviewer at
+// nothing. The hot region is otherwise the bounding box of the largest 8-connected set of hot
+// pixels (ties: the larger sum of values, then the first in raster order): one compact region
+// is what a person can check, and isolated hot specks elsewhere are usually texture noise.
+// No hot region is reported as the zero rectangle (w = h = 0).
 //
 // # Mapping to the frame
 //
@@ -147,19 +152,23 @@ func Otsu(hist *[256]int) int {
 	return bestT
 }
 
+// MinContrast is the smallest range of heatmap values (peak - minimum, of 255) that can have a
+// hot region: 1/8 of the scale, well above the map's 8-bit rounding and texture noise.
+const MinContrast = 32
+
 // HotThreshold is the value at or above which a heatmap pixel is hot (see the package comment);
 // 0 means the map has no hot pixel.
 func HotThreshold(heat []byte) int {
 	var hist [256]int
-	peak := 0
+	lo, peak := 255, 0
 	for _, v := range heat {
 		hist[v]++
-		peak = max(peak, int(v))
+		lo, peak = min(lo, int(v)), max(peak, int(v))
 	}
-	if peak == 0 {
+	if peak-lo < MinContrast {
 		return 0
 	}
-	return max((peak+1)/2, Otsu(&hist)+1)
+	return max(lo+(peak-lo+1)/2, Otsu(&hist)+1)
 }
 
 // HotRegion returns the bounding box, in heatmap pixels, of the largest 8-connected component
