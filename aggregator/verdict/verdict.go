@@ -116,14 +116,14 @@ func DefaultTopK(n int) int {
 	return max(3, int(math.Ceil(0.10*float64(n))))
 }
 
-// Score applies rule to the usable scores in scores. It returns the video score and the number
+// Score applies rule ("" = DefaultRule) to the usable scores in scores. It returns the video score and the number
 // of usable crops; with no usable crop the score is 0 and the caller must say "unknown".
 func Score(rule string, topK int, scores []*laev1.FrameScore) (float64, int, error) {
+	if rule == "" {
+		rule = DefaultRule
+	}
 	switch rule {
-	case RuleMean, "":
-		if rule == "" {
-			return Score(DefaultRule, topK, scores)
-		}
+	case RuleMean:
 		sum, n := 0.0, 0
 		for _, s := range scores {
 			if Usable(s) {
