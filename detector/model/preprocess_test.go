@@ -154,12 +154,13 @@ func BenchmarkPreprocess(b *testing.B) {
 				c := smoothNoise(rand.New(rand.NewPCG(1, 1)), src, src)
 				dst := make([]float32, 3*128*128)
 				b.ReportAllocs()
+				cpu0 := cpuTime()
 				for b.Loop() {
 					if err := im.fn(dst, c, 128, nm); err != nil {
 						b.Fatal(err)
 					}
 				}
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "crops/s")
+				reportRates(b, b.N, cpu0)
 			})
 		}
 	}
