@@ -2,9 +2,9 @@ package faces
 
 import (
 	"bytes"
-	"io"
 	"encoding/xml"
 	"image"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -98,7 +98,7 @@ func recall(t *testing.T, det Detector, xmlPath string) (found, total, extra int
 }
 
 // TestRecallDlib measures each detector against dlib's hand-labelled boxes. The floors are set a
-// little under the measured values (lbp 9/25, haar 25/25, yunet 25/25 on testing.xml) so a
+// little under the measured values (lbp 9/25, haar 25/25, haar-alt 25/25, yunet 25/25 on testing.xml) so a
 // regression in preprocessing or decoding fails.
 func TestRecallDlib(t *testing.T) {
 	dir := filepath.Join(dataDir(t), "photos", "dlib_annotated")
@@ -108,6 +108,7 @@ func TestRecallDlib(t *testing.T) {
 	}{
 		{SpecLBP, 0.3},
 		{SpecHaar, 0.9},
+		{SpecHaarAlt, 0.9},
 		{"yunet", 0.9},
 	}
 	for _, tc := range cases {
@@ -141,7 +142,7 @@ func TestNoFaceOnDogs(t *testing.T) {
 	cases := []struct {
 		spec     string
 		maxFalse int
-	}{{SpecLBP, 0}, {SpecHaar, 1}, {yunetPath(t), 1}}
+	}{{SpecLBP, 0}, {SpecHaar, 1}, {SpecHaarAlt, 0}, {yunetPath(t), 1}}
 	for _, tc := range cases {
 		det, err := Open(tc.spec)
 		require.NoError(t, err)
@@ -275,6 +276,7 @@ func benchDetector(b *testing.B, spec string) {
 	}
 }
 
-func BenchmarkDetectLBP640(b *testing.B)   { benchDetector(b, SpecLBP) }
-func BenchmarkDetectHaar640(b *testing.B)  { benchDetector(b, SpecHaar) }
-func BenchmarkDetectYuNet640(b *testing.B) { benchDetector(b, yunetPath(b)) }
+func BenchmarkDetectLBP640(b *testing.B)     { benchDetector(b, SpecLBP) }
+func BenchmarkDetectHaar640(b *testing.B)    { benchDetector(b, SpecHaar) }
+func BenchmarkDetectHaarAlt640(b *testing.B) { benchDetector(b, SpecHaarAlt) }
+func BenchmarkDetectYuNet640(b *testing.B)   { benchDetector(b, yunetPath(b)) }
