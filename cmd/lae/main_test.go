@@ -23,6 +23,7 @@ import (
 var laeBin string
 
 func TestMain(m *testing.M) {
+	routeFFmpegLog(nil) // the fixture encoder's chatter would bury the test output
 	dir, err := os.MkdirTemp("", "lae-bin-")
 	if err != nil {
 		panic(err)
@@ -90,14 +91,18 @@ func TestScanBadInputsEachFailAloneAndTheRestIsScanned(t *testing.T) {
 	require.NoError(t, os.WriteFile(html, []byte("<!doctype html><html><body>not a video</body></html>\n"), 0o644))
 	full, err := os.ReadFile(good)
 	require.NoError(t, err)
+	// Cut inside the index (moov): nothing can be decoded, so the input fails.
 	truncated := filepath.Join(dir, "truncated.mp4")
-	require.NoError(t, os.WriteFile(truncated, full[:len(full)/3], 0o644))
+	require.NoError(t, os.WriteFile(truncated, full[:300], 0o644))
+	// Cut inside the media data: what is there is scanned, and the counts show what was lost.
+	cutTail := filepath.Join(dir, "cut-tail.mp4")
+	require.NoError(t, os.WriteFile(cutTail, full[:len(full)*2/3], 0o644))
 
 	bad := []string{
 		filepath.Join(dir, "missing.mp4"), empty, html, truncated,
 		"foo://example.com/x.mp4", "rtsp://127.0.0.1:1/stream",
 	}
-	inputs := append(append([]string{}, bad...), good, noFace)
+	inputs := append(append([]string{}, bad...), good, noFace, cutTail)
 	start := time.Now()
 	stdout, stderr, code := runLae(t, 4*time.Minute, append([]string{"scan", "--json", "--open-timeout", "3s"}, inputs...)...)
 	require.Equal(t, 1, code, "a failed input makes the exit status non-zero; stderr: %s", stderr)
@@ -123,6 +128,10 @@ func TestScanBadInputsEachFailAloneAndTheRestIsScanned(t *testing.T) {
 	require.Contains(t, []string{laev1.VerdictReal, laev1.VerdictFake}, results[good].Verdict.Verdict, results[good].Error)
 	require.NotZero(t, results[good].Faces)
 	require.Equal(t, laev1.VerdictUnknown, results[noFace].Verdict.Verdict)
+	cut := results[cutTail]
+	require.NotEqual(t, laev1.VerdictError, cut.Verdict.Verdict, cut.Error)
+	require.Less(t, cut.FramesDecoded, results[good].FramesDecoded, "a file cut short decodes fewer frames")
+	require.NotZero(t, cut.FramesDecoded)
 }
 
 func TestScanTextOutput(t *testing.T) {

@@ -158,9 +158,9 @@ func TestMultiProcess(t *testing.T) {
 	// Three different clips: one face each, different faces and motion.
 	var videos []string
 	for i := 0; i < 3; i++ {
-		face := testvideo.SyntheticFace(160, int64(10+i))
-		mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 320, Height: 240, Frames: 20, Background: testvideo.Noise,
-			Faces: []testvideo.Placement{{Face: face, Size: 140 + 10*i, From: image.Pt(60+10*i, 40), To: image.Pt(90, 50)}}})
+		face := testvideo.SyntheticFace(160, int64(1+2*i))
+		mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 480, Height: 360, Frames: 20, Background: testvideo.Noise,
+			Faces: []testvideo.Placement{{Face: face, Size: 140 + 10*i, From: image.Pt(100+20*i, 60), To: image.Pt(140, 70)}}})
 		face.Close()
 		require.NoError(t, err)
 		p := filepath.Join(dir, fmt.Sprintf("clip%d.mp4", i))
