@@ -407,3 +407,30 @@ func TestRunFailsClearlyWithoutStream(t *testing.T) {
 	require.ErrorContains(t, err, laev1.StreamFaces)
 	require.ErrorContains(t, Run(context.Background(), s.JS, nil, Options{}), "no model")
 }
+
+// Rescoring: a given consumer (here over one video's archived crops) replaces the shared one,
+// and scores carry the new revision, so they are not de-duplicated against revision 0.
+func TestWorkerWithOwnConsumerAndRevision(t *testing.T) {
+	s := startNATS(t)
+	m := loadTiny(t)
+	publishValid(t, s.JS, "vid-a", 0, 6)
+	publishValid(t, s.JS, "vid-b", 0, 4)
+	ctx := context.Background()
+	cons, err := s.JS.CreateConsumer(ctx, laev1.StreamFaces, jetstream.ConsumerConfig{
+		AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: laev1.FacesSubject("vid-a"),
+		InactiveThreshold: time.Minute,
+	})
+	require.NoError(t, err)
+	var scored atomic.Int64
+	stop := runWorker(t, s.JS, m, Options{Consumer: cons, Revision: 1, Hooks: Hooks{Scored: func(n int) { scored.Add(int64(n)) }}})
+	require.Eventually(t, func() bool { return scored.Load() == 6 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, stop())
+	scores := readScores(t, s.JS)
+	require.Len(t, scores, 6, "only vid-a's crops")
+	for _, sc := range scores {
+		require.Equal(t, "vid-a", sc.VideoId)
+		require.Equal(t, uint32(1), sc.Revision)
+	}
+	_, err = s.JS.Consumer(ctx, laev1.StreamFaces, laev1.ConsumerDetector)
+	require.ErrorIs(t, err, jetstream.ErrConsumerNotFound, "the shared consumer was not touched")
+}
