@@ -274,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "loss_weights": LossWeights().to_dict(), "warm": cfg.to_dict(),
             "round": outs["lae_al"]["train_config"], "rounds": a.rounds,
             "summary": {"warm": warm_summary, **{k: v["summary"] for k, v in outs.items()}},
-            "seconds_total": train_seconds, "machine": "CPU, torch.set_num_threads(2)",
+            "seconds_total": train_seconds, "args": {k: v for k, v in vars(a).items() if k != "models_dir"}, "machine": "CPU (2 shared cores), torch.set_num_threads(1) per process, arms as 3 parallel processes",
             "torch": torch.__version__,
         },
         "active_learning": {
