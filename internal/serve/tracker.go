@@ -66,7 +66,13 @@ type tracker struct {
 	now   func() time.Time
 }
 
-const keepDone = time.Hour
+// keepDone is how long a finished scan stays tracked; keepStale drops a scan that has seen
+// nothing for a day (a late message of a forgotten video, a live stream that went silent),
+// so the tracker's memory stays bounded.
+const (
+	keepDone  = time.Hour
+	keepStale = 24 * time.Hour
+)
 
 func newTracker(h *hub) *tracker {
 	return &tracker{scans: map[string]*Scan{}, dirty: map[string]bool{}, hub: h, now: time.Now}
@@ -207,9 +213,9 @@ func (t *tracker) flush() {
 		}
 	}
 	clear(t.dirty)
-	cutoff := t.now().Add(-keepDone)
+	doneCutoff, staleCutoff := t.now().Add(-keepDone), t.now().Add(-keepStale)
 	for id, sc := range t.scans {
-		if sc.State == StateDone && sc.UpdatedAt.Before(cutoff) {
+		if (sc.State == StateDone && sc.UpdatedAt.Before(doneCutoff)) || sc.UpdatedAt.Before(staleCutoff) {
 			delete(t.scans, id)
 		}
 	}

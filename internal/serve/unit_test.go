@@ -168,6 +168,16 @@ func TestTrackerProgressAndPrune(t *testing.T) {
 	tr.flush()
 	_, ok = tr.get("v1")
 	require.False(t, ok, "forgotten an hour after its verdict")
+
+	tr.crop("v2") // a scan that never finishes
+	now = now.Add(keepStale - time.Minute)
+	tr.flush()
+	_, ok = tr.get("v2")
+	require.True(t, ok)
+	now = now.Add(2 * time.Minute)
+	tr.flush()
+	_, ok = tr.get("v2")
+	require.False(t, ok, "a silent pending scan is dropped after a day")
 }
 
 // FuzzUpload feeds arbitrary multipart bodies to the upload reader: it never panics, a
