@@ -80,21 +80,24 @@ func TestBrowserSubmitShowsVerdictAndEvidence(t *testing.T) {
 	require.NoError(t, b.eval(ctx, `document.getElementById('fps').value = '10'; document.getElementById('submit').click(); true`, nil))
 
 	// The scan appears, runs, and ends with a verdict and loaded evidence images.
+	dir := screenshotDir(t)
 	sawPending := false
 	require.Eventually(t, func() bool {
 		if err := b.eval(ctx, pageStateJS, &st); err != nil {
 			t.Logf("read page: %v", err)
 			return false
 		}
-		if st.Video != "" && st.Verdict == "" {
+		if st.Video != "" && st.Verdict == "" && !sawPending {
 			sawPending = true
+			shot := filepath.Join(dir, "lae-serve-pending.png")
+			require.NoError(t, b.screenshot(ctx, shot, false))
+			t.Logf("in-progress screenshot: %s (%+v)", shot, st)
 		}
 		return (st.Verdict == laev1.VerdictFake || st.Verdict == laev1.VerdictReal) && st.Images > 0 && st.Loaded == st.Images
 	}, 3*time.Minute, 250*time.Millisecond, "page never showed a verdict with evidence: %+v", st)
 	require.True(t, sawPending, "the page showed the scan in progress before its verdict")
 	require.NoError(t, laev1.ValidateVideoID(st.Video))
 	require.Equal(t, 1, st.Listed, "the scan is listed as done")
-	dir := screenshotDir(t)
 	shot := filepath.Join(dir, "lae-serve-page.png")
 	require.NoError(t, b.screenshot(ctx, shot, false))
 	t.Logf("page screenshot: %s (%+v)", shot, st)
