@@ -33,6 +33,7 @@ var commands = map[string]struct {
 	"aggregate": {aggregateCmd, "distributed role: turn scores into verdicts with evidence"},
 	"submit":    {submitCmd, "queue video or stream URLs for screening on a NATS deployment"},
 	"watch":     {watchCmd, "print verdicts as they arrive"},
+	"serve":     {serveCmd, "all-in-one: embedded NATS on a port, every stage, HTTP API and live page"},
 	"rescore":   {rescoreCmd, "score archived crops again with the current model (new verdict revisions)"},
 }
 
