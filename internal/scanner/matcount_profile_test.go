@@ -1,0 +1,8 @@
+//go:build matprofile
+
+package scanner
+
+import "gocv.io/x/gocv"
+
+// liveMats counts live gocv Mats (exact with -tags matprofile).
+func liveMats() int { return gocv.MatProfile.Count() }
