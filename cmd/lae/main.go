@@ -2,7 +2,9 @@
 //
 //	lae scan [flags] <file-or-url>...   scan videos on this machine (embedded NATS, all stages in-process)
 //	lae crops --out DIR <input>...      write aligned face crops exactly as the scanner sees them
+//	lae serve                           everything in one process, with NATS on a port, HTTP API and live page
 //	lae ingest|detect|aggregate         the distributed roles, over an external NATS
+//	lae submit|watch|rescore            clients of a deployment
 //
 // main only wires signals and dispatches; each subcommand lives in its own file.
 package main
@@ -39,7 +41,7 @@ var commands = map[string]struct {
 
 func usage() {
 	fmt.Fprintf(os.Stderr, "usage: lae <command> [flags] [args]\n\ncommands:\n")
-	for _, name := range []string{"scan", "crops", "ingest", "detect", "aggregate", "submit", "watch", "rescore"} {
+	for _, name := range []string{"scan", "crops", "ingest", "detect", "aggregate", "serve", "submit", "watch", "rescore"} {
 		fmt.Fprintf(os.Stderr, "  %-8s %s\n", name, commands[name].help)
 	}
 	fmt.Fprintf(os.Stderr, "\nRun 'lae <command> -h' for the flags of a command.\n")

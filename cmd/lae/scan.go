@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/lae-screening/lae/aggregator/report"
 	"github.com/lae-screening/lae/internal/scanner"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -22,6 +24,38 @@ import (
 type scanResult struct {
 	laev1.Verdict
 	EvidenceFiles []string `json:"evidence_files,omitempty"`
+	Report        string   `json:"report,omitempty"`
+}
+
+// reportFile names the report of input i of n: the path itself for one input, PATH-<i+1>.html
+// for several.
+func reportFile(path string, i, n int) string {
+	if n == 1 {
+		return path
+	}
+	ext := filepath.Ext(path)
+	return fmt.Sprintf("%s-%d%s", strings.TrimSuffix(path, ext), i+1, ext)
+}
+
+func writeReport(ctx context.Context, sc *scanner.Scanner, v laev1.Verdict, path string) error {
+	images, err := sc.EvidenceImages(ctx, v)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	fps, faceModel, modelPath := sc.Settings()
+	err = report.Write(f, v, images, report.Settings{SampleFPS: fps, SampleFPSSet: true, FaceModel: faceModel,
+		ModelPath: modelPath, Generator: "lae scan"})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("report %s: %w", path, err)
+	}
+	return nil
 }
 
 func scanCmd(ctx context.Context, args []string) error {
@@ -33,6 +67,7 @@ func scanCmd(ctx context.Context, args []string) error {
 	var (
 		jsonOut     = fs.Bool("json", false, "print one JSON object per input instead of text")
 		evidenceDir = fs.String("evidence-dir", "", "write the evidence images (frame + heatmap overlay) into this directory")
+		reportPath  = fs.String("report", "", "write a self-contained HTML report (several inputs: PATH-1.html, PATH-2.html, ...)")
 		fps         = fs.Float64("fps", 5, "frames per second to sample by presentation time (0 = every frame)")
 		maxDur      = fs.Duration("max-duration", 0, "stop each input after this much media time (0 = no limit)")
 		faceModel   = fs.String("face-model", "", "face detector: lbp, haar, or a YuNet .onnx file (default: built-in cascade)")
@@ -80,7 +115,7 @@ func scanCmd(ctx context.Context, args []string) error {
 
 	showProgress := !*quiet && !*jsonOut && isTerminal(os.Stderr)
 	failed := 0
-	for _, input := range inputs {
+	for i, input := range inputs {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -99,6 +134,14 @@ func scanCmd(ctx context.Context, args []string) error {
 			res.EvidenceFiles = files
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "lae scan: %s: %v\n", input, err)
+			}
+		}
+		if *reportPath != "" {
+			p := reportFile(*reportPath, i, len(inputs))
+			if err := writeReport(ctx, sc, res.Verdict, p); err != nil {
+				fmt.Fprintf(os.Stderr, "lae scan: %s: %v\n", input, err)
+			} else {
+				res.Report = p
 			}
 		}
 		if res.Verdict.Verdict == laev1.VerdictError {
@@ -141,6 +184,9 @@ func printVerdict(w io.Writer, r scanResult) {
 			fmt.Fprintf(w, " -> %s", r.EvidenceFiles[i])
 		}
 		fmt.Fprintln(w)
+	}
+	if r.Report != "" {
+		fmt.Fprintf(w, "  report: %s\n", r.Report)
 	}
 }
 

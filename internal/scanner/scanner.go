@@ -226,19 +226,37 @@ func (s *Scanner) Scan(ctx context.Context, input string, progress func(Progress
 	}
 }
 
-// WriteEvidence copies the verdict's evidence images into dir and returns the file paths.
-func (s *Scanner) WriteEvidence(ctx context.Context, v laev1.Verdict, dir string) ([]string, error) {
-	var paths []string
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("evidence dir %s: %w", dir, err)
-	}
+// EvidenceImages fetches the verdict's evidence images (JPEG) by name.
+func (s *Scanner) EvidenceImages(ctx context.Context, v laev1.Verdict) (map[string][]byte, error) {
+	images := map[string][]byte{}
 	for _, ev := range v.Evidence {
 		if ev.Image == "" {
 			continue
 		}
 		b, err := s.obj.GetBytes(ctx, ev.Image)
 		if err != nil {
-			return paths, fmt.Errorf("fetch evidence %s: %w", ev.Image, err)
+			return images, fmt.Errorf("fetch evidence %s: %w", ev.Image, err)
+		}
+		images[ev.Image] = b
+	}
+	return images, nil
+}
+
+// WriteEvidence copies the verdict's evidence images into dir and returns the file paths, in
+// evidence order.
+func (s *Scanner) WriteEvidence(ctx context.Context, v laev1.Verdict, dir string) ([]string, error) {
+	images, err := s.EvidenceImages(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("evidence dir %s: %w", dir, err)
+	}
+	var paths []string
+	for _, ev := range v.Evidence {
+		b, ok := images[ev.Image]
+		if !ok {
+			continue
 		}
 		p := filepath.Join(dir, strings.ReplaceAll(ev.Image, "/", "_"))
 		if err := os.WriteFile(p, b, 0o644); err != nil {
@@ -247,6 +265,11 @@ func (s *Scanner) WriteEvidence(ctx context.Context, v laev1.Verdict, dir string
 		paths = append(paths, p)
 	}
 	return paths, nil
+}
+
+// Settings describes how the scanner samples and detects, for reports.
+func (s *Scanner) Settings() (sampleFPS float64, faceModel, modelPath string) {
+	return s.o.SampleFPS, s.o.FaceModel, s.o.Model
 }
 
 // JetStream exposes the embedded server's JetStream context (tests inspect streams).
