@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -110,12 +111,16 @@ func TestRecallDlib(t *testing.T) {
 		{SpecHaar, 0.9},
 		{SpecHaarAlt, 0.9},
 		{"yunet", 0.9},
+		{"yunet_s_320_320.onnx", 0.6},
 	}
 	for _, tc := range cases {
 		t.Run(tc.spec, func(t *testing.T) {
 			spec := tc.spec
-			if spec == "yunet" {
+			switch {
+			case spec == "yunet":
 				spec = yunetPath(t)
+			case strings.HasSuffix(spec, ".onnx"):
+				spec = filepath.Join(filepath.Dir(yunetPath(t)), spec)
 			}
 			det, err := Open(spec)
 			require.NoError(t, err)
@@ -184,6 +189,8 @@ func TestOpenErrors(t *testing.T) {
 		{"unknown spec", "hog", "want \"lbp\""},
 		{"missing onnx", "/nonexistent/yunet.onnx", "no such file"},
 		{"not onnx", writeTemp(t, "bad.onnx", []byte("<html>not a model</html>")), "yunet model"},
+		{"truncated onnx", writeTemp(t, "cut.onnx", truncated(t, yunetPath(t))), "yunet model"},
+		{"dynamic onnx", filepath.Join(filepath.Dir(yunetPath(t)), "yunet_n_dynamic.onnx"), "dynamic"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -280,3 +287,10 @@ func BenchmarkDetectLBP640(b *testing.B)     { benchDetector(b, SpecLBP) }
 func BenchmarkDetectHaar640(b *testing.B)    { benchDetector(b, SpecHaar) }
 func BenchmarkDetectHaarAlt640(b *testing.B) { benchDetector(b, SpecHaarAlt) }
 func BenchmarkDetectYuNet640(b *testing.B)   { benchDetector(b, yunetPath(b)) }
+
+// truncated returns the first half of a file, as a download cut short would leave it.
+func truncated(t *testing.T, path string) []byte {
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b[:len(b)/2]
+}

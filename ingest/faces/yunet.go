@@ -13,11 +13,9 @@ import (
 // YuNetOptions configures the YuNet detector. Zero values take the defaults.
 type YuNetOptions struct {
 	// Path of the YuNet ONNX file (2023mar layout: cls/obj/bbox/kps outputs at strides
-	// 8/16/32), fixed-size (e.g. yunet_s_640_640.onnx) or dynamic.
+	// 8/16/32) with a fixed input size (e.g. yunet_s_640_640.onnx; OpenCV 4.6 cannot import
+	// the dynamic exports).
 	Path string
-	// InputSize is the network input side for fixed models, or the longest side frames are
-	// resized to for dynamic ones (default 640).
-	InputSize int
 	// ScoreThreshold drops weaker candidates (default 0.8: no unmatched detections on dlib's
 	// annotated photos at full recall; OpenCV's FaceDetectorYN default 0.9 loses 2 of 43 faces).
 	ScoreThreshold float32
@@ -31,9 +29,9 @@ type YuNetOptions struct {
 // has no FaceDetectorYN binding, so the raw outputs are decoded here the way OpenCV's
 // FaceDetectorYN (4.8+) decodes them.
 type YuNet struct {
-	o     YuNetOptions
-	net   gocv.Net
-	fixed image.Point // network input size when the model has a fixed one, else zero
+	o   YuNetOptions
+	net gocv.Net
+	in  image.Point // the model's fixed input size (width, height)
 }
 
 var yunetStrides = [3]int{8, 16, 32}
@@ -44,13 +42,8 @@ var yunetOutputs = []string{
 	"bbox_8", "bbox_16", "bbox_32", "kps_8", "kps_16", "kps_32",
 }
 
-// NewYuNet loads the model. A fixed-size model (input dims in the ONNX file) is fed letterboxed
-// frames of that size; a dynamic one is run at the frame's own size, downscaled to InputSize and
-// padded to a multiple of 32.
+// NewYuNet checks and loads the model. Frames are letterboxed to the model's input size.
 func NewYuNet(o YuNetOptions) (*YuNet, error) {
-	if o.InputSize <= 0 {
-		o.InputSize = 640
-	}
 	if o.ScoreThreshold <= 0 {
 		o.ScoreThreshold = 0.8
 	}
@@ -86,6 +79,12 @@ func NewYuNet(o YuNetOptions) (*YuNet, error) {
 			return nil, fmt.Errorf("yunet model %s: output %s missing (want the 2023mar YuNet layout)", o.Path, n)
 		}
 	}
+	for _, d := range shape {
+		if d <= 0 {
+			// OpenCV 4.6's importer aborts the process on the dynamic exports' Shape nodes.
+			return nil, fmt.Errorf("yunet model %s: input shape %v is dynamic; OpenCV 4.6 needs a fixed-size export such as yunet_s_640_640.onnx", o.Path, shape)
+		}
+	}
 	net, err := gocv.ReadNetFromONNXBytes(buf)
 	if err != nil || net.Empty() {
 		if err == nil {
@@ -93,11 +92,7 @@ func NewYuNet(o YuNetOptions) (*YuNet, error) {
 		}
 		return nil, fmt.Errorf("yunet model %s: OpenCV cannot load it as ONNX: %v", o.Path, err)
 	}
-	y := &YuNet{o: o, net: net}
-	if shape[2] > 0 && shape[3] > 0 {
-		// A fixed-size export: OpenCV would reject any other input size.
-		y.fixed = image.Pt(int(shape[3]), int(shape[2]))
-	}
+	y := &YuNet{o: o, net: net, in: image.Pt(int(shape[3]), int(shape[2]))}
 	if err := y.probe(); err != nil {
 		net.Close()
 		return nil, fmt.Errorf("yunet model %s: %w", o.Path, err)
@@ -121,15 +116,8 @@ func (y *YuNet) Detect(img gocv.Mat) ([]Face, error) {
 		return nil, fmt.Errorf("yunet detect: %w", err)
 	}
 	w, h := img.Cols(), img.Rows()
-	var in image.Point // padded network input size
-	var scale float64  // network pixels per frame pixel
-	if y.fixed != (image.Point{}) {
-		in = y.fixed
-		scale = math.Min(float64(in.X)/float64(w), float64(in.Y)/float64(h))
-	} else {
-		scale = math.Min(1, float64(y.o.InputSize)/float64(max(w, h)))
-		in = image.Pt(align32(int(math.Ceil(float64(w)*scale))), align32(int(math.Ceil(float64(h)*scale))))
-	}
+	in := y.in
+	scale := math.Min(float64(in.X)/float64(w), float64(in.Y)/float64(h)) // network px per frame px
 	rw, rh := max(1, int(math.Round(float64(w)*scale))), max(1, int(math.Round(float64(h)*scale)))
 	rw, rh = min(rw, in.X), min(rh, in.Y)
 	resized := gocv.NewMat()
@@ -255,5 +243,3 @@ func (y *YuNet) suppress(cands []candidate, inv float64, bounds image.Rectangle)
 func (y *YuNet) Close() error { return y.net.Close() }
 
 func clamp01(v float32) float32 { return min(max(v, 0), 1) }
-
-func align32(v int) int { return (v + 31) / 32 * 32 }
