@@ -139,13 +139,24 @@ func TestScanTextOutput(t *testing.T) {
 	good := filepath.Join(dir, "good.mp4")
 	writeVideo(t, good, true)
 	evDir := filepath.Join(dir, "evidence")
-	stdout, stderr, code := runLae(t, 2*time.Minute, "scan", "--evidence-dir", evDir, good, filepath.Join(dir, "missing.mp4"))
+	reportPath := filepath.Join(dir, "report.html")
+	stdout, stderr, code := runLae(t, 2*time.Minute, "scan", "--evidence-dir", evDir, "--report", reportPath, good, filepath.Join(dir, "missing.mp4"))
 	require.Equal(t, 1, code, stderr)
 	require.Regexp(t, `good\.mp4: (REAL|FAKE)  score [0-9.]+ \(threshold [0-9.]+`, stdout)
 	require.Regexp(t, `missing\.mp4: ERROR: .*no such file`, stdout)
 	files, err := filepath.Glob(filepath.Join(evDir, "*.jpg"))
 	require.NoError(t, err)
 	require.NotEmpty(t, files, "evidence images written")
+	// One self-contained report per input: the scanned one with its evidence inlined, the
+	// failed one explaining the error.
+	page, err := os.ReadFile(filepath.Join(dir, "report-1.html"))
+	require.NoError(t, err)
+	require.Contains(t, string(page), "<svg")
+	require.Contains(t, string(page), "data:image/jpeg;base64,")
+	require.NotContains(t, string(page), "<script")
+	failedPage, err := os.ReadFile(filepath.Join(dir, "report-2.html"))
+	require.NoError(t, err)
+	require.Contains(t, string(failedPage), "no such file")
 }
 
 func TestScanModelErrors(t *testing.T) {
