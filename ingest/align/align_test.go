@@ -303,16 +303,19 @@ func TestEyeCascadeOnRotatedFaces(t *testing.T) {
 	require.GreaterOrEqual(t, float64(good), 0.8*float64(eyed))
 }
 
-// TestBoxEyeRatios measures where YuNet's eyes sit inside Haar's boxes on LFW and checks the
-// box fallback constants against it.
+// TestBoxEyeRatios measures where YuNet's eyes sit inside the default cascade's boxes on LFW and
+// checks the box fallback constants against it.
 func TestBoxEyeRatios(t *testing.T) {
+	if testing.Short() {
+		t.Skip("calibration measurement over 60 LFW faces")
+	}
 	imgs := lfwFaces(t, 60)
 	defer func() {
 		for i := range imgs {
 			imgs[i].Close()
 		}
 	}()
-	haar, err := faces.Open(faces.SpecHaar)
+	haar, err := faces.Open(faces.SpecDefault)
 	require.NoError(t, err)
 	defer haar.Close()
 	yn := yunet(t)
@@ -332,7 +335,7 @@ func TestBoxEyeRatios(t *testing.T) {
 		n++
 	}
 	require.Greater(t, n, 30.0)
-	t.Logf("Haar box eye ratios over %v faces: left x %.3f, right x %.3f, y %.3f", n, sl/n, sr/n, sy/n)
+	t.Logf("cascade box eye ratios over %v faces: left x %.3f, right x %.3f, y %.3f", n, sl/n, sr/n, sy/n)
 	require.InDelta(t, boxLeftEyeX, sl/n, 0.03)
 	require.InDelta(t, boxRightEyeX, sr/n, 0.03)
 	require.InDelta(t, boxEyeY, sy/n, 0.03)
