@@ -47,20 +47,31 @@ MODELS = os.path.normpath(os.path.join(HERE, "..", "models"))
 SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "data"))
 
 
-def data_sources(paths: Sequence[str]) -> List[Dict]:
-    """Rows of shared/data/SOURCES.md for the folders the training data came from."""
-    src = os.path.join(SHARED, "SOURCES.md")
-    rows = []
-    if not os.path.exists(src):
-        return [{"folder": p} for p in paths]
-    joined = " ".join(paths)
-    for line in open(src):
-        if not line.startswith("| ") or line.startswith("| folder") or line.startswith("|---"):
-            continue
-        cols = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cols) >= 4 and cols[0].split(" ")[0] and cols[0].split(" ")[0].rstrip("/*") in joined:
-            rows.append({"folder": cols[0], "what": cols[1], "count": cols[2], "from": cols[3]})
-    return rows or [{"folder": p} for p in paths]
+def data_sources(crops_dirs: Sequence[str]) -> List[Dict]:
+    """Rows of shared/data/SOURCES.md for the folders the training crops came from, with the
+    number of crops taken from each (sources read from the crops' index.jsonl)."""
+    from .crops import list_crops
+    srcs: List[str] = []
+    for d in crops_dirs:
+        try:
+            srcs += [r.source for r in list_crops(d)]
+        except (OSError, ValueError):
+            srcs.append(d)
+    table = os.path.join(SHARED, "SOURCES.md")
+    rows: List[Dict] = []
+    if os.path.exists(table):
+        for line in open(table):
+            if not line.startswith("| ") or line.startswith("| folder") or line.startswith("|---"):
+                continue
+            cols = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cols) < 4:
+                continue
+            folder = cols[0].split(" ")[0].rstrip("*").rstrip("/")
+            n = sum(1 for s in srcs if f"/{folder}/" in s or s.endswith(f"/{folder}"))
+            if n:
+                rows.append({"folder": cols[0], "what": cols[1], "count": cols[2], "from": cols[3],
+                             "crops_made": n})
+    return rows or [{"folder": d} for d in crops_dirs]
 
 
 def write_release(a, net: LAE, data, card: Dict, log) -> None:
@@ -114,11 +125,18 @@ def _interim_release(a, net: LAE, data, log) -> None:
                      "unseen": {"lae": _slim(rep.get("unseen", {})), "baseline": _slim(rep.get("unseen", {}))},
                      "overall": rep["overall"], "attention_iou": rep["attention_iou"], "mask_fraction": 0.0,
                      "per_family": rep["per_family"], "localisation": rep["localisation"]},
-            "data": data_sources(a.crops or [a.manifest or ""]),
+            "data": data_sources(_crops_dirs(a, a.manifest)),
             "protocol": {"families": {f: {"task": t, "split": s} for f, (t, s) in synth.FAMILIES.items()}},
             "training": {"warm": {"epochs": a.warm_epochs, "lr": a.lr}}}
     write_release(a, net, data, card, log)
     log(f"interim release written: {rep['overall']}")
+
+
+def _crops_dirs(a, manifest: Optional[str]) -> List[str]:
+    if a.crops:
+        return list(a.crops)
+    info = os.path.join(os.path.dirname(manifest or ""), "dataset.json")
+    return json.load(open(info)).get("crops_dirs", []) if os.path.exists(info) else []
 
 
 def _slim(rep: Dict) -> Dict:
@@ -255,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "seen_auc_target": 0.95, "seen_auc_met": (lae.get("seen", {}).get("auc") or 0) >= 0.95,
             },
         },
-        "data": data_sources([s for s in (a.crops or [manifest])] + [SHARED]),
+        "data": data_sources(_crops_dirs(a, manifest)),
         "dataset": json.load(open(os.path.join(os.path.dirname(manifest), "dataset.json")))
         if os.path.exists(os.path.join(os.path.dirname(manifest), "dataset.json")) else {"manifest": manifest},
         "protocol": {
