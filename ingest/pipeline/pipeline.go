@@ -10,18 +10,15 @@ import (
 	"fmt"
 	"image"
 	"io"
-	"math"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
-	"gocv.io/x/gocv"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/lae-screening/lae/ingest/align"
-	"github.com/lae-screening/lae/ingest/crops"
-	"github.com/lae-screening/lae/ingest/faces"
 	"github.com/lae-screening/lae/ingest/source"
 	"github.com/lae-screening/lae/ingest/track"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
@@ -31,6 +28,7 @@ import (
 const (
 	DefaultFrameJPEGWidth = 640
 	DefaultMaxPending     = 256
+	DefaultWorkers        = 2
 	// frameJPEGQuality keeps evidence frames readable at a fraction of the raw size.
 	frameJPEGQuality = 85
 	// ackTimeout bounds the wait for one JetStream acknowledgement.
@@ -72,6 +70,10 @@ type Options struct {
 	FrameJPEGWidth int
 	// MaxPending bounds the publishes awaiting acknowledgement (default 256).
 	MaxPending int
+	// Workers is how many frames are analysed (detect + align) at once, each worker with its
+	// own detector and aligner (default 2, at most the CPU count). Output order and track ids
+	// do not depend on it.
+	Workers int
 	// Progress, when set, is called from Run's goroutine after every sampled frame.
 	Progress func(Progress)
 	// Logger gets per-video events (default: none).
@@ -92,6 +94,9 @@ func Run(ctx context.Context, js jetstream.JetStream, videoID, url string, o Opt
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = DefaultMaxPending
+	}
+	if o.Workers <= 0 {
+		o.Workers = min(DefaultWorkers, runtime.NumCPU())
 	}
 	log := o.Logger.With(zap.String("video_id", videoID), zap.String("url", url))
 	eos := &laev1.EndOfStream{VideoId: videoID, SourceUrl: url}
@@ -142,8 +147,6 @@ type run struct {
 	log     *zap.Logger
 	eos     *laev1.EndOfStream
 
-	det     faces.Detector
-	al      *align.Aligner
 	tracker *track.Tracker
 	pending []pending
 	prog    Progress
@@ -167,6 +170,8 @@ func (r *run) ingest(ctx context.Context, url string) error {
 	info := src.Info()
 	r.eos.Live = info.Live
 	r.prog.Duration = info.Duration
+	r.tracker = track.New(track.Options{})
+	// src is only touched by the reader goroutine until work has returned.
 	defer func() {
 		st := src.Stats()
 		r.eos.FramesDecoded, r.eos.FramesSampled = st.FramesDecoded, st.FramesSampled
@@ -178,122 +183,166 @@ func (r *run) ingest(ctx context.Context, url string) error {
 			r.eos.DurationSeconds = r.prog.PTS
 		}
 	}()
-	r.tracker = track.New(track.Options{})
-	if r.det, err = faces.Open(r.o.FaceModel); err != nil {
-		return fmt.Errorf("face detector: %w", err)
-	}
-	defer r.det.Close()
-	if r.al, err = align.New(align.Options{}); err != nil {
-		return fmt.Errorf("face aligner: %w", err)
-	}
-	defer r.al.Close()
-	r.log.Info("ingest started", zap.Int("width", info.Width), zap.Int("height", info.Height),
-		zap.Float64("fps", info.FPS), zap.Duration("duration", info.Duration), zap.String("codec", info.Codec))
-	for {
-		fr, err := src.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
+	workers := make([]*worker, r.o.Workers)
+	for i := range workers {
+		w, err := newWorker(r.o)
 		if err != nil {
-			return fmt.Errorf("decode %s: %w", url, err)
-		}
-		err = r.frame(ctx, fr)
-		fr.Image.Close()
-		if err != nil {
+			for _, w := range workers[:i] {
+				w.close()
+			}
 			return err
 		}
-		st := src.Stats()
-		r.prog.FramesDecoded, r.prog.FramesSampled = st.FramesDecoded, st.FramesSampled
-		r.prog.Errors = st.Errors + r.eos.Errors
-		r.prog.Tracks = r.tracker.Count()
-		r.prog.CropsPublished = r.eos.CropsPublished
-		if r.o.Progress != nil {
-			r.o.Progress(r.prog)
-		}
+		workers[i] = w
 	}
+	defer func() {
+		for _, w := range workers {
+			w.close()
+		}
+	}()
+	r.log.Info("ingest started", zap.Int("width", info.Width), zap.Int("height", info.Height),
+		zap.Float64("fps", info.FPS), zap.Duration("duration", info.Duration), zap.String("codec", info.Codec),
+		zap.Int("workers", len(workers)))
+	return r.work(ctx, url, src, workers)
 }
 
-// frame handles one sampled frame. Only publishing errors are fatal; a frame the detector or
-// aligner cannot handle is counted in Errors and skipped.
-func (r *run) frame(ctx context.Context, fr source.Frame) error {
-	r.prog.PTS = fr.PTS
-	found, err := r.det.Detect(fr.Image)
-	if err != nil {
-		r.eos.Errors++
-		r.log.Debug("detect failed", zap.Uint64("frame", fr.Index), zap.Error(err))
-		return nil
+// sampled is a decoded frame on its way to a worker, numbered in decode order.
+type sampled struct {
+	seq   uint64
+	fr    source.Frame
+	stats source.Stats
+}
+
+// work runs the reader, the workers and, on this goroutine, the ordered tracking and publishing.
+// Detection and alignment are the expensive part and run on several frames at once; tracking
+// and publishing need frame order, so results are put back in sequence here.
+func (r *run) work(ctx context.Context, url string, src *source.Source, workers []*worker) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	frames := make(chan sampled, len(workers))
+	results := make(chan analysed, len(workers))
+	var readErr error
+	go func() {
+		defer close(frames)
+		for seq := uint64(0); ; seq++ {
+			fr, err := src.Next(ctx)
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				readErr = fmt.Errorf("decode %s: %w", url, err)
+				return
+			}
+			select {
+			case frames <- sampled{seq: seq, fr: fr, stats: src.Stats()}:
+			case <-ctx.Done():
+				fr.Image.Close()
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for in := range frames {
+				res := w.analyse(in)
+				select {
+				case results <- res:
+				case <-ctx.Done():
+				}
+			}
+		}()
 	}
-	found = crops.Select(found, r.o.MaxFacesPerFrame, r.o.MinFaceSize)
-	boxes := make([]image.Rectangle, len(found))
-	for i, f := range found {
+	go func() {
+		wg.Wait()
+		close(results)
+	}()
+	// Results arrive out of order; hold them until their turn.
+	waiting := map[uint64]analysed{}
+	next := uint64(0)
+	var fatal error
+	for res := range results {
+		if fatal != nil {
+			continue // drain so the workers and the reader can finish
+		}
+		waiting[res.seq] = res
+		for {
+			cur, ok := waiting[next]
+			if !ok {
+				break
+			}
+			delete(waiting, next)
+			next++
+			if err := r.publishFrameResult(ctx, cur); err != nil {
+				fatal = err
+				cancel()
+				break
+			}
+			if r.o.Progress != nil {
+				r.o.Progress(r.prog)
+			}
+		}
+	}
+	if fatal != nil {
+		return fatal
+	}
+	// readErr is safe to read: results closes after the reader has returned.
+	return readErr
+}
+
+// publishFrameResult tracks and publishes the faces of one analysed frame, in frame order.
+func (r *run) publishFrameResult(ctx context.Context, a analysed) error {
+	r.prog.PTS = a.pts
+	r.eos.Errors += a.errors
+	boxes := make([]image.Rectangle, len(a.faces))
+	for i, f := range a.faces {
 		boxes[i] = f.Box
 	}
 	ids := r.tracker.Update(boxes)
 	var faceIndex uint32
-	for i, f := range found {
-		c, err := r.al.Align(fr.Image, f)
-		if err != nil {
-			r.eos.Errors++
-			r.log.Debug("align failed", zap.Uint64("frame", fr.Index), zap.Error(err))
-			continue
+	for i, f := range a.faces {
+		c := a.crops[i]
+		if c.pixels == nil {
+			continue // alignment failed, counted in errors
 		}
 		msg := &laev1.FaceCrop{
-			VideoId: r.videoID, FrameIndex: fr.Index, SampleIndex: fr.SampleIndex, PtsSeconds: fr.PTS,
+			VideoId: r.videoID, FrameIndex: a.index, SampleIndex: a.sampleIndex, PtsSeconds: a.pts,
 			FaceIndex: faceIndex, TrackId: ids[i],
 			Box:         &laev1.Box{X: float32(f.Box.Min.X), Y: float32(f.Box.Min.Y), W: float32(f.Box.Dx()), H: float32(f.Box.Dy())},
-			CropToFrame: c.CropToFrame[:], Width: uint32(c.Image.Cols()), Height: uint32(c.Image.Rows()),
-			Format: laev1.PixelFormat_PIXEL_FORMAT_BGR8, Pixels: c.Image.ToBytes(),
-			DetectorConfidence: f.Confidence, FrameWidth: uint32(fr.Image.Cols()), FrameHeight: uint32(fr.Image.Rows()),
-			EyesAligned: c.EyesAligned,
+			CropToFrame: c.toFrame[:], Width: uint32(c.size.X), Height: uint32(c.size.Y),
+			Format: laev1.PixelFormat_PIXEL_FORMAT_BGR8, Pixels: c.pixels,
+			DetectorConfidence: f.Confidence, FrameWidth: uint32(a.size.X), FrameHeight: uint32(a.size.Y),
+			EyesAligned: c.eyes,
 		}
-		c.Image.Close()
 		data, err := proto.Marshal(msg)
 		if err != nil {
-			return fmt.Errorf("marshal crop %d/%d: %w", fr.Index, faceIndex, err)
+			return fmt.Errorf("marshal crop %d/%d: %w", a.index, faceIndex, err)
 		}
 		m := &nats.Msg{Subject: laev1.FacesSubject(r.videoID), Data: data}
-		if err := r.publish(ctx, m, laev1.CropMsgID(r.videoID, fr.Index, faceIndex), true); err != nil {
+		if err := r.publish(ctx, m, laev1.CropMsgID(r.videoID, a.index, faceIndex), true); err != nil {
 			return err
 		}
 		faceIndex++
 		r.eos.Faces++
 	}
-	r.prog.Faces = r.eos.Faces
+	r.prog.FramesDecoded, r.prog.FramesSampled = a.stats.FramesDecoded, a.stats.FramesSampled
+	r.prog.Errors = a.stats.Errors + r.eos.Errors
+	r.prog.Faces, r.prog.Tracks, r.prog.CropsPublished = r.eos.Faces, r.tracker.Count(), r.eos.CropsPublished
 	if faceIndex == 0 {
 		return nil
 	}
 	r.prog.FramesWithFaces++
-	if r.o.FrameJPEGWidth < 0 {
+	if a.jpeg == nil {
 		return nil
 	}
-	return r.publishFrame(ctx, fr)
-}
-
-// publishFrame sends the downscaled JPEG of a frame with faces, for evidence images.
-func (r *run) publishFrame(ctx context.Context, fr source.Frame) error {
-	img := fr.Image
-	if img.Cols() > r.o.FrameJPEGWidth {
-		h := int(math.Round(float64(img.Rows()) * float64(r.o.FrameJPEGWidth) / float64(img.Cols())))
-		small := gocv.NewMat()
-		defer small.Close()
-		gocv.Resize(img, &small, image.Pt(r.o.FrameJPEGWidth, max(1, h)), 0, 0, gocv.InterpolationArea)
-		img = small
-	}
-	buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, img, []int{gocv.IMWriteJpegQuality, frameJPEGQuality})
+	data, err := proto.Marshal(&laev1.FrameImage{VideoId: r.videoID, FrameIndex: a.index, PtsSeconds: a.pts,
+		FrameWidth: uint32(a.size.X), FrameHeight: uint32(a.size.Y), Jpeg: a.jpeg})
 	if err != nil {
-		r.eos.Errors++
-		r.log.Debug("frame jpeg failed", zap.Uint64("frame", fr.Index), zap.Error(err))
-		return nil
+		return fmt.Errorf("marshal frame %d: %w", a.index, err)
 	}
-	jpeg := append([]byte(nil), buf.GetBytes()...)
-	buf.Close()
-	data, err := proto.Marshal(&laev1.FrameImage{VideoId: r.videoID, FrameIndex: fr.Index, PtsSeconds: fr.PTS,
-		FrameWidth: uint32(fr.Image.Cols()), FrameHeight: uint32(fr.Image.Rows()), Jpeg: jpeg})
-	if err != nil {
-		return fmt.Errorf("marshal frame %d: %w", fr.Index, err)
-	}
-	m := &nats.Msg{Subject: laev1.FrameSubject(r.videoID, fr.Index), Data: data}
-	return r.publish(ctx, m, laev1.FrameMsgID(r.videoID, fr.Index), false)
+	m := &nats.Msg{Subject: laev1.FrameSubject(r.videoID, a.index), Data: data}
+	return r.publish(ctx, m, laev1.FrameMsgID(r.videoID, a.index), false)
 }
 
 // publish sends m asynchronously, first waiting for the oldest acknowledgement when MaxPending
