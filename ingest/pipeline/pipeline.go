@@ -215,8 +215,8 @@ type sampled struct {
 // work runs the reader, the workers and, on this goroutine, the ordered tracking and publishing.
 // Detection and alignment are the expensive part and run on several frames at once; tracking
 // and publishing need frame order, so results are put back in sequence here.
-func (r *run) work(ctx context.Context, url string, src *source.Source, workers []*worker) error {
-	ctx, cancel := context.WithCancel(ctx)
+func (r *run) work(parent context.Context, url string, src *source.Source, workers []*worker) error {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	frames := make(chan sampled, len(workers))
 	results := make(chan analysed, len(workers))
@@ -286,6 +286,10 @@ func (r *run) work(ctx context.Context, url string, src *source.Source, workers 
 	}
 	if fatal != nil {
 		return fatal
+	}
+	// The reader and workers stop quietly on cancellation; report it, the video is incomplete.
+	if err := parent.Err(); err != nil {
+		return fmt.Errorf("ingest %s: %w", url, err)
 	}
 	// readErr is safe to read: results closes after the reader has returned.
 	return readErr
