@@ -1,38 +1,26 @@
 package pipeline
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/lae-screening/lae/internal/memstat"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
 func rssBytes(t testing.TB) int64 {
-	f, err := os.Open("/proc/self/status")
+	rss, err := memstat.RSS()
 	if err != nil {
-		t.Skipf("no /proc/self/status: %v", err)
+		t.Skip(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			require.NoError(t, err)
-			return kb * 1024
-		}
-	}
-	t.Skip("VmRSS not found")
-	return 0
+	return rss
 }
 
 func settledRSS(t testing.TB) int64 {

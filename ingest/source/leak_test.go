@@ -1,42 +1,30 @@
 package source_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lae-screening/lae/internal/memstat"
+
 	"github.com/lae-screening/lae/ingest/source"
 )
 
-// rssBytes reads the process's resident set size from /proc.
+// rssBytes reads the process's resident set size.
 func rssBytes(tb testing.TB) int64 {
 	tb.Helper()
-	f, err := os.Open("/proc/self/status")
+	rss, err := memstat.RSS()
 	if err != nil {
-		tb.Skipf("no /proc/self/status: %v", err)
+		tb.Skip(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			require.NoError(tb, err)
-			return kb * 1024
-		}
-	}
-	tb.Skip("VmRSS not found")
-	return 0
+	return rss
 }
 
 func settledRSS(tb testing.TB) int64 {

@@ -1,19 +1,17 @@
 package testvideo_test
 
 import (
-	"bufio"
 	"context"
 	"image"
-	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/memstat"
 
 	"github.com/lae-screening/lae/ingest/testvideo"
 )
@@ -22,21 +20,11 @@ func rssBytes(t *testing.T) int64 {
 	t.Helper()
 	runtime.GC()
 	debug.FreeOSMemory()
-	f, err := os.Open("/proc/self/status")
+	rss, err := memstat.RSS()
 	if err != nil {
-		t.Skipf("no /proc/self/status: %v", err)
+		t.Skip(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			require.NoError(t, err)
-			return kb * 1024
-		}
-	}
-	t.Skip("VmRSS not found")
-	return 0
+	return rss
 }
 
 // TestWriteNoLeaks generates and encodes clips repeatedly: encoder, muxer,

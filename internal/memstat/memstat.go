@@ -12,7 +12,13 @@ static size_t lae_c_heap_in_use(void) {
 */
 import "C"
 
-import "runtime"
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+)
 
 // CHeapInUse is the number of bytes malloc has handed out and not had back (including
 // mmap-ed large blocks).
@@ -24,4 +30,22 @@ func GoHeapInUse() int64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapInuse)
+}
+
+// RSS is the resident set size of this process, from /proc/self/status (Linux).
+func RSS() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("read RSS: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("read RSS: %q: %w", line, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("read RSS: no VmRSS in /proc/self/status")
 }

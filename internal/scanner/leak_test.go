@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -16,21 +15,12 @@ import (
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
-// rssBytes reads the resident set size from /proc (Linux).
+// rssBytes reads the resident set size.
 func rssBytes(t *testing.T) int64 {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
+	rss, err := memstat.RSS()
 	require.NoError(t, err)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			require.NoError(t, err)
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS in /proc/self/status")
-	return 0
+	return rss
 }
 
 // TestRepeatedScansDoNotLeak scans the same clip repeatedly: every Mat the stages create is
