@@ -37,6 +37,11 @@ const (
 	eosTimeout = 10 * time.Second
 )
 
+// ErrEOSNotPublished (wrapped) means the end-of-stream event could not be stored: the
+// aggregator will not close the video, so the caller should run it again (crop message ids
+// make the second run's publishes de-duplicate against the first's).
+var ErrEOSNotPublished = errors.New("end-of-stream not published")
+
 // Progress is what Run has done so far; Options.Progress gets it after every sampled frame.
 type Progress struct {
 	FramesDecoded   uint64
@@ -119,7 +124,7 @@ func Run(ctx context.Context, js jetstream.JetStream, videoID, url string, o Opt
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), eosTimeout)
 	defer cancel()
 	if perr := publishEOS(pctx, js, eos); perr != nil {
-		err = errors.Join(err, perr)
+		err = errors.Join(err, fmt.Errorf("%w: %w", ErrEOSNotPublished, perr))
 	}
 	log.Info("ingest done", zap.Uint64("frames_sampled", eos.FramesSampled), zap.Uint64("faces", eos.Faces),
 		zap.Uint64("crops_published", eos.CropsPublished), zap.Uint64("errors", eos.Errors), zap.String("failure", eos.Failure))

@@ -170,6 +170,12 @@ func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, o Op
 		log.Info("ingest done", zap.Uint64("frames_sampled", eos.FramesSampled), zap.Uint64("crops", eos.CropsPublished),
 			zap.Duration("took", time.Since(start)))
 	}
+	if errors.Is(err, pipeline.ErrEOSNotPublished) {
+		// Without its end-of-stream the video would never get a verdict: hand it back.
+		o.Metrics.Error("ingest", "eos_not_published")
+		_ = msg.NakWithDelay(5 * time.Second)
+		return
+	}
 	// The end-of-stream event is published (success or failure), so the submission is done.
 	if err := msg.DoubleAck(context.WithoutCancel(ctx)); err != nil {
 		log.Warn("ack submission", zap.Error(err))
