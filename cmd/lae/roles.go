@@ -176,7 +176,7 @@ func aggregateCmd(ctx context.Context, args []string) error {
 		go env.metrics.WatchConsumer(ctx, env.js, laev1.StreamScores, laev1.ConsumerAggregator, 5*time.Second)
 		return service.Run(ctx, env.js, service.Options{
 			Rule: c.Rule, TopK: c.TopK, Threshold: threshold, EvidenceFrames: c.EvidenceFrames, Model: name,
-			Logger: env.log, Metrics: env.metrics,
+			RollingEvery: c.RollingEvery, Logger: env.log, Metrics: env.metrics,
 		})
 	})
 }

@@ -76,6 +76,9 @@ type Aggregator struct {
 	EvidenceFrames int     `yaml:"evidence_frames"`
 	// ModelCard is read for the threshold when Threshold < 0.
 	ModelCard string `yaml:"model_card"`
+	// RollingEvery publishes a rolling verdict (final=false) at most this often for a video
+	// still being ingested (live streams): the rule over every score so far. 0 = off.
+	RollingEvery time.Duration `yaml:"rolling_every"`
 }
 
 // Retention bounds the streams (the crop archive that rescoring replays in particular).
@@ -108,7 +111,7 @@ func Default() Config {
 		Log:             Log{Level: "info", Format: "json"},
 		Ingest:          Ingest{SampleFPS: 5, Concurrency: 2, OpenTimeout: 15 * time.Second},
 		Detector:        Detector{Provider: "cpu", BatchSize: 16, BatchTimeout: 20 * time.Millisecond, Workers: 1},
-		Aggregator:      Aggregator{Rule: "", Threshold: -1, EvidenceFrames: 3},
+		Aggregator:      Aggregator{Rule: "", Threshold: -1, EvidenceFrames: 3, RollingEvery: 10 * time.Second},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }
