@@ -230,8 +230,13 @@ func (p *progressLine) update(pr scanner.Progress) {
 	}
 	p.last.Store(now)
 	p.drawn = true
+	media := fmtPTS(pr.PTS)
+	if pr.Duration > 0 {
+		media = fmt.Sprintf("%s of %s (%.0f%%)", media, pr.Duration.Round(100*time.Millisecond),
+			100*min(1, pr.PTS/pr.Duration.Seconds()))
+	}
 	fmt.Fprintf(p.w, "\r\033[K%s: %s media, %d frames sampled, %d faces (%s)",
-		p.input, fmtPTS(pr.PTS), pr.FramesSampled, pr.Faces, time.Since(p.start).Round(100*time.Millisecond))
+		p.input, media, pr.FramesSampled, pr.Faces, time.Since(p.start).Round(100*time.Millisecond))
 }
 
 func (p *progressLine) done() {
