@@ -117,6 +117,7 @@ func TestBrowserSubmitShowsVerdictAndEvidence(t *testing.T) {
 	// The report opens in the browser under its lockdown policy, images inline and decoded.
 	require.NoError(t, b.navigate(ctx, baseURL(s)+"/api/scans/"+st.Video+"/report"))
 	var rep struct {
+		Ready   string `json:"ready"`
 		Verdict string `json:"verdict"`
 		Images  int    `json:"images"`
 		Loaded  int    `json:"loaded"`
@@ -124,8 +125,9 @@ func TestBrowserSubmitShowsVerdictAndEvidence(t *testing.T) {
 	require.Eventually(t, func() bool {
 		err := b.eval(ctx, `(() => { const i = [...document.querySelectorAll('#evidence img')];
 			const v = document.getElementById('verdict');
-			return {verdict: v ? v.textContent.trim() : '', images: i.length, loaded: i.filter((x) => x.complete && x.naturalWidth > 0).length}; })()`, &rep)
-		return err == nil && rep.Images > 0 && rep.Loaded == rep.Images
+			return {ready: document.readyState, verdict: v ? v.textContent.trim() : '', images: i.length, loaded: i.filter((x) => x.complete && x.naturalWidth > 0).length}; })()`, &rep)
+		// Under load the report can be caught half parsed: wait for the whole document.
+		return err == nil && rep.Ready == "complete" && rep.Images > 0 && rep.Loaded == rep.Images
 	}, 30*time.Second, 100*time.Millisecond, "report: %+v", rep)
 	require.Equal(t, st.Verdict, rep.Verdict)
 	withImage := 0
