@@ -235,6 +235,26 @@ func TestMultiProcess(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(hist), 2, "the earlier revision stays in the verdict history")
 
+	// Videos whose crops expired are scanned again from their URLs (a verdict line is a
+	// manifest line).
+	old2, err := json.Marshal(verdicts[ids[1]])
+	require.NoError(t, err)
+	manifest := filepath.Join(dir, "reingest.jsonl")
+	require.NoError(t, os.WriteFile(manifest, append(old2, '\n'), 0o644))
+	out, stderr, code = runLae(t, time.Minute, "rescore", "--nats", natsURL, "--json", "--reingest", manifest)
+	require.Equal(t, 0, code, "reingest: %s %s", out, stderr)
+	var re struct {
+		OldVideoID string `json:"old_video_id"`
+		VideoID    string `json:"video_id"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(out)), &re), out)
+	require.Equal(t, ids[1], re.OldVideoID)
+	require.NotEqual(t, ids[1], re.VideoID)
+	out, stderr, code = runLae(t, 3*time.Minute, "watch", "--nats", natsURL, "--json", "--timeout", "2m", re.VideoID)
+	require.Equal(t, 0, code, "watch re-ingested: %s", stderr)
+	require.Contains(t, out, `"final":true`)
+	require.Contains(t, out, `"verdict":"`+verdicts[ids[1]].Verdict+`"`, "same video, same model: same verdict")
+
 	for _, name := range []string{"ingest", "detect-1", "detect-2", "aggregate"} {
 		procs[name].stop(t)
 	}

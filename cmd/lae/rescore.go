@@ -6,13 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lae-screening/lae/detector/model"
+	"github.com/lae-screening/lae/ingest/submit"
 	"github.com/lae-screening/lae/internal/rescore"
 	"github.com/lae-screening/lae/internal/scanner"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
 // rescoreLine is one line of `lae rescore --json`.
@@ -43,12 +46,20 @@ func rescoreCmd(ctx context.Context, args []string) error {
 	ortLib := fs.String("ort-lib", os.Getenv("LAE_ORT_LIB"), "ONNX Runtime shared library")
 	provider := fs.String("provider", "cpu", "execution provider: cpu, cuda, tensorrt")
 	jsonOut := fs.Bool("json", false, "one JSON line per video")
+	reingest := fs.String("reingest", "", "JSONL manifest of videos whose crops expired ({\"video_id\", \"url\"} or verdict lines with \"input\"): submit their URLs again for a full scan")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: lae rescore [flags] (VIDEO_ID... | --all | --since T [--until T])\n\nScores the archived face crops of the chosen videos with the current model (no decoding)\nand publishes a new verdict revision for each; earlier revisions stay in the verdict history.\nAn aggregator must be running on the same NATS.\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage: lae rescore [flags] (VIDEO_ID... | --all | --since T [--until T] | --reingest MANIFEST)\n\nScores the archived face crops of the chosen videos with the current model (no decoding)\nand publishes a new verdict revision for each; earlier revisions stay in the verdict history.\nAn aggregator must be running on the same NATS.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *reingest != "" {
+		if fs.NArg() > 0 || *all || *since != "" || *until != "" {
+			fs.Usage()
+			return exitError{2}
+		}
+		return reingestManifest(ctx, cf, *reingest, *jsonOut)
 	}
 	sel := rescore.Selection{VideoIDs: fs.Args()}
 	var err error
@@ -146,4 +157,74 @@ func parseTime(s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("time %q: want RFC 3339, e.g. 2026-11-26T10:00:00Z", s)
 	}
 	return t, nil
+}
+
+// manifestLine is one video of a re-ingest manifest: the fields of a verdict line work too.
+type manifestLine struct {
+	VideoID string `json:"video_id"`
+	URL     string `json:"url"`
+	Input   string `json:"input"`
+}
+
+// reingestManifest submits the URLs of a manifest again. The new scan gets a new video id;
+// the old id travels as the submission's reference, so the reply and logs tie the two.
+func reingestManifest(ctx context.Context, cf clientFlags, path string, jsonOut bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reingest manifest: %w", err)
+	}
+	var lines []manifestLine
+	for i, raw := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(raw) == "" {
+			continue
+		}
+		var l manifestLine
+		if err := json.Unmarshal([]byte(raw), &l); err != nil {
+			return fmt.Errorf("reingest manifest %s:%d: %w", path, i+1, err)
+		}
+		if l.URL == "" {
+			l.URL = l.Input
+		}
+		if l.URL == "" {
+			return fmt.Errorf("reingest manifest %s:%d: no url", path, i+1)
+		}
+		lines = append(lines, l)
+	}
+	nc, err := cf.connect("lae-rescore")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	failed := 0
+	for _, l := range lines {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		reply, err := submit.Request(rctx, nc, laev1.SubmitRequest{URL: l.URL, Reference: l.VideoID})
+		cancel()
+		if err != nil {
+			reply.Error = err.Error()
+		}
+		if reply.Error != "" {
+			failed++
+		}
+		if jsonOut {
+			out, _ := json.Marshal(struct {
+				OldVideoID string `json:"old_video_id"`
+				URL        string `json:"url"`
+				VideoID    string `json:"video_id,omitempty"`
+				Error      string `json:"error,omitempty"`
+			}{l.VideoID, l.URL, reply.VideoID, reply.Error})
+			fmt.Println(string(out))
+		} else if reply.Error != "" {
+			fmt.Printf("%s (%s): REJECTED: %s\n", l.VideoID, l.URL, oneLine(reply.Error))
+		} else {
+			fmt.Printf("%s -> %s\t%s\n", l.VideoID, reply.VideoID, l.URL)
+		}
+	}
+	if !jsonOut {
+		fmt.Printf("re-ingested %d of %d video(s); follow them with lae watch\n", len(lines)-failed, len(lines))
+	}
+	if failed > 0 {
+		return exitError{1}
+	}
+	return nil
 }

@@ -18,14 +18,15 @@ type Metrics struct {
 	Faces          prometheus.Counter
 	CropsPublished prometheus.Counter
 	VideosIngested *prometheus.CounterVec // by outcome: ok, failed
-	CropsInFlight  prometheus.Gauge
 	BatchSize      prometheus.Histogram
 	Inference      prometheus.Histogram
 	CropsScored    prometheus.Counter
 	Verdicts       *prometheus.CounterVec // by verdict
 	Errors         *prometheus.CounterVec // by stage and kind
 	ConsumerLag    *prometheus.GaugeVec   // pending messages by consumer
-	AckPending     *prometheus.GaugeVec   // delivered, not yet acknowledged, by consumer
+	// AckPending is what a consumer's clients hold, delivered and not yet acknowledged: for
+	// consumer "detector" these are the crops in flight across all detectors.
+	AckPending *prometheus.GaugeVec
 }
 
 // New creates the collectors and registers them on reg.
@@ -36,7 +37,6 @@ func New(reg prometheus.Registerer) *Metrics {
 		Faces:          prometheus.NewCounter(prometheus.CounterOpts{Name: "lae_faces_total", Help: "Faces detected in sampled frames."}),
 		CropsPublished: prometheus.NewCounter(prometheus.CounterOpts{Name: "lae_crops_published_total", Help: "Aligned face crops published."}),
 		VideosIngested: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lae_videos_ingested_total", Help: "Videos ingest finished, by outcome."}, []string{"outcome"}),
-		CropsInFlight:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "lae_crops_in_flight", Help: "Crops a detector holds that are not yet scored and acknowledged."}),
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lae_batch_size", Help: "Crops per inference batch.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}}),
 		Inference: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lae_inference_seconds", Help: "Inference latency per batch.",
@@ -49,7 +49,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.FramesDecoded, m.FramesSampled, m.Faces, m.CropsPublished, m.VideosIngested,
-			m.CropsInFlight, m.BatchSize, m.Inference, m.CropsScored, m.Verdicts, m.Errors, m.ConsumerLag, m.AckPending)
+			m.BatchSize, m.Inference, m.CropsScored, m.Verdicts, m.Errors, m.ConsumerLag, m.AckPending)
 	}
 	return m
 }
