@@ -85,6 +85,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Source tunes the decoder (timeouts, threads).
 	Source source.Options
+	// Reconnect says how a live source that fails mid-stream (dropped, stalled past
+	// Source.ReadTimeout) is re-opened; frame numbers and times continue across re-opens.
+	Reconnect source.Reconnect
 }
 
 // Run ingests one video and publishes its crops, frame images and end-of-stream event. The
@@ -167,7 +170,7 @@ type pending struct {
 func (r *run) ingest(ctx context.Context, url string) error {
 	so := r.o.Source
 	so.SampleFPS, so.MaxDuration = r.o.SampleFPS, r.o.MaxDuration
-	src, err := source.Open(ctx, url, so)
+	src, err := source.OpenReconnecting(ctx, url, so, r.o.Reconnect)
 	if err != nil {
 		return err // source's errors already read "open <url>: <reason>"
 	}
@@ -220,7 +223,7 @@ type sampled struct {
 // work runs the reader, the workers and, on this goroutine, the ordered tracking and publishing.
 // Detection and alignment are the expensive part and run on several frames at once; tracking
 // and publishing need frame order, so results are put back in sequence here.
-func (r *run) work(parent context.Context, url string, src *source.Source, workers []*worker) error {
+func (r *run) work(parent context.Context, url string, src *source.Reconnecting, workers []*worker) error {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	frames := make(chan sampled, len(workers))

@@ -1,0 +1,109 @@
+package source_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/ingest/source"
+)
+
+// TestReconnectAfterStall serves a live tcp:// stream that stalls half way: the stalled read
+// is detected (ReadTimeout), the source is re-opened, and the second connection's frames
+// continue the numbering and the clock of the first.
+func TestReconnectAfterStall(t *testing.T) {
+	data, err := os.ReadFile(makeClipAs(t, t.TempDir(), "live.ts", 160, 120, 30, 15))
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		// First connection: half the stream, then silence (a frozen camera).
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = c.Write(data[:len(data)/2])
+		<-stop
+		c.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	src, err := source.OpenReconnecting(ctx, "tcp://"+ln.Addr().String(),
+		source.Options{ReadTimeout: 700 * time.Millisecond, OpenTimeout: 5 * time.Second},
+		source.Reconnect{MinBackoff: 10 * time.Millisecond})
+	require.NoError(t, err)
+	defer src.Close()
+	// Second connection: the whole stream, then a clean end.
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = c.Write(data)
+	}()
+	var frames []source.Frame
+	defer func() { closeFrames(frames) }()
+	for {
+		f, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		frames = append(frames, f)
+	}
+	require.Equal(t, 1, src.Reconnects())
+	require.Greater(t, len(frames), 30, "frames from both connections")
+	for i := 1; i < len(frames); i++ {
+		require.Greater(t, frames[i].Index, frames[i-1].Index, "frame indices stay unique and increasing")
+		require.Equal(t, frames[i-1].SampleIndex+1, frames[i].SampleIndex)
+		require.Greater(t, frames[i].PTS, frames[i-1].PTS, "time keeps increasing")
+	}
+	require.NotZero(t, src.Stats().Errors, "the stall is counted")
+}
+
+// TestReconnectGivesUp: when the stream cannot be re-opened the error says so.
+func TestReconnectGivesUp(t *testing.T) {
+	data, err := os.ReadFile(makeClipAs(t, t.TempDir(), "live.ts", 160, 120, 20, 15))
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = c.Write(data[:len(data)/2])
+		<-stop
+		c.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	src, err := source.OpenReconnecting(ctx, "tcp://"+ln.Addr().String(),
+		source.Options{ReadTimeout: 500 * time.Millisecond, OpenTimeout: time.Second},
+		source.Reconnect{MaxAttempts: 2, MinBackoff: 10 * time.Millisecond})
+	require.NoError(t, err)
+	defer src.Close()
+	ln.Close() // nobody answers any more
+	for {
+		f, err := src.Next(ctx)
+		if err != nil {
+			require.NotErrorIs(t, err, io.EOF)
+			require.ErrorIs(t, err, source.ErrTimeout, "the cause is kept")
+			require.Contains(t, err.Error(), "reconnecting failed 2 times")
+			return
+		}
+		f.Image.Close()
+	}
+}
