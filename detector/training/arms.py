@@ -101,6 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--budget", type=float, default=0.03)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arms-only", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     common.set_threads()
     common.seed_everything(a.seed)

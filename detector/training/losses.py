@@ -57,9 +57,13 @@ def locality_loss(logit_map: torch.Tensor, mask_grid: torch.Tensor, w_cov: float
 
 def total_loss(out: Dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                masks: Optional[torch.Tensor], has_mask: Optional[torch.Tensor],
-               w: LossWeights, use_masks: bool) -> Dict[str, torch.Tensor]:
-    """All loss terms for a batch; has_mask selects the samples whose mask may be used."""
-    cls = F.binary_cross_entropy_with_logits(out["logit"], y.float())
+               w: LossWeights, use_masks: bool, cls_sel: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """All loss terms for a batch; has_mask selects the samples whose mask may be used and
+    cls_sel (default all) the samples that count for the classification term."""
+    if cls_sel is None:
+        cls = F.binary_cross_entropy_with_logits(out["logit"], y.float())
+    else:
+        cls = F.binary_cross_entropy_with_logits(out["logit"][cls_sel], y[cls_sel].float())
     rec = (out["recon"] - x).abs().mean() if "recon" in out else torch.zeros(())
     loc = torch.zeros(())
     if use_masks and masks is not None and has_mask is not None and bool(has_mask.any()):

@@ -59,3 +59,15 @@ def test_total_loss_baseline_ignores_masks():
     assert torch.isclose(lae["total"], base["total"] + w.loc * lae["loc"], atol=1e-5)
     # reconstruction and classification terms are the same in both
     assert torch.isclose(lae["cls"], base["cls"]) and torch.isclose(lae["rec"], base["rec"])
+
+
+def test_cls_selection_excludes_oversampled_masks():
+    torch.manual_seed(0)
+    net = LAE((8, 8, 8))
+    x = torch.randn(3, 3, 128, 128)
+    y = torch.tensor([0, 1, 1])
+    out = net(x)
+    sel = torch.tensor([True, True, False])
+    a = total_loss(out, x, y, None, None, LossWeights(), use_masks=False, cls_sel=sel)
+    want = torch.nn.functional.binary_cross_entropy_with_logits(out["logit"][:2], y[:2].float())
+    assert torch.isclose(a["cls"], want)
