@@ -1,0 +1,93 @@
+package rescore_test
+
+import (
+	"context"
+	"image"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/detector/model"
+	"github.com/lae-screening/lae/ingest/testvideo"
+	"github.com/lae-screening/lae/internal/rescore"
+	"github.com/lae-screening/lae/internal/scanner"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+func shippedModel(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	p := filepath.Join(filepath.Dir(file), "..", "..", "detector", "models", "lae-v1.onnx")
+	require.FileExists(t, p)
+	return p
+}
+
+func clip(t *testing.T, seed int64) string {
+	face := testvideo.SyntheticFace(160, seed)
+	defer face.Close()
+	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 480, Height: 360, Frames: 10, Background: testvideo.Noise,
+		Faces: []testvideo.Placement{{Face: face, Size: 150, From: image.Pt(120, 60), To: image.Pt(130, 65)}}})
+	require.NoError(t, err)
+	defer testvideo.CloseFrames(mats)
+	p := filepath.Join(t.TempDir(), "clip.mp4")
+	require.NoError(t, testvideo.Write(context.Background(), p, mats, 10))
+	return p
+}
+
+// TestRescoreSelections scans two clips, then rescores by id, by time range and all: each
+// rescored video gets the next revision with the same verdict (same model), and a range that
+// holds no verdict selects nothing.
+func TestRescoreSelections(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	sc, err := scanner.New(ctx, scanner.Options{Model: shippedModel(t)})
+	require.NoError(t, err)
+	defer sc.Close()
+	start := time.Now().Add(-time.Second)
+	var first []laev1.Verdict
+	for _, seed := range []int64{1, 3} {
+		v, err := sc.Scan(ctx, clip(t, seed), nil)
+		require.NoError(t, err)
+		require.NotZero(t, v.Faces)
+		first = append(first, v)
+	}
+	m, err := model.Load(model.Options{Path: shippedModel(t)})
+	require.NoError(t, err)
+	defer m.Close()
+	js := sc.JetStream()
+
+	ids, err := rescore.Select(ctx, js, rescore.Selection{Since: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	require.Empty(t, ids, "no verdict after the range start")
+	ids, err = rescore.Select(ctx, js, rescore.Selection{Since: start, Until: time.Now().Add(time.Minute)})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{first[0].VideoID, first[1].VideoID}, ids)
+	_, err = rescore.Select(ctx, js, rescore.Selection{VideoIDs: []string{"bad.id"}})
+	require.ErrorContains(t, err, "invalid video id")
+
+	res, err := rescore.Run(ctx, js, m, rescore.Options{Selection: rescore.Selection{VideoIDs: []string{first[0].VideoID}}})
+	require.NoError(t, err)
+	require.Len(t, res, 1)
+	require.NoError(t, res[0].Err)
+	require.Equal(t, 1, res[0].New.Revision)
+	require.Equal(t, first[0].Verdict, res[0].New.Verdict)
+	require.InDelta(t, first[0].Score, res[0].New.Score, 1e-6)
+	require.Equal(t, first[0].Faces, res[0].Crops)
+
+	var progress []int
+	res, err = rescore.Run(ctx, js, m, rescore.Options{Progress: func(done, total int, _ rescore.Result) { progress = append(progress, done) }})
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+	require.Equal(t, []int{1, 2}, progress)
+	for _, r := range res {
+		require.NoError(t, r.Err)
+		want := 1
+		if r.VideoID == first[0].VideoID {
+			want = 2
+		}
+		require.Equal(t, want, r.New.Revision, r.VideoID)
+		require.False(t, r.Changed)
+	}
+}
