@@ -80,3 +80,16 @@ func TestExampleFileIsTheDefaults(t *testing.T) {
 	require.Equal(t, d, c)
 	require.Equal(t, 1, c.Retention.Replicas)
 }
+
+// FuzzLoad feeds arbitrary files to Load: it returns a config or an error, never panics.
+func FuzzLoad(f *testing.F) {
+	f.Add([]byte("nats:\n  urls: [nats://a:4222]\n"))
+	f.Add([]byte("detector: {batch_size: x}"))
+	f.Add([]byte("retention:\n  faces_max_age: 3 days\n"))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(dir, "fuzz.yaml")
+		require.NoError(t, os.WriteFile(p, data, 0o644))
+		_, _ = Load(p)
+	})
+}
