@@ -115,7 +115,7 @@ func metricValue(t *testing.T, addr string, re *regexp.Regexp) float64 {
 }
 
 // TestMultiProcess runs the distributed roles as separate processes around a separate
-// nats-server process, submits three videos with `lae submit`, follows them with `lae watch`,
+// nats-server process (configured by deploy/nats/nats-server.conf, each role its own user), submits three videos with `lae submit`, follows them with `lae watch`,
 // and rescores one with `lae rescore`.
 func TestMultiProcess(t *testing.T) {
 	if testing.Short() {
@@ -129,9 +129,25 @@ func TestMultiProcess(t *testing.T) {
 	}
 	natsPort := freePort(t)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	startProc(t, dir, "nats-server", natsBin, nil, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-sd", filepath.Join(dir, "js"))
+	// The deployment's own server config: JetStream, the LAE account, a user per role with
+	// only the subjects it needs. Every process below connects as its role.
+	conf, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "nats", "nats-server.conf"))
+	require.NoError(t, err)
+	confPath := filepath.Join(dir, "nats-server.conf")
+	require.NoError(t, os.WriteFile(confPath, []byte(strings.ReplaceAll(string(conf), "/data/jetstream", filepath.Join(dir, "js"))), 0o644))
+	natsEnv := []string{"SERVER_NAME=lae-test", "LAE_SYS_PASSWORD=sys"}
+	for _, role := range []string{"client", "ingest", "detector", "aggregator", "rescore"} {
+		natsEnv = append(natsEnv, "LAE_"+strings.ToUpper(role)+"_PASSWORD=pw-"+role)
+	}
+	startProc(t, dir, "nats-server", natsBin, natsEnv, "-c", confPath, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-m", "0")
+	// asUser writes a client config for one of the server's users.
+	asUser := func(user string) string {
+		p := filepath.Join(dir, user+".yaml")
+		require.NoError(t, os.WriteFile(p, []byte(fmt.Sprintf("nats:\n  urls: [%s]\n  user: %s\n  password: pw-%s\n", natsURL, user, user)), 0o644))
+		return p
+	}
 	require.Eventually(t, func() bool {
-		nc, err := nats.Connect(natsURL)
+		nc, err := nats.Connect(natsURL, nats.UserInfo("client", "pw-client"))
 		if err != nil {
 			return false
 		}
@@ -141,10 +157,12 @@ func TestMultiProcess(t *testing.T) {
 
 	env := []string{"LAE_NATS_URLS=" + natsURL, "LAE_LOG_LEVEL=debug", "LAE_DETECTOR_BATCH_SIZE=4", "LAE_INGEST_SAMPLE_FPS=10"}
 	roles := map[string][]string{"ingest": {"ingest"}, "detect-1": {"detect"}, "detect-2": {"detect"}, "aggregate": {"aggregate"}}
+	users := map[string]string{"ingest": "ingest", "detect-1": "detector", "detect-2": "detector", "aggregate": "aggregator"}
 	procs := map[string]*proc{}
 	for name, args := range roles {
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		p := startProc(t, dir, name, laeBin, env, append(args, "--http", addr)...)
+		roleEnv := append([]string{"LAE_NATS_USER=" + users[name], "LAE_NATS_PASSWORD=pw-" + users[name]}, env...)
+		p := startProc(t, dir, name, laeBin, roleEnv, append(args, "--http", addr)...)
 		p.http = addr
 		procs[name] = p
 	}
@@ -169,7 +187,7 @@ func TestMultiProcess(t *testing.T) {
 		videos = append(videos, p)
 	}
 
-	out, stderr, code := runLae(t, time.Minute, append([]string{"submit", "--nats", natsURL, "--json"}, videos...)...)
+	out, stderr, code := runLae(t, time.Minute, append([]string{"submit", "--config", asUser("client"), "--json"}, videos...)...)
 	require.Equal(t, 0, code, stderr)
 	var ids []string
 	sc := bufio.NewScanner(strings.NewReader(out))
@@ -184,7 +202,7 @@ func TestMultiProcess(t *testing.T) {
 	}
 	require.Len(t, ids, 3)
 
-	out, stderr, code = runLae(t, 4*time.Minute, append([]string{"watch", "--nats", natsURL, "--json", "--timeout", "3m"}, ids...)...)
+	out, stderr, code = runLae(t, 4*time.Minute, append([]string{"watch", "--config", asUser("client"), "--json", "--timeout", "3m"}, ids...)...)
 	require.Equal(t, 0, code, "watch: %s", stderr)
 	verdicts := map[string]laev1.Verdict{}
 	sc = bufio.NewScanner(strings.NewReader(out))
@@ -198,7 +216,7 @@ func TestMultiProcess(t *testing.T) {
 	}
 	require.Len(t, verdicts, 3, "every submitted video got a final verdict")
 
-	nc, err := nats.Connect(natsURL)
+	nc, err := nats.Connect(natsURL, nats.UserInfo("rescore", "pw-rescore"))
 	require.NoError(t, err)
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -219,7 +237,7 @@ func TestMultiProcess(t *testing.T) {
 	require.Positive(t, d2, "detector 2 did work")
 
 	// Rescoring with the same model yields a new revision with the same verdict.
-	out, stderr, code = runLae(t, 3*time.Minute, "rescore", "--nats", natsURL, "--json", ids[0])
+	out, stderr, code = runLae(t, 3*time.Minute, "rescore", "--config", asUser("rescore"), "--json", ids[0])
 	require.Equal(t, 0, code, "rescore: %s %s", out, stderr)
 	var line rescoreLine
 	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(out)), &line), out)
@@ -241,7 +259,7 @@ func TestMultiProcess(t *testing.T) {
 	require.NoError(t, err)
 	manifest := filepath.Join(dir, "reingest.jsonl")
 	require.NoError(t, os.WriteFile(manifest, append(old2, '\n'), 0o644))
-	out, stderr, code = runLae(t, time.Minute, "rescore", "--nats", natsURL, "--json", "--reingest", manifest)
+	out, stderr, code = runLae(t, time.Minute, "rescore", "--config", asUser("client"), "--json", "--reingest", manifest)
 	require.Equal(t, 0, code, "reingest: %s %s", out, stderr)
 	var re struct {
 		OldVideoID string `json:"old_video_id"`
@@ -250,7 +268,7 @@ func TestMultiProcess(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(out)), &re), out)
 	require.Equal(t, ids[1], re.OldVideoID)
 	require.NotEqual(t, ids[1], re.VideoID)
-	out, stderr, code = runLae(t, 3*time.Minute, "watch", "--nats", natsURL, "--json", "--timeout", "2m", re.VideoID)
+	out, stderr, code = runLae(t, 3*time.Minute, "watch", "--config", asUser("client"), "--json", "--timeout", "2m", re.VideoID)
 	require.Equal(t, 0, code, "watch re-ingested: %s", stderr)
 	require.Contains(t, out, `"final":true`)
 	require.Contains(t, out, `"verdict":"`+verdicts[ids[1]].Verdict+`"`, "same video, same model: same verdict")
