@@ -97,6 +97,7 @@ func scanCmd(ctx context.Context, args []string) error {
 	if *verbose {
 		cfg := zap.NewDevelopmentConfig()
 		cfg.Level = zap.NewAtomicLevelAt(zapcore.DebugLevel)
+		cfg.DisableStacktrace = true
 		logger, _ = cfg.Build()
 		routeFFmpegLog(logger.Named("ffmpeg"))
 	}

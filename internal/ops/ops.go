@@ -26,6 +26,8 @@ func NewLogger(c config.Log) (*zap.Logger, error) {
 	var zc zap.Config
 	if c.Format == "console" {
 		zc = zap.NewDevelopmentConfig()
+		// Development configs add a stack trace to every warning (FFmpeg warns often).
+		zc.DisableStacktrace = true
 	} else {
 		zc = zap.NewProductionConfig()
 	}
