@@ -167,10 +167,19 @@ func printVerdict(w io.Writer, r scanResult) {
 		fmt.Fprintf(w, "%s: ERROR: %s\n", v.Input, oneLine(v.Error))
 		return
 	}
+	name := v.Input
+	if name == "" {
+		name = v.VideoID
+	}
 	fmt.Fprintf(w, "%s: %s  score %.3f (threshold %.3f, rule %s, model %s %s)\n",
-		v.Input, strings.ToUpper(v.Verdict), v.Score, v.Threshold, v.Rule, v.Model, v.ModelVersion)
-	fmt.Fprintf(w, "  %d frames decoded, %d sampled, %d with a face; %d faces in %d tracks",
-		v.FramesDecoded, v.FramesSampled, v.FramesWithFace, v.Faces, len(v.Tracks))
+		name, strings.ToUpper(v.Verdict), v.Score, v.Threshold, v.Rule, v.Model, v.ModelVersion)
+	if v.Final {
+		fmt.Fprintf(w, "  %d frames decoded, %d sampled, %d with a face; %d faces in %d tracks",
+			v.FramesDecoded, v.FramesSampled, v.FramesWithFace, v.Faces, len(v.Tracks))
+	} else {
+		// A rolling verdict: the video is still being ingested, only scores so far are known.
+		fmt.Fprintf(w, "  so far: %d faces scored in %d frames, %d tracks", v.CropsScored, v.FramesWithFace, len(v.Tracks))
+	}
 	if v.CropErrors > 0 {
 		fmt.Fprintf(w, "; %d crops could not be scored", v.CropErrors)
 	}
