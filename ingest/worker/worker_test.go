@@ -7,11 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/ingest/submit"
 	"github.com/lae-screening/lae/ingest/testvideo"
+	"github.com/lae-screening/lae/internal/metrics"
 	"github.com/lae-screening/lae/internal/natsembed"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -45,9 +48,13 @@ func TestWorkerIngestsEachSubmissionOnce(t *testing.T) {
 	_, err = srv.JS.Publish(ctx, laev1.SubjectIngestWork, []byte("garbage"))
 	require.NoError(t, err)
 
+	// Two ingest processes share the work queue: each video is taken by exactly one.
 	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- Run(wctx, srv.JS, Options{Concurrency: 2, DefaultSampleFPS: 5}) }()
+	done := make(chan error, 2)
+	ms := []*metrics.Metrics{metrics.New(prometheus.NewRegistry()), metrics.New(prometheus.NewRegistry())}
+	for _, m := range ms {
+		go func() { done <- Run(wctx, srv.JS, Options{Concurrency: 2, DefaultSampleFPS: 5, Metrics: m}) }()
+	}
 
 	eos := map[string]*laev1.EndOfStream{}
 	st, err := srv.JS.Stream(ctx, laev1.StreamScores)
@@ -84,4 +91,12 @@ func TestWorkerIngestsEachSubmissionOnce(t *testing.T) {
 
 	stop()
 	require.NoError(t, <-done)
+	require.NoError(t, <-done)
+	ingested := 0.0
+	for _, m := range ms {
+		for _, outcome := range []string{"ok", "failed"} {
+			ingested += testutil.ToFloat64(m.VideosIngested.WithLabelValues(outcome))
+		}
+	}
+	require.Equal(t, float64(len(reqs)), ingested, "each submission ingested once across both processes")
 }
