@@ -19,7 +19,7 @@ import torch
 
 from . import common
 from .data import Arrays, load_arrays
-from .metrics import accuracy, auc, calibrate_threshold, localisation
+from .metrics import accuracy, auc, calibrate_threshold, fpr_threshold, localisation
 from .model import LAE
 from .trainer import predict
 
@@ -90,6 +90,38 @@ def val_threshold(model: LAE, data: Arrays) -> float:
         return 0.5
     s, _ = predict(model, data, idx)
     return calibrate_threshold(data.y[idx], s)
+
+
+def val_fpr_threshold(model: LAE, data: Arrays, max_fpr: float = 0.05) -> float:
+    """Threshold that flags at most max_fpr of the validation split's real crops."""
+    idx = data.idx("val")
+    s, _ = predict(model, data, idx)
+    reals = s[data.y[idx] == 0]
+    return fpr_threshold(reals, max_fpr) if len(reals) else 0.5
+
+
+def operating_point(model: LAE, data: Arrays, thr: float) -> Dict:
+    """What a threshold does: the share of real crops flagged (false-positive rate) and of fakes
+    caught (true-positive rate) on val and on test (overall, seen, unseen, per family)."""
+    out: Dict = {"threshold": _r(thr)}
+    for split in ("val", "test"):
+        idx = data.idx(split)
+        if len(idx) == 0:
+            continue
+        s, _ = predict(model, data, idx)
+        y = data.y[idx]
+        flag = s >= thr
+        seen = np.array([bool(data.samples[i].seen) for i in idx])
+        fam = np.array([data.samples[i].family for i in idx])
+        d = {"fpr": _r(flag[y == 0].mean()) if (y == 0).any() else None,
+             "tpr": _r(flag[y == 1].mean()) if (y == 1).any() else None,
+             "acc": _r(accuracy(y, s, thr))}
+        if split == "test":
+            for name, sel in (("tpr_seen", (y == 1) & seen), ("tpr_unseen", (y == 1) & ~seen)):
+                d[name] = _r(flag[sel].mean()) if sel.any() else None
+            d["tpr_per_family"] = {f: _r(flag[(y == 1) & (fam == f)].mean()) for f in sorted(set(fam[y == 1]))}
+        out[split] = d
+    return out
 
 
 def save_checkpoint(path: str, model: LAE, extra: Dict) -> None:

@@ -52,6 +52,26 @@ def calibrate_threshold(y: np.ndarray, s: np.ndarray) -> float:
     return thr
 
 
+def fpr_threshold(s_real: np.ndarray, max_fpr: float = 0.05) -> float:
+    """Lowest threshold that flags (score >= threshold) at most ``max_fpr`` of the real crops
+    s_real: the operating point of a screening tool, which must not flag most real videos.
+    The cut lies midway between the last real score left unflagged and the next one above,
+    so it does not sit on a sample; ties at the cut stay unflagged (the rate never exceeds
+    max_fpr)."""
+    s = np.sort(np.asarray(s_real, np.float64))[::-1]
+    if len(s) == 0:
+        return 0.5
+    k = int(np.floor(max_fpr * len(s) + 1e-9))  # reals allowed at or above the threshold
+    if k >= len(s):
+        return float(s[-1])
+    above = s[k - 1] if k > 0 else None
+    cut = s[k]
+    if above is not None and above > cut:
+        return float((above + cut) / 2)
+    # a tie at the cut (or k == 0): the smallest float above it leaves the tie unflagged
+    return float(np.nextafter(cut, np.inf))
+
+
 def heat_to_image(heat: np.ndarray, size: int) -> np.ndarray:
     """Bilinear up-sampling of a heatmap [h,w] to [size,size]."""
     return cv2.resize(heat.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)

@@ -24,6 +24,7 @@ import argparse
 import subprocess
 import datetime
 import json
+import math
 import os
 import sys
 import time
@@ -35,7 +36,8 @@ import torch
 from . import active, common, export, synth
 from .data import load_arrays
 from .arms import ARMS, run_arm
-from .evaluate import evaluate_model, load_checkpoint, save_checkpoint, val_threshold
+from .evaluate import (evaluate_model, load_checkpoint, operating_point, save_checkpoint, val_fpr_threshold,
+                       val_threshold)
 from .losses import LossWeights
 from .model import LAE, n_params
 from .prepare import prepare
@@ -166,9 +168,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3, help="warm-start learning rate (arms use half)")
     ap.add_argument("--no-release", action="store_true", help="do not write into --models-dir")
     ap.add_argument("--resume", action="store_true", help="reuse WORK/warm.pt if present")
+    ap.add_argument("--warm-init", help="continue the labels-only warm start from this checkpoint "
+                    "(--warm-epochs are then the extra epochs)")
     ap.add_argument("--interim", action="store_true", help="export the warm model as an interim release first")
     ap.add_argument("--parallel", type=int, default=1, help="run the three arms as parallel processes")
     ap.add_argument("--release-arm", default="lae_all", choices=ARMS, help="which arm's network is shipped")
+    ap.add_argument("--max-fpr", type=float, default=0.05,
+                    help="false-positive rate on the val split's real crops for the 'fpr' threshold rule")
+    ap.add_argument("--threshold-rule", default="fpr", choices=("fpr", "balanced"),
+                    help="shipped threshold: at most --max-fpr of val reals flagged (fpr) or max balanced accuracy")
     ap.add_argument("--finalize", action="store_true",
                     help="do not train: build the card and release from WORK's finished arms")
     a = ap.parse_args(argv)
@@ -208,9 +216,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log(f"warm start loaded from {warm_path}")
         warm_summary = json.load(open(warm_path + ".json")) if os.path.exists(warm_path + ".json") else {}
     else:
-        net = LAE(widths)
-        log(f"model: LAE widths {widths}, {n_params(net)} parameters")
+        if a.warm_init:
+            net, _ = load_checkpoint(a.warm_init)
+            log(f"warm start continued from {a.warm_init} for {a.warm_epochs} more epochs")
+        else:
+            net = LAE(widths)
+        log(f"model: LAE widths {tuple(net.widths)}, {n_params(net)} parameters")
         warm_summary = train(net, data, tr, [], cfg, LossWeights(), use_masks=False, log=log, tag="warm")
+        if a.warm_init:
+            prev = a.warm_init + ".json"
+            warm_summary = {**warm_summary, "continued_from": a.warm_init,
+                            "before": json.load(open(prev)) if os.path.exists(prev) else None}
         save_checkpoint(warm_path, net, {})
         json.dump(warm_summary, open(warm_path + ".json", "w"))
     if a.interim and not a.no_release and not a.finalize:
@@ -227,8 +243,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         t_start -= sum(v["seconds"] for v in [warm_summary] if v) + max(
             sum(r["seconds"] for r in o["summary"]) for o in outs.values())
     elif a.parallel:
+        # One thread per arm process (LAE_ARM_THREADS overrides), whatever the warm start used:
+        # three processes share the cores, and OpenMP threads spin waiting for each other.
+        env = {**os.environ, "LAE_THREADS": os.environ.get("LAE_ARM_THREADS", "1")}
         procs = {arm: subprocess.Popen([sys.executable, "-m", "detector.training.arms", "--arm", arm] + arm_args,
-                                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(os.path.join(a.work, f"{arm}.err"), "w"))
+                                       cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(a.work, f"{arm}.err"), "w"))
                  for arm in ARMS}
         for arm, p in procs.items():
             if p.wait() != 0:
@@ -303,7 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "loss_weights": LossWeights().to_dict(), "warm": cfg.to_dict(),
             "round": outs["lae_al"]["train_config"], "rounds": a.rounds,
             "summary": {"warm": warm_summary, **{k: v["summary"] for k, v in outs.items()}},
-            "seconds_total": train_seconds, "args": {k: v for k, v in vars(a).items() if k != "models_dir"}, "machine": "CPU (2 shared cores), torch.set_num_threads(1) per process, arms as 3 parallel processes",
+            "seconds_total": train_seconds, "args": {k: v for k, v in vars(a).items() if k != "models_dir"}, "machine": f"CPU (2 cores), warm start with {torch.get_num_threads()} torch thread(s), arms as 3 parallel "
+                       "single-thread processes",
             "torch": torch.__version__,
         },
         "active_learning": {
@@ -313,10 +333,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "picks": outs["lae_al"]["picks"],
         },
     }
-    thr = float(results[a.release_arm]["threshold"])
+    # Two operating points of the shipped network, both calibrated on val: maximum balanced
+    # accuracy (what every arm's acc in eval uses) and at most --max-fpr of the real crops flagged.
+    # A screening tool runs mostly on real videos, so it ships the low-false-positive one.
+    thr_bal = float(results[a.release_arm]["threshold"])
+    # rounded up to the 6 decimals lae.threshold carries: rounding down could flag the real crop
+    # the cut sits just above
+    thr_fpr = math.ceil(val_fpr_threshold(shipped, data, a.max_fpr) * 1e6) / 1e6
+    thr = thr_fpr if a.threshold_rule == "fpr" else thr_bal
+    fpr_key = f"fpr_{round(a.max_fpr * 100)}pct"
+    card["thresholds"] = {
+        "shipped": a.threshold_rule if a.threshold_rule == "balanced" else fpr_key,
+        "balanced_accuracy": operating_point(shipped, data, thr_bal),
+        fpr_key: operating_point(shipped, data, thr_fpr),
+        "why": f"a screening tool sees mostly real videos: the threshold that maximises balanced accuracy on "
+               f"val flags a large share of real crops, so the shipped threshold is the one that flags at most "
+               f"{a.max_fpr:.0%} of the val split's real crops (rule --threshold-rule {a.threshold_rule}); "
+               "eval.*.acc of every arm is at that arm's balanced-accuracy threshold",
+    }
     rel = results[a.release_arm]
     card["eval"]["release"] = {
-        "arm": a.release_arm, "threshold": thr, "seen": _slim(rel.get("seen", {})),
+        "arm": a.release_arm, "threshold": thr, "threshold_balanced_accuracy": thr_bal, "seen": _slim(rel.get("seen", {})),
         "unseen": _slim(rel.get("unseen", {})), "overall": rel["overall"], "attention_iou": rel["attention_iou"],
         "mask_fraction": rel.get("mask_fraction"),
         "why": "the shipped network; eval.seen/unseen 'lae' is the LAE arm with <= 3 % active-learning masks "

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from detector.training.metrics import accuracy, auc, calibrate_threshold, localisation
+from detector.training.metrics import accuracy, auc, calibrate_threshold, fpr_threshold, localisation
 
 
 def test_auc():
@@ -19,6 +19,27 @@ def test_threshold_and_accuracy():
     t = calibrate_threshold(y, s)
     assert 0.3 < t <= 0.6
     assert accuracy(y, s, t) == 1.0
+
+
+@pytest.mark.parametrize("reals,max_fpr,flagged", [
+    (np.arange(20) / 20, 0.05, 1),           # exactly 5 % may be flagged: the top score
+    (np.arange(20) / 20, 0.0, 0),            # nothing flagged
+    (np.arange(100) / 100, 0.05, 5),
+    (np.full(10, 0.5), 0.05, 0),             # a tie at the cut stays unflagged
+    (np.array([0.1, 0.9, 0.9, 0.9]), 0.5, 0),  # flagging the tie would exceed the rate
+    (np.random.default_rng(0).random(300), 0.05, 15),
+])
+def test_fpr_threshold(reals, max_fpr, flagged):
+    t = fpr_threshold(reals, max_fpr)
+    assert int((np.asarray(reals) >= t).sum()) == flagged
+    assert (np.asarray(reals) >= t).mean() <= max_fpr + 1e-12
+
+
+def test_fpr_threshold_is_above_balanced_when_classes_overlap():
+    rng = np.random.default_rng(1)
+    reals, fakes = rng.normal(0.4, 0.1, 500), rng.normal(0.6, 0.1, 500)
+    y = np.r_[np.zeros(500), np.ones(500)]
+    assert fpr_threshold(reals, 0.05) > calibrate_threshold(y, np.r_[reals, fakes])
 
 
 def test_localisation():
