@@ -14,19 +14,18 @@ import (
 	"github.com/lae-screening/lae/ingest/source"
 )
 
-// TestReconnectAfterStall serves a live tcp:// stream that stalls half way: the stalled read
-// is detected (ReadTimeout), the source is re-opened, and the second connection's frames
-// continue the numbering and the clock of the first.
-func TestReconnectAfterStall(t *testing.T) {
-	data, err := os.ReadFile(makeClipAs(t, t.TempDir(), "live.ts", 160, 120, 30, 15))
+// halfThenSilentServer listens on loopback for a live tcp:// stream of a generated clip of n
+// frames: its first connection gets half the stream, then silence (a frozen camera) until the
+// test ends. It returns the clip's bytes for later connections.
+func halfThenSilentServer(t *testing.T, n int) ([]byte, net.Listener) {
+	t.Helper()
+	data, err := os.ReadFile(makeClipAs(t, t.TempDir(), "live.ts", 160, 120, n, 15))
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
 	stop := make(chan struct{})
-	defer close(stop)
+	t.Cleanup(func() { close(stop) })
 	go func() {
-		// First connection: half the stream, then silence (a frozen camera).
 		c, err := ln.Accept()
 		if err != nil {
 			return
@@ -35,6 +34,15 @@ func TestReconnectAfterStall(t *testing.T) {
 		<-stop
 		c.Close()
 	}()
+	return data, ln
+}
+
+// TestReconnectAfterStall serves a live tcp:// stream that stalls half way: the stalled read
+// is detected (ReadTimeout), the source is re-opened, and the second connection's frames
+// continue the numbering and the clock of the first.
+func TestReconnectAfterStall(t *testing.T) {
+	data, ln := halfThenSilentServer(t, 30)
+	defer ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	src, err := source.OpenReconnecting(ctx, "tcp://"+ln.Addr().String(),
@@ -73,21 +81,7 @@ func TestReconnectAfterStall(t *testing.T) {
 
 // TestReconnectGivesUp: when the stream cannot be re-opened the error says so.
 func TestReconnectGivesUp(t *testing.T) {
-	data, err := os.ReadFile(makeClipAs(t, t.TempDir(), "live.ts", 160, 120, 20, 15))
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		_, _ = c.Write(data[:len(data)/2])
-		<-stop
-		c.Close()
-	}()
+	_, ln := halfThenSilentServer(t, 20)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	src, err := source.OpenReconnecting(ctx, "tcp://"+ln.Addr().String(),
