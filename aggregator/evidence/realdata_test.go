@@ -3,11 +3,12 @@ package evidence
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/aggregator/internal/synth"
@@ -17,12 +18,7 @@ import (
 // sharedData is ../shared/data next to the repository (see SOURCES.md there).
 func sharedData(t *testing.T) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("real data not present at %s (optional; see ../shared/data/SOURCES.md)", dir)
-	}
-	return dir
+	return testenv.SharedData(t)
 }
 
 // TestRenderOnRealPhotos draws evidence on real LFW photos (250x250, the face centred) with

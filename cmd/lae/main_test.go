@@ -9,12 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 
 	"github.com/lae-screening/lae/ingest/testvideo"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
@@ -39,10 +40,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+func repoRoot() string { return testenv.RepoRoot() }
 
 // runLae runs the built binary from the repository root, as a user would.
 func runLae(t *testing.T, timeout time.Duration, args ...string) (stdout, stderr string, code int) {

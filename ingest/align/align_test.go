@@ -4,25 +4,21 @@ import (
 	"image"
 	"image/color"
 	"math"
-	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/faces"
 )
 
 func dataDir(t testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	d := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data")
-	if _, err := os.Stat(d); err != nil {
-		t.Skipf("shared data %s absent: %v", d, err)
-	}
-	return d
+	t.Helper()
+	return testenv.SharedData(t)
 }
 
 func TestSimilarity(t *testing.T) {

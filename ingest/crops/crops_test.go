@@ -7,10 +7,11 @@ import (
 	"image"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/align"
@@ -18,12 +19,8 @@ import (
 )
 
 func dataDir(t testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	d := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data")
-	if _, err := os.Stat(d); err != nil {
-		t.Skipf("shared data %s absent: %v", d, err)
-	}
-	return d
+	t.Helper()
+	return testenv.SharedData(t)
 }
 
 func readIndex(t *testing.T, dir string) []Record {

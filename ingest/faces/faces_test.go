@@ -7,22 +7,19 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 )
 
 // dataDir is ../shared/data relative to the repository root.
 func dataDir(t testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	d := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data")
-	if _, err := os.Stat(d); err != nil {
-		t.Skipf("shared data %s absent: %v", d, err)
-	}
-	return d
+	t.Helper()
+	return testenv.SharedData(t)
 }
 
 func yunetPath(t testing.TB) string {

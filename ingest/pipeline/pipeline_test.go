@@ -4,12 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/ingest/align"
@@ -18,12 +19,8 @@ import (
 )
 
 func dataDir(t testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	d := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data")
-	if _, err := os.Stat(d); err != nil {
-		t.Skipf("shared data %s absent: %v", d, err)
-	}
-	return d
+	t.Helper()
+	return testenv.SharedData(t)
 }
 
 func video(t testing.TB, rel string) string {

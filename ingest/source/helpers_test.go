@@ -9,12 +9,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 
 	"github.com/asticode/go-astiav"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/source"
@@ -33,12 +34,7 @@ func TestMain(m *testing.M) {
 // skips the test when the shared data set is absent.
 func sharedData(tb testing.TB, rel string) string {
 	tb.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data", rel)
-	if _, err := os.Stat(p); err != nil {
-		tb.Skipf("shared data %s not present (%v): skipping", p, err)
-	}
-	return p
+	return testenv.SharedData(tb, rel)
 }
 
 // decodeAll opens url and collects every frame Next returns until io.EOF.

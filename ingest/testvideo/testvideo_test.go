@@ -8,11 +8,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/source"
@@ -24,12 +25,7 @@ const lbpCascade = "/usr/share/opencv4/lbpcascades/lbpcascade_frontalface_improv
 // sharedData is ../shared/data seen from the repository root.
 func sharedData(t testing.TB, rel string) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data", rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared data %s not present (%v): skipping", p, err)
-	}
-	return p
+	return testenv.SharedData(t, rel)
 }
 
 // decodeAll reads every frame of path back with the project's decoder.

@@ -4,14 +4,14 @@ import (
 	"context"
 	"image"
 	"image/color"
-	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 	"google.golang.org/protobuf/proto"
 
@@ -20,18 +20,14 @@ import (
 )
 
 // repoRoot is the module root, found from this file's location.
-func repoRoot(t testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+func repoRoot(t testing.TB) string { return testenv.RepoRoot() }
 
 // sharedData is ../shared/data beside the repository ("" when absent).
 func sharedData(t testing.TB) string {
-	d := filepath.Join(repoRoot(t), "..", "shared", "data")
-	if _, err := os.Stat(d); err != nil {
-		return ""
+	if d, ok := testenv.SharedDataDir(); ok {
+		return d
 	}
-	return d
+	return ""
 }
 
 func shippedModel(t testing.TB) string {

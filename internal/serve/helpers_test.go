@@ -11,12 +11,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/asticode/go-astiav"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 
 	"github.com/lae-screening/lae/ingest/testvideo"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
@@ -29,10 +30,7 @@ func TestMain(m *testing.M) {
 }
 
 // repoRoot is the module root, found from this file's location.
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+func repoRoot() string { return testenv.RepoRoot() }
 
 // testModel is the shipped model when it is committed, else the tiny runtime fixture: these
 // tests check the serving paths, not the model's accuracy.
