@@ -127,13 +127,13 @@ def operating_point(model: LAE, data: Arrays, thr: float) -> Dict:
 def save_checkpoint(path: str, model: LAE, extra: Dict) -> None:
     """Save weights and what is needed to rebuild/evaluate the model."""
     torch.save({"state_dict": model.state_dict(), "widths": list(model.widths),
-                "lse_r": model.lse_r, **extra}, path)
+                "lse_r": model.lse_r, "stem": model.stem_kind, **extra}, path)
 
 
 def load_checkpoint(path: str):
     """Rebuild a model from save_checkpoint's file; returns (model, checkpoint dict)."""
     ck = torch.load(path, map_location="cpu")
-    m = LAE(tuple(ck["widths"]), ck.get("lse_r", 4.0))
+    m = LAE(tuple(ck["widths"]), ck.get("lse_r", 4.0), ck.get("stem", "rgb"))
     m.load_state_dict(ck["state_dict"])
     m.eval()
     return m, ck

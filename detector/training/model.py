@@ -32,22 +32,55 @@ def _cbr(i: int, o: int, d: int = 1) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+STEMS = ("rgb", "residual")
+
+
+class ResidualStem(nn.Module):
+    """Fixed high-pass residuals beside the pixels: per colour channel the image itself, a 3x3
+    Laplacian residual and the 5x5 "KV" residual of the SRM steganalysis filters (Fridrich &
+    Kodovsky 2012, used for manipulation traces by RGB-N, Zhou et al. 2018). Blending seams,
+    inpainting, resampling and recompression live in these residuals, while the pixels are
+    dominated by face content; a small network trained from scratch on CPU picks the traces up far
+    sooner when they are handed to it than when its first layer has to discover them. A
+    BatchNorm scales the residuals (tiny next to pixel values) to the pixels' range."""
+
+    def __init__(self):
+        super().__init__()
+        lap = torch.tensor([[0., 0., 0., 0., 0.], [0., -1., 2., -1., 0.], [0., 2., -4., 2., 0.],
+                            [0., -1., 2., -1., 0.], [0., 0., 0., 0., 0.]]) / 4.0
+        kv = torch.tensor([[-1., 2., -2., 2., -1.], [2., -6., 8., -6., 2.], [-2., 8., -12., 8., -2.],
+                           [2., -6., 8., -6., 2.], [-1., 2., -2., 2., -1.]]) / 12.0
+        ident = torch.zeros(5, 5)
+        ident[2, 2] = 1.0
+        k = torch.stack([ident, lap, kv]).unsqueeze(1)  # [3,1,5,5]: per input channel, 3 outputs
+        self.register_buffer("kernel", k.repeat(3, 1, 1, 1))  # [9,1,5,5], groups=3
+        self.norm = nn.BatchNorm2d(9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.conv2d(x, self.kernel, padding=2, groups=3))
+
+
 class LAE(nn.Module):
     """Locality-aware autoencoder with a CAM head over the latent map."""
 
-    def __init__(self, widths: Tuple[int, int, int] = (32, 48, 64), lse_r: float = 4.0):
+    def __init__(self, widths: Tuple[int, int, int] = (32, 48, 64), lse_r: float = 4.0, stem: str = "rgb"):
         super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; want one of {STEMS}")
         a, b, c = widths
         self.widths = widths
         self.lse_r = lse_r
+        self.stem_kind = stem
+        self.stem = ResidualStem() if stem == "residual" else nn.Identity()
+        cin = 9 if stem == "residual" else 3
         self.unshuffle = nn.PixelUnshuffle(4)
-        self.encoder = nn.Sequential(_cbr(48, a), _cbr(a, a, 2), _cbr(a, b), _cbr(b, b, 2), _cbr(b, c, 4))
+        self.encoder = nn.Sequential(_cbr(cin * 16, a), _cbr(a, a, 2), _cbr(a, b), _cbr(b, b, 2), _cbr(b, c, 4))
         self.head = nn.Conv2d(c, 1, 1)
         self.decoder = nn.Sequential(_cbr(c, b), _cbr(b, a), nn.Conv2d(a, 48, 3, 1, 1), nn.PixelShuffle(4))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent map z [N,C,S/4,S/4]."""
-        return self.encoder(self.unshuffle(x))
+        return self.encoder(self.unshuffle(self.stem(x)))
 
     def pool(self, logit_map: torch.Tensor) -> torch.Tensor:
         """Log-sum-exp pooling of the evidence map to one logit per image."""

@@ -39,7 +39,7 @@ from .arms import ARMS, run_arm
 from .evaluate import (evaluate_model, load_checkpoint, operating_point, save_checkpoint, val_fpr_threshold,
                        val_threshold)
 from .losses import LossWeights
-from .model import LAE, n_params
+from .model import LAE, STEMS, n_params
 from .prepare import prepare
 from .trainer import TrainConfig, train
 
@@ -95,6 +95,11 @@ def write_release(a, net: LAE, data, card: Dict, log) -> None:
     log(f"release: {onnx_path} ({card['model']['onnx_bytes']} bytes), card, parity written")
 
 
+_STEM_TEXT = {"rgb": "",
+              "residual": "fixed residual stem (per colour: pixels, 3x3 Laplacian and 5x5 SRM-KV high-pass "
+                          "residuals, BatchNorm), "}
+
+
 def _model_block(a, net: LAE) -> Dict:
     return {
         "name": a.name, "version": a.version or datetime.datetime.utcnow().strftime("%Y%m%d.%H%M"),
@@ -108,10 +113,10 @@ def _model_block(a, net: LAE) -> Dict:
         "preprocess": "aligned 256x256 crop (lae crops / ingest alignment: eyes level at 41% height, "
                       "a quarter width apart), cv2.resize to 128x128 (INTER_AREA when shrinking, INTER_LINEAR "
                       "when enlarging), BGR->RGB, (v/255-0.5)/0.5",
-        "architecture": f"LAE: pixel-unshuffle(4) stem, 5 conv3x3-BN-ReLU encoder (dilations 1,2,1,2,4, widths "
+        "architecture": f"LAE: {_STEM_TEXT[net.stem_kind]}pixel-unshuffle(4), 5 conv3x3-BN-ReLU encoder (dilations 1,2,1,2,4, widths "
                         f"{tuple(net.widths)}), latent {net.widths[2]}x32x32, decoder 2 conv3x3-BN-ReLU + conv3x3 + "
                         "pixel-shuffle (training only); CAM head (1x1 conv) over the latent",
-        "params": n_params(net), "params_exported": n_params(net.encoder) + n_params(net.head), "opset": export.OPSET,
+        "params": n_params(net), "params_exported": n_params(net.stem) + n_params(net.encoder) + n_params(net.head), "opset": export.OPSET,
     }
 
 
@@ -164,6 +169,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--round-epochs", type=float, default=1.0)
     ap.add_argument("--budget", type=float, default=0.03, help="max fraction of training samples with masks")
     ap.add_argument("--widths", default="32,48,64")
+    ap.add_argument("--stem", default="residual", choices=STEMS,
+                    help="input stem: residual (pixels + fixed high-pass residuals) or rgb (pixels only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=3e-3, help="warm-start learning rate (arms use half)")
     ap.add_argument("--no-release", action="store_true", help="do not write into --models-dir")
@@ -220,8 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             net, _ = load_checkpoint(a.warm_init)
             log(f"warm start continued from {a.warm_init} for {a.warm_epochs} more epochs")
         else:
-            net = LAE(widths)
-        log(f"model: LAE widths {tuple(net.widths)}, {n_params(net)} parameters")
+            net = LAE(widths, stem=a.stem)
+        log(f"model: LAE widths {tuple(net.widths)}, stem {net.stem_kind}, {n_params(net)} parameters")
         warm_summary = train(net, data, tr, [], cfg, LossWeights(), use_masks=False, log=log, tag="warm")
         if a.warm_init:
             prev = a.warm_init + ".json"

@@ -13,9 +13,10 @@ from detector.training.model import LAE, Exported
 MODELS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "models"))
 
 
-def test_export_contract(tmp_path):
+@pytest.mark.parametrize("stem", ["rgb", "residual"])
+def test_export_contract(tmp_path, stem):
     torch.manual_seed(0)
-    net = LAE((8, 8, 8)).eval()
+    net = LAE((8, 8, 8), stem=stem).eval()
     p = str(tmp_path / "m.onnx")
     m = export.export_onnx(net, p, export.metadata("lae-test", "0.0.1", 0.42))
     onnx.checker.check_model(onnx.load(p))
