@@ -22,6 +22,7 @@ packages=(
   libavfilter-dev libswresample-dev libpostproc-dev
   python3 python3-torch python3-onnx python3-opencv python3-pytest python3-numpy
   chromium
+  ffmpeg
   ca-certificates
 )
 

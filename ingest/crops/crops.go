@@ -48,11 +48,12 @@ type Record struct {
 	CropToFrame [6]float64 `json:"crop_to_frame"`
 }
 
-// Options configures a Writer. Zero values take the defaults.
+// Options configures a Writer.
 type Options struct {
 	// Out is the output directory, created when missing (required).
 	Out string
-	// SampleFPS is the video sampling rate (default 5, the ingest default).
+	// SampleFPS is the video sampling rate; 0 keeps every frame, as in ingest (the command's
+	// flag supplies the ingest default of 5).
 	SampleFPS float64
 	// FaceModel is a faces.Open spec ("" = faces.SpecDefault).
 	FaceModel string
@@ -78,8 +79,8 @@ func New(o Options) (*Writer, error) {
 	if o.Out == "" {
 		return nil, errors.New("crops: no output directory")
 	}
-	if o.SampleFPS <= 0 {
-		o.SampleFPS = 5
+	if o.SampleFPS < 0 {
+		return nil, fmt.Errorf("crops: negative sampling rate %v", o.SampleFPS)
 	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("crops: create %s: %w", o.Out, err)

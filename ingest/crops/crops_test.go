@@ -122,6 +122,23 @@ func TestCropsVideo(t *testing.T) {
 	}
 }
 
+func TestCropsEveryFrame(t *testing.T) {
+	clip := filepath.Join(dataDir(t), "videos", "asl", "again.mkv")
+	out := t.TempDir()
+	w, err := New(Options{Out: out, SampleFPS: 0, MaxPerInput: 4, MaxFacesPerFrame: 1})
+	require.NoError(t, err)
+	n, err := w.Add(context.Background(), clip)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	require.Equal(t, 4, n)
+	recs := readIndex(t, out)
+	for i := 1; i < len(recs); i++ {
+		require.Equal(t, recs[i-1].FrameIndex+1, recs[i].FrameIndex, "0 fps keeps every frame, as in ingest")
+	}
+	_, err = New(Options{Out: t.TempDir(), SampleFPS: -1})
+	require.ErrorContains(t, err, "negative sampling rate")
+}
+
 func TestCropsErrors(t *testing.T) {
 	out := t.TempDir()
 	w, err := New(Options{Out: out})
