@@ -20,6 +20,7 @@ import numpy as np
 
 from . import active, common
 from .data import Arrays, load_arrays
+from .degrade import degraded_copy
 from .evaluate import evaluate_model, load_checkpoint, save_checkpoint, val_threshold
 from .losses import LossWeights
 from .trainer import TrainConfig, train
@@ -33,13 +34,16 @@ def round_config(r: int, round_epochs: float, seed: int, lr: float) -> TrainConf
 
 
 def run_arm(arm: str, data: Arrays, work: str, rounds: int, round_epochs: float, budget_frac: float,
-            seed: int = 0, lr: float = 1e-3, log: Callable[[str], None] = print) -> Dict:
-    """Train one arm from WORK/warm.pt, evaluate it, save WORK/<arm>.pt and WORK/<arm>.json."""
+            seed: int = 0, lr: float = 1e-3, log: Callable[[str], None] = print,
+            weights: Optional[LossWeights] = None, out_name: Optional[str] = None) -> Dict:
+    """Train one arm from WORK/warm.pt, evaluate it, save WORK/<out_name or arm>.pt and .json
+    (out_name keeps variants, e.g. other loss weights, beside the protocol's arms)."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; want one of {ARMS}")
     net, _ = load_checkpoint(os.path.join(work, "warm.pt"))
     tr = data.idx("train")
-    w = LossWeights()
+    w = weights or LossWeights()
+    name = out_name or arm
     true_masks = data.masks.copy()
     true_has = data.has_mask_file.copy()
     summary: List[Dict] = []
@@ -47,7 +51,7 @@ def run_arm(arm: str, data: Arrays, work: str, rounds: int, round_epochs: float,
     revealed: List[int] = []
     if arm == "lae_al":
         bud = active.budget(len(tr), budget_frac)
-        picks_log = os.path.join(work, "al_picks.jsonl")
+        picks_log = os.path.join(work, "al_picks.jsonl" if name == arm else f"{name}_picks.jsonl")
         open(picks_log, "w").close()
     for r in range(rounds):
         cfg = round_config(r, round_epochs, seed, lr)
@@ -61,7 +65,7 @@ def run_arm(arm: str, data: Arrays, work: str, rounds: int, round_epochs: float,
             picks = active.run_round(net, data, tr, revealed, k, r + 1)
             # The human-annotation path: export the batch with empty masks, have it painted
             # (here by the synthetic oracle, which knows the synthesized masks), import it back.
-            bdir = os.path.join(work, f"annotation_round{r + 1}")
+            bdir = os.path.join(work, f"annotation_round{r + 1}" if name == arm else f"{name}_annotation_round{r + 1}")
             active.export_batch(data, picks, bdir)
             active.oracle_paint(data, bdir)
             got = active.apply_masks(data, active.import_batch(bdir))
@@ -79,13 +83,17 @@ def run_arm(arm: str, data: Arrays, work: str, rounds: int, round_epochs: float,
     n_masks = {"baseline": 0, "lae_all": int(sum(1 for i in tr if true_has[i])), "lae_al": len(revealed)}[arm]
     thr = val_threshold(net, data)
     rep = evaluate_model(net, data, "test", thr, n_masks / len(tr))
-    save_checkpoint(os.path.join(work, f"{arm}.pt"), net, {"threshold": thr})
+    # The same test crops after a fixed resolution + JPEG loss (degrade.py): what survives coding.
+    rep_deg = evaluate_model(net, degraded_copy(data, data.idx("test")), "test", thr, n_masks / len(tr))
+    save_checkpoint(os.path.join(work, f"{name}.pt"), net, {"threshold": thr})
     out = {"arm": arm, "summary": summary, "threshold": thr, "masks_used": n_masks,
-           "train_samples": int(len(tr)), "eval": rep, "picks": picks_all,
+           "train_samples": int(len(tr)), "eval": rep,
+           "eval_degraded": {k: rep_deg[k] for k in ("overall", "seen", "unseen", "per_family", "attention_iou")},
+           "picks": picks_all,
            "train_config": round_config(0, round_epochs, seed, lr).to_dict(), "loss_weights": w.to_dict()}
-    with open(os.path.join(work, f"{arm}.json"), "w") as f:
+    with open(os.path.join(work, f"{name}.json"), "w") as f:
         json.dump(out, f, indent=1)
-    log(f"{arm}: thr {thr:.3f} overall {rep['overall']} seen {rep.get('seen')} unseen {rep.get('unseen')} "
+    log(f"{name}: thr {thr:.3f} overall {rep['overall']} seen {rep.get('seen')} unseen {rep.get('unseen')} "
         f"attention_iou {rep['attention_iou']}")
     return out
 
@@ -101,11 +109,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--budget", type=float, default=0.03)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--w-cov", type=float, default=LossWeights.cov, help="weight of the mask-coverage BCE")
+    ap.add_argument("--w-loc", type=float, default=LossWeights.loc, help="weight of the locality loss")
+    ap.add_argument("--name", help="write WORK/NAME.{pt,json,log} instead of the arm's name (variants)")
     ap.add_argument("--arms-only", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     common.set_threads()
     common.seed_everything(a.seed)
-    logf = open(os.path.join(a.work, f"{a.arm}.log"), "a")
+    logf = open(os.path.join(a.work, f"{a.name or a.arm}.log"), "a")
 
     def log(msg: str) -> None:
         line = f"{datetime.datetime.utcnow().strftime('%H:%M:%S')} {msg}"
@@ -114,7 +125,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logf.flush()
 
     data = load_arrays(a.manifest, cache_dir=os.path.join(a.work, "cache"))
-    run_arm(a.arm, data, a.work, a.rounds, a.round_epochs, a.budget, a.seed, a.lr, log)
+    w = LossWeights(rec=LossWeights.rec, loc=a.w_loc, cov=a.w_cov)
+    run_arm(a.arm, data, a.work, a.rounds, a.round_epochs, a.budget, a.seed, a.lr, log, w, a.name)
     return 0
 
 

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
 RUN=${RUN:-detector/training/runs/release}
-VERSION=${VERSION:-1.0.0}
+VERSION=${VERSION:-1.1.0}
 PY=/usr/bin/python3
 mkdir -p "$RUN/crops"
 $PY -m detector.training.inputs --data "$DATA" --out "$RUN"
@@ -19,6 +19,6 @@ if [ ! -s "$RUN/crops/videos/index.jsonl" ]; then
   xargs -a "$RUN/videos.txt" -d '\n' "$RUN/lae" crops --out "$RUN/crops/videos" --max-faces 3 --fps 5
 fi
 # The settings of the shipped model (see its card's "training" block).
-TRAIN_ARGS=${TRAIN_ARGS:---n-train 1500 --n-val 300 --n-test 450 --test-fakes-per-family 100 --widths 24,32,48 --warm-epochs 8 --rounds 3 --round-epochs 4 --release-arm lae_all}
+TRAIN_ARGS=${TRAIN_ARGS:---n-train 1500 --n-val 300 --n-test 450 --test-fakes-per-family 100 --widths 24,32,48 --stem residual --warm-epochs 8 --rounds 3 --round-epochs 4 --release-arm lae_all}
 exec $PY -m detector.training.train --crops "$RUN/crops/photos" --crops "$RUN/crops/videos" \
   --work "$RUN" --version "$VERSION" $TRAIN_ARGS

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from . import active, common, export, synth
+from . import active, common, degrade, export, synth
 from .data import load_arrays
 from .arms import ARMS, run_arm
 from .evaluate import (evaluate_model, load_checkpoint, operating_point, save_checkpoint, val_fpr_threshold,
@@ -297,6 +297,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                         "thresholded at 0.5*max, mask >= 0.5)",
             "localisation": {"lae": lae["localisation"], "baseline": bl["localisation"],
                              "lae_all_masks": al_all["localisation"]},
+            "degraded_test": {
+                "chain": f"test crops down-scaled to {degrade.TEST_SCALE:.0%} of the side and back, then JPEG "
+                         f"quality {degrade.TEST_QUALITY} (degrade.py); same thresholds",
+                **{arm: o["eval_degraded"] for arm, o in (("lae", outs["lae_al"]), ("baseline", outs["baseline"]),
+                                                          ("lae_all_masks", outs["lae_all"])) if "eval_degraded" in o}},
             "mask_fraction": round(fractions["lae_al"], 4),
             "mask_fraction_all_masks": round(fractions["lae_all"], 4),
             "per_family": {"lae": lae["per_family"], "baseline": bl["per_family"], "lae_all_masks": al_all["per_family"]},
@@ -327,6 +332,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "losses": "L = BCE(pooled logit, label) + w_rec * L1(recon, input) + w_loc * [outside-mask heat share "
                       "+ w_cov * BCE(logit map, pooled mask)] (locality only on masked fakes; baseline w_loc=0)",
             "loss_weights": LossWeights().to_dict(), "warm": cfg.to_dict(),
+            "degrade": degrade.Degrade().to_dict() if cfg.degrade else None,
             "round": outs["lae_al"]["train_config"], "rounds": a.rounds,
             "summary": {"warm": warm_summary, **{k: v["summary"] for k, v in outs.items()}},
             "seconds_total": train_seconds, "args": {k: v for k, v in vars(a).items() if k != "models_dir"}, "machine": f"CPU (2 cores), warm start with {torch.get_num_threads()} torch thread(s), arms as 3 parallel "

@@ -16,6 +16,7 @@ import torch
 
 from . import common
 from .data import Arrays
+from .degrade import Degrade
 from .losses import LossWeights, total_loss
 from .model import LAE
 
@@ -31,6 +32,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     mask_per_batch: int = 8
     flip: bool = True
+    degrade: bool = True  # degrade.Degrade() on every training crop (see degrade.py)
     seed: int = 0
     time_budget_s: Optional[float] = None
 
@@ -39,9 +41,12 @@ class TrainConfig:
         return asdict(self)
 
 
-def _batch(data: Arrays, idx: np.ndarray, flip: np.ndarray):
+def _batch(data: Arrays, idx: np.ndarray, flip: np.ndarray, degrade: Optional[Degrade] = None,
+           rng: Optional[np.random.Generator] = None):
     x = data.x[idx]
     m = data.masks[idx]
+    if degrade is not None:
+        x = np.stack([degrade.apply(im, rng) for im in x])
     if flip.any():
         x = x.copy()
         m = m.copy()
@@ -111,7 +116,7 @@ def train(model: LAE, data: Arrays, train_idx: Sequence[int], mask_idx: Sequence
             extra = rng.choice(mask_idx, min(cfg.mask_per_batch, cfg.batch // 2), replace=True)
             b = np.concatenate([b, extra])
             flip = np.concatenate([flip, rng.random(len(extra)) < 0.5 if cfg.flip else np.zeros(len(extra), bool)])
-        x, m = _batch(data, b, flip)
+        x, m = _batch(data, b, flip, Degrade() if cfg.degrade else None, rng)
         y = torch.from_numpy(data.y[b])
         has = torch.tensor([int(i) in mask_set for i in b])
         frac = step / max(1, total_steps - 1)

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from .fakevideo import forge_video
+from .fakevideo import face_crops, forge_video
 from .metrics import auc
 
 VIDEO_EXT = (".mp4", ".mkv", ".mov", ".avi", ".webm")
@@ -103,16 +103,24 @@ def localisation(verdict: Dict, forged: Dict) -> Dict:
 
 
 def evaluate(lae: str, videos: Sequence[str], donor: np.ndarray, families: Sequence[str], out: str,
-             model: Optional[str] = None, crf: int = 23, log=print) -> Dict:
-    """Forge, scan and score (see module doc); writes OUT/report.json."""
+             model: Optional[str] = None, crf: int = 23, log=print, reuse: bool = False,
+             report: str = "report.json") -> Dict:
+    """Forge, scan and score (see module doc); writes OUT/report.json. With reuse, forged videos
+    already in OUT (same crf) are scanned again rather than re-made (comparing models)."""
     os.makedirs(out, exist_ok=True)
     forged: Dict[str, List] = {f: [] for f in families}
     for v in videos:
         stem = os.path.splitext(os.path.basename(v))[0]
+        crops = None
         for fam in families:
             dst = os.path.join(out, f"{stem}.{fam}.mp4")
             seed = zlib.crc32(f"{stem}/{fam}".encode())
-            meta = forge_video(lae, v, fam, dst, donor, crf, seed)
+            done = os.path.splitext(dst)[0] + ".json"
+            if reuse and os.path.exists(done) and json.load(open(done)).get("crf") == crf:
+                meta = json.load(open(done))
+            else:
+                crops = crops if crops is not None else face_crops(lae, v)
+                meta = forge_video(lae, v, fam, dst, donor, crf, seed, crops=crops)
             if meta["forged_frames"] == 0:
                 log(f"{v}: no face found, skipped for {fam}")
                 continue
@@ -153,7 +161,8 @@ def evaluate(lae: str, videos: Sequence[str], donor: np.ndarray, families: Seque
         "detection_rate": round(float(np.mean([verdicts[d]["verdict"] == "fake" for d in fakes])), 4) if fakes else None,
         "pointing": round(float(np.mean(all_hits)), 4) if all_hits else None,
         "hot_region_iou": round(float(np.mean(all_ious)), 4) if all_ious else None}
-    with open(os.path.join(out, "report.json"), "w") as f:
+    rep["model"] = {k: next(iter(verdicts.values())).get(k) for k in ("model", "model_version", "threshold", "rule")}
+    with open(os.path.join(out, report), "w") as f:
         json.dump(rep, f, indent=1)
     return rep
 
@@ -168,10 +177,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--model", help="ONNX model for lae scan (default: the shipped one)")
     ap.add_argument("--crf", type=int, default=23)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--reuse", action="store_true", help="scan forged videos already in OUT instead of re-making them")
+    ap.add_argument("--report", default="report.json", help="report file name inside OUT")
     a = ap.parse_args(argv)
     fams = [f for f in a.families.split(",") if f]
     rep = evaluate(a.lae, list_videos(a.videos), donor_crop(a.lae, a.donor_photo), fams, a.out, a.model, a.crf,
-                   log=lambda m: print(m, file=sys.stderr, flush=True))
+                   log=lambda m: print(m, file=sys.stderr, flush=True), reuse=a.reuse, report=a.report)
     print(json.dumps(rep, indent=1))
     return 0
 

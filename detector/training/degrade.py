@@ -1,0 +1,81 @@
+"""Degradations between a forger and the detector, applied to training crops of both classes.
+
+A forged face reaches the detector after the video has been scaled and lossy-coded (H.264 at
+typical upload quality), then warped by the ingest's alignment. Traces that only survive in
+lossless images (the synthesized training set is stored as PNG) are worthless in the field: the
+first model with the residual stem scored 0.99 AUC on lossless test crops and 0.08-0.72 video AUC
+on forged real videos re-encoded at CRF 23 (detector/training/README.md). So each training crop,
+real or fake alike (the chain never depends on the label, so it carries no class cue), goes
+through a random chain of:
+
+* resolution loss: down-scaled to 40-90 % of its side (INTER_AREA) and back (INTER_LINEAR), the
+  face having been smaller in the frame than the 128-pixel input;
+* blur: Gaussian, sigma 0.3-1.0 (camera, deblocking filter, scaling in the player);
+* block-transform coding: JPEG quality 30-95 with 4:2:0 chroma (a stand-in for H.264 intra coding,
+  which OpenCV cannot run per crop).
+
+Masks are unchanged: none of these moves a pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Degrade:
+    """Probabilities and ranges of the chain (copied into the model card)."""
+
+    p_resize: float = 0.5
+    scale: tuple = (0.4, 0.9)
+    p_blur: float = 0.3
+    sigma: tuple = (0.3, 1.0)
+    p_jpeg: float = 0.7
+    quality: tuple = (30, 95)
+
+    def to_dict(self) -> dict:
+        """JSON form."""
+        return asdict(self)
+
+    def apply(self, bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One random chain on an 8-bit BGR crop; returns a new array of the same shape."""
+        img = bgr
+        h, w = img.shape[:2]
+        if rng.random() < self.p_resize:
+            s = rng.uniform(*self.scale)
+            small = cv2.resize(img, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        if rng.random() < self.p_blur:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(*self.sigma))
+        if rng.random() < self.p_jpeg:
+            q = int(rng.integers(self.quality[0], self.quality[1] + 1))
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])
+            if ok:
+                img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        return img if img is not bgr else bgr.copy()
+
+    def fixed(self, bgr: np.ndarray, scale: float, quality: int) -> np.ndarray:
+        """A fixed chain (scale and JPEG quality), for evaluating robustness repeatably."""
+        h, w = bgr.shape[:2]
+        img = bgr
+        if scale < 1:
+            small = cv2.resize(img, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else img.copy()
+
+
+# The fixed chain of the card's "degraded test" evaluation: a face at 60 % of the input side, JPEG 50.
+TEST_SCALE, TEST_QUALITY = 0.6, 50
+
+
+def degraded_copy(data, idx: Sequence[int], scale: float = TEST_SCALE, quality: int = TEST_QUALITY):
+    """A copy of an Arrays whose images at idx went through the fixed chain (others untouched)."""
+    x = data.x.copy()
+    d = Degrade()
+    for i in idx:
+        x[i] = d.fixed(data.x[i], scale, quality)
+    return replace(data, x=x)
