@@ -79,19 +79,29 @@ def bbox(mask: np.ndarray, m: np.ndarray, thresh: float = 0.5) -> Optional[List[
     return [int(x0), int(y0), int(x1 - x0), int(y1 - y0)]
 
 
-def forge_video(lae: str, video: str, family: str, out: str, donor: Optional[np.ndarray] = None,
-                crf: int = 23, seed: int = 0, tpl: Optional[synth.FaceTemplate] = None) -> Dict:
-    """Write OUT (H.264) and OUT.json (per-frame forged boxes); returns the JSON summary."""
-    if family in synth.NEEDS_DONOR and donor is None:
-        raise ValueError(f"{family} needs --donor (an aligned 256x256 crop of another person)")
-    tpl = tpl or template_from_card()
+def face_crops(lae: str, video: str) -> Dict[int, tuple]:
+    """{frame index: (index row, 256x256 crop)} for the largest face of every frame, made by
+    `lae crops` (the ingest's detector and alignment)."""
     with tempfile.TemporaryDirectory(prefix="lae-fake-") as tmp:
         r = subprocess.run([lae, "crops", "--out", tmp, "--fps", "0", "--max-faces", "1", video],
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"lae crops {video}: {r.stderr.strip() or r.stdout.strip()}")
-        rows = [json.loads(line) for line in open(os.path.join(tmp, "index.jsonl"))]
-        crops = {int(row["frame_index"]): (row, cv2.imread(os.path.join(tmp, row["path"]))) for row in rows}
+        index = os.path.join(tmp, "index.jsonl")
+        rows = [json.loads(line) for line in open(index)] if os.path.exists(index) else []
+        return {int(row["frame_index"]): (row, cv2.imread(os.path.join(tmp, row["path"]))) for row in rows}
+
+
+def forge_video(lae: str, video: str, family: str, out: str, donor: Optional[np.ndarray] = None,
+                crf: int = 23, seed: int = 0, tpl: Optional[synth.FaceTemplate] = None,
+                crops: Optional[Dict[int, tuple]] = None) -> Dict:
+    """Write OUT (H.264) and OUT.json (per-frame forged boxes); returns the JSON summary.
+    crops (from face_crops) saves re-running `lae crops` when one video is forged several ways."""
+    if family in synth.NEEDS_DONOR and donor is None:
+        raise ValueError(f"{family} needs --donor (an aligned 256x256 crop of another person)")
+    tpl = tpl or template_from_card()
+    if crops is None:
+        crops = face_crops(lae, video)
     cap = cv2.VideoCapture(video)
     if not cap.isOpened():
         raise RuntimeError(f"open {video}: OpenCV cannot read it")

@@ -179,12 +179,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--reuse", action="store_true", help="scan forged videos already in OUT instead of re-making them")
     ap.add_argument("--report", default="report.json", help="report file name inside OUT")
+    ap.add_argument("--card", help="also record the results in this model card's eval.video block")
     a = ap.parse_args(argv)
     fams = [f for f in a.families.split(",") if f]
     rep = evaluate(a.lae, list_videos(a.videos), donor_crop(a.lae, a.donor_photo), fams, a.out, a.model, a.crf,
                    log=lambda m: print(m, file=sys.stderr, flush=True), reuse=a.reuse, report=a.report)
     print(json.dumps(rep, indent=1))
+    if a.card:
+        record_in_card(a.card, rep, {"videos": a.videos, "donor_photo": a.donor_photo, "families": fams})
     return 0
+
+
+def record_in_card(card_path: str, rep: Dict, how: Dict) -> None:
+    """Write the report (without per-video scores) into the card's eval.video block, refusing a
+    report made with another model version than the card's."""
+    card = json.load(open(card_path))
+    want = card.get("model", {}).get("version")
+    if rep.get("model", {}).get("model_version") != want:
+        raise ValueError(f"report is of model {rep.get('model')}, card {card_path} is version {want}")
+    block = {k: v for k, v in rep.items() if k != "real"}
+    block["real"] = {k: v for k, v in rep["real"].items() if k != "scores"}
+    block["protocol"] = {**how, "what": "every frame of each real video forged in the frame (fakevideo.py), "
+                                        "re-encoded with libx264; originals and forgeries scanned with lae scan"}
+    card.setdefault("eval", {})["video"] = block
+    with open(card_path, "w") as f:
+        json.dump(card, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -100,3 +100,17 @@ def test_forged_clip_end_to_end(tmp_path, lae_bin):
     outside_mask = np.ones_like(d, bool)
     outside_mask[max(0, y - 8):y + h + 8, max(0, x - 8):x + w + 8] = False
     assert inside > 3 * d[outside_mask].mean(), (inside, d[outside_mask].mean())
+
+
+def test_record_in_card_checks_the_model_version(tmp_path):
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"model": {"version": "1.2.3"}, "eval": {"seen": {}}}))
+    rep = {"model": {"model_version": "1.2.3"}, "overall": {"auc": 0.7}, "families": {},
+           "real": {"called_fake": 1, "scores": {"a.mkv": 0.9}, "verdicts": {"a.mkv": "fake"}}}
+    videoeval.record_in_card(str(card), rep, {"videos": ["v"]})
+    got = json.loads(card.read_text())["eval"]
+    assert got["seen"] == {} and got["video"]["overall"] == {"auc": 0.7}
+    assert "scores" not in got["video"]["real"] and got["video"]["real"]["verdicts"] == {"a.mkv": "fake"}
+    rep["model"]["model_version"] = "9.9.9"
+    with pytest.raises(ValueError, match="version 1.2.3"):
+        videoeval.record_in_card(str(card), rep, {})
