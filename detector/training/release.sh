@@ -20,5 +20,10 @@ if [ ! -s "$RUN/crops/videos/index.jsonl" ]; then
 fi
 # The settings of the shipped model (see its card's "training" block).
 TRAIN_ARGS=${TRAIN_ARGS:---n-train 1500 --n-val 300 --n-test 450 --test-fakes-per-family 100 --widths 24,32,48 --stem residual --warm-epochs 8 --rounds 3 --round-epochs 4 --release-arm lae_all}
-exec $PY -m detector.training.train --crops "$RUN/crops/photos" --crops "$RUN/crops/videos" \
+$PY -m detector.training.train --crops "$RUN/crops/photos" --crops "$RUN/crops/videos" \
   --work "$RUN" --version "$VERSION" $TRAIN_ARGS
+# The release is judged on video too: forged copies of the real clips, scanned by the product with
+# the new model; the results go into the card's eval.video block.
+$PY -m detector.training.videoeval --lae "$RUN/lae" --videos "$DATA/videos/asl" \
+  --donor-photo "$DATA/faces/lfw/Aaron_Eckhart_0001.jpg" --out "$RUN/videoeval" \
+  --card detector/models/lae-v1.card.json >/dev/null
