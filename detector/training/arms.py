@@ -44,6 +44,7 @@ def run_arm(arm: str, data: Arrays, work: str, rounds: int, round_epochs: float,
     tr = data.idx("train")
     w = weights or LossWeights()
     name = out_name or arm
+    pre = "" if name == arm else f"{name}_"  # variants keep their own picks and batches
     true_masks = data.masks.copy()
     true_has = data.has_mask_file.copy()
     summary: List[Dict] = []
@@ -51,7 +52,7 @@ def run_arm(arm: str, data: Arrays, work: str, rounds: int, round_epochs: float,
     revealed: List[int] = []
     if arm == "lae_al":
         bud = active.budget(len(tr), budget_frac)
-        picks_log = os.path.join(work, "al_picks.jsonl" if name == arm else f"{name}_picks.jsonl")
+        picks_log = os.path.join(work, f"{pre}al_picks.jsonl")
         open(picks_log, "w").close()
     for r in range(rounds):
         cfg = round_config(r, round_epochs, seed, lr)
@@ -65,7 +66,7 @@ def run_arm(arm: str, data: Arrays, work: str, rounds: int, round_epochs: float,
             picks = active.run_round(net, data, tr, revealed, k, r + 1)
             # The human-annotation path: export the batch with empty masks, have it painted
             # (here by the synthetic oracle, which knows the synthesized masks), import it back.
-            bdir = os.path.join(work, f"annotation_round{r + 1}" if name == arm else f"{name}_annotation_round{r + 1}")
+            bdir = os.path.join(work, f"{pre}annotation_round{r + 1}")
             active.export_batch(data, picks, bdir)
             active.oracle_paint(data, bdir)
             got = active.apply_masks(data, active.import_batch(bdir))

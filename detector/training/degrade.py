@@ -25,6 +25,17 @@ import cv2
 import numpy as np
 
 
+def _rescale(img: np.ndarray, s: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _jpeg(img: np.ndarray, q: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else img
+
+
 @dataclass
 class Degrade:
     """Probabilities and ranges of the chain (copied into the model card)."""
@@ -43,39 +54,29 @@ class Degrade:
     def apply(self, bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One random chain on an 8-bit BGR crop; returns a new array of the same shape."""
         img = bgr
-        h, w = img.shape[:2]
         if rng.random() < self.p_resize:
-            s = rng.uniform(*self.scale)
-            small = cv2.resize(img, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
-            img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+            img = _rescale(img, rng.uniform(*self.scale))
         if rng.random() < self.p_blur:
             img = cv2.GaussianBlur(img, (0, 0), rng.uniform(*self.sigma))
         if rng.random() < self.p_jpeg:
-            q = int(rng.integers(self.quality[0], self.quality[1] + 1))
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])
-            if ok:
-                img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            img = _jpeg(img, int(rng.integers(self.quality[0], self.quality[1] + 1)))
         return img if img is not bgr else bgr.copy()
-
-    def fixed(self, bgr: np.ndarray, scale: float, quality: int) -> np.ndarray:
-        """A fixed chain (scale and JPEG quality), for evaluating robustness repeatably."""
-        h, w = bgr.shape[:2]
-        img = bgr
-        if scale < 1:
-            small = cv2.resize(img, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
-            img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-        return cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else img.copy()
 
 
 # The fixed chain of the card's "degraded test" evaluation: a face at 60 % of the input side, JPEG 50.
 TEST_SCALE, TEST_QUALITY = 0.6, 50
 
 
+def fixed_chain(bgr: np.ndarray, scale: float = TEST_SCALE, quality: int = TEST_QUALITY) -> np.ndarray:
+    """Down-scale to scale of the side and back, then JPEG at quality: a repeatable degradation."""
+    img = _rescale(bgr, scale) if scale < 1 else bgr
+    out = _jpeg(img, quality)
+    return out if out is not bgr else bgr.copy()
+
+
 def degraded_copy(data, idx: Sequence[int], scale: float = TEST_SCALE, quality: int = TEST_QUALITY):
-    """A copy of an Arrays whose images at idx went through the fixed chain (others untouched)."""
+    """A copy of an Arrays whose images at idx went through fixed_chain (others untouched)."""
     x = data.x.copy()
-    d = Degrade()
     for i in idx:
-        x[i] = d.fixed(data.x[i], scale, quality)
+        x[i] = fixed_chain(data.x[i], scale, quality)
     return replace(data, x=x)
