@@ -44,16 +44,38 @@ func decodeAll(tb testing.TB, url string, o source.Options) (source.Info, []sour
 	src, err := source.Open(ctx, url, o)
 	require.NoError(tb, err)
 	defer src.Close()
+	return src.Info(), readAll(tb, ctx, src), src.Stats()
+}
+
+// readAll collects every frame src.Next returns until io.EOF (a plain or a reconnecting source).
+func readAll(tb testing.TB, ctx context.Context, src interface {
+	Next(context.Context) (source.Frame, error)
+}) []source.Frame {
+	tb.Helper()
 	var frames []source.Frame
 	for {
 		f, err := src.Next(ctx)
 		if errors.Is(err, io.EOF) {
-			break
+			return frames
+		}
+		if err != nil {
+			closeFrames(frames)
 		}
 		require.NoError(tb, err)
 		frames = append(frames, f)
 	}
-	return src.Info(), frames, src.Stats()
+}
+
+// serveOnce accepts one connection on ln and writes data to it: a live stream that ends cleanly.
+func serveOnce(ln net.Listener, data []byte) {
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = c.Write(data)
+	}()
 }
 
 func closeFrames(frames []source.Frame) {

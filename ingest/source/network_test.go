@@ -44,14 +44,7 @@ func TestRawTCPStream(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = c.Write(data)
-	}()
+	serveOnce(ln, data)
 	info, got, st := decodeAll(t, "tcp://"+ln.Addr().String(), source.Options{})
 	defer closeFrames(got)
 	assert.True(t, info.Live, "tcp:// is a live source")

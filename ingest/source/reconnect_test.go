@@ -2,7 +2,6 @@ package source_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -51,24 +50,9 @@ func TestReconnectAfterStall(t *testing.T) {
 	require.NoError(t, err)
 	defer src.Close()
 	// Second connection: the whole stream, then a clean end.
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = c.Write(data)
-	}()
-	var frames []source.Frame
-	defer func() { closeFrames(frames) }()
-	for {
-		f, err := src.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err)
-		frames = append(frames, f)
-	}
+	serveOnce(ln, data)
+	frames := readAll(t, ctx, src)
+	defer closeFrames(frames)
 	require.Equal(t, 1, src.Reconnects())
 	require.Greater(t, len(frames), 30, "frames from both connections")
 	for i := 1; i < len(frames); i++ {
