@@ -79,17 +79,21 @@ def bbox(mask: np.ndarray, m: np.ndarray, thresh: float = 0.5) -> Optional[List[
     return [int(x0), int(y0), int(x1 - x0), int(y1 - y0)]
 
 
-def face_crops(lae: str, video: str) -> Dict[int, tuple]:
-    """{frame index: (index row, 256x256 crop)} for the largest face of every frame, made by
-    `lae crops` (the ingest's detector and alignment)."""
-    with tempfile.TemporaryDirectory(prefix="lae-fake-") as tmp:
-        r = subprocess.run([lae, "crops", "--out", tmp, "--fps", "0", "--max-faces", "1", video],
-                           capture_output=True, text=True)
+def run_crops(lae: str, path: str, *flags: str) -> List[tuple]:
+    """[(index row, 256x256 crop)] that `lae crops FLAGS path` makes (the ingest's detector and
+    alignment); empty when it finds no face."""
+    with tempfile.TemporaryDirectory(prefix="lae-crops-") as tmp:
+        r = subprocess.run([lae, "crops", "--out", tmp, *flags, path], capture_output=True, text=True)
         if r.returncode != 0:
-            raise RuntimeError(f"lae crops {video}: {r.stderr.strip() or r.stdout.strip()}")
+            raise RuntimeError(f"lae crops {path}: {r.stderr.strip() or r.stdout.strip()}")
         index = os.path.join(tmp, "index.jsonl")
         rows = [json.loads(line) for line in open(index)] if os.path.exists(index) else []
-        return {int(row["frame_index"]): (row, cv2.imread(os.path.join(tmp, row["path"]))) for row in rows}
+        return [(row, cv2.imread(os.path.join(tmp, row["path"]))) for row in rows]
+
+
+def face_crops(lae: str, video: str) -> Dict[int, tuple]:
+    """{frame index: (index row, 256x256 crop)} for the largest face of every frame."""
+    return {int(row["frame_index"]): (row, img) for row, img in run_crops(lae, video, "--fps", "0", "--max-faces", "1")}
 
 
 def forge_video(lae: str, video: str, family: str, out: str, donor: Optional[np.ndarray] = None,

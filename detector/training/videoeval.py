@@ -25,14 +25,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import zlib
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 
-from .fakevideo import face_crops, forge_video
+from .fakevideo import face_crops, forge_video, run_crops
 from .metrics import auc
 
 VIDEO_EXT = (".mp4", ".mkv", ".mov", ".avi", ".webm")
@@ -54,13 +52,10 @@ def list_videos(paths: Sequence[str]) -> List[str]:
 
 def donor_crop(lae: str, photo: str) -> np.ndarray:
     """The aligned 256x256 crop of the largest face in photo, made by `lae crops`."""
-    with tempfile.TemporaryDirectory(prefix="lae-donor-") as tmp:
-        r = subprocess.run([lae, "crops", "--out", tmp, "--max-faces", "1", photo], capture_output=True, text=True)
-        rows = [json.loads(line) for line in open(os.path.join(tmp, "index.jsonl"))] if r.returncode == 0 else []
-        if not rows:
-            raise RuntimeError(f"donor {photo}: no face found ({r.stderr.strip()})")
-        img = cv2.imread(os.path.join(tmp, rows[0]["path"]))
-    return img
+    crops = run_crops(lae, photo, "--max-faces", "1")
+    if not crops:
+        raise RuntimeError(f"donor {photo}: no face found")
+    return crops[0][1]
 
 
 def scan(lae: str, inputs: Sequence[str], model: Optional[str] = None) -> Dict[str, Dict]:
