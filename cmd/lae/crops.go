@@ -22,7 +22,7 @@ func cropsCmd(ctx context.Context, args []string) error {
 	}
 	out := fs.String("out", "", "output directory (required)")
 	fps := fs.Float64("fps", 5, "frames per second sampled from videos (0 = every frame)")
-	model := fs.String("face-model", faces.SpecDefault, `face detector: "haar-alt", "haar", "lbp" or a YuNet .onnx file`)
+	model := fs.String("face-model", faces.SpecDefault, `face detector: "yunet" (embedded), "haar-alt", "haar", "lbp" or a YuNet .onnx file`)
 	maxPer := fs.Int("max-per-input", 0, "at most this many crops per input file (0 = no limit)")
 	maxFaces := fs.Int("max-faces", 0, "at most this many faces per frame, largest/most confident first (0 = all)")
 	minFace := fs.Int("min-face", 0, "skip faces narrower than this many pixels")

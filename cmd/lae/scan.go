@@ -70,7 +70,7 @@ func scanCmd(ctx context.Context, args []string) error {
 		reportPath  = fs.String("report", "", "write a self-contained HTML report (several inputs: PATH-1.html, PATH-2.html, ...)")
 		fps         = fs.Float64("fps", 5, "frames per second to sample by presentation time (0 = every frame)")
 		maxDur      = fs.Duration("max-duration", 0, "stop each input after this much media time (0 = no limit)")
-		faceModel   = fs.String("face-model", "", "face detector: lbp, haar, or a YuNet .onnx file (default: built-in cascade)")
+		faceModel   = fs.String("face-model", "", "face detector: yunet (embedded), haar-alt, haar, lbp, or a YuNet .onnx file (default: yunet)")
 		modelPath   = fs.String("model", "", "LAE ONNX model (default: the shipped detector/models/lae-v1.onnx)")
 		ortLib      = fs.String("ort-lib", os.Getenv("LAE_ORT_LIB"), "ONNX Runtime shared library (env LAE_ORT_LIB; default .cache/ort/libonnxruntime.so.1)")
 		provider    = fs.String("provider", "cpu", "ONNX Runtime execution provider: cpu, cuda or tensorrt")

@@ -34,7 +34,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		provider    = fs.String("provider", "cpu", "ONNX Runtime execution provider: cpu, cuda or tensorrt")
 		fps         = fs.Float64("fps", 5, "default frames per second to sample (0 = every frame); a submission may set its own")
 		maxDur      = fs.Duration("max-duration", 0, "stop each input after this much media time (0 = no limit)")
-		faceModel   = fs.String("face-model", "", "face detector: lbp, haar, or a YuNet .onnx file (default: built-in cascade)")
+		faceModel   = fs.String("face-model", "", "face detector: yunet (embedded), haar-alt, haar, lbp, or a YuNet .onnx file (default: yunet)")
 		rule        = fs.String("rule", "", "verdict rule: mean, topk_mean or max_face_mean (default: the aggregator's)")
 		topK        = fs.Int("topk", 0, "k for the topk_mean rule (0 = default)")
 		threshold   = fs.Float64("threshold", 0, "decision threshold on the video score (0 = the model's calibrated one)")

@@ -236,8 +236,7 @@ func lfwFaces(t testing.TB, n int) []gocv.Mat {
 }
 
 func yunet(t testing.TB) faces.Detector {
-	p := filepath.Join(dataDir(t), "models", "yunet", "yunet_s_640_640.onnx")
-	d, err := faces.Open(p)
+	d, err := faces.Open(faces.SpecYuNet)
 	if err != nil {
 		t.Skipf("yunet: %v", err)
 	}
@@ -299,7 +298,7 @@ func TestEyeCascadeOnRotatedFaces(t *testing.T) {
 	require.GreaterOrEqual(t, float64(good), 0.8*float64(eyed))
 }
 
-// TestBoxEyeRatios measures where YuNet's eyes sit inside the default cascade's boxes on LFW and
+// TestBoxEyeRatios measures where YuNet's eyes sit inside the haar-alt cascade's boxes on LFW and
 // checks the box fallback constants against it.
 func TestBoxEyeRatios(t *testing.T) {
 	if testing.Short() {
@@ -311,7 +310,7 @@ func TestBoxEyeRatios(t *testing.T) {
 			imgs[i].Close()
 		}
 	}()
-	haar, err := faces.Open(faces.SpecDefault)
+	haar, err := faces.Open(faces.SpecHaarAlt)
 	require.NoError(t, err)
 	defer haar.Close()
 	yn := yunet(t)

@@ -107,14 +107,15 @@ func TestRecallDlib(t *testing.T) {
 		{SpecLBP, 0.3},
 		{SpecHaar, 0.9},
 		{SpecHaarAlt, 0.9},
-		{"yunet", 0.9},
+		{SpecYuNet, 0.9},
+		{"yunet-file", 0.9},
 		{"yunet_s_320_320.onnx", 0.6},
 	}
 	for _, tc := range cases {
 		t.Run(tc.spec, func(t *testing.T) {
 			spec := tc.spec
 			switch {
-			case spec == "yunet":
+			case spec == "yunet-file":
 				spec = yunetPath(t)
 			case strings.HasSuffix(spec, ".onnx"):
 				spec = filepath.Join(filepath.Dir(yunetPath(t)), spec)
@@ -144,7 +145,7 @@ func TestNoFaceOnDogs(t *testing.T) {
 	cases := []struct {
 		spec     string
 		maxFalse int
-	}{{SpecLBP, 0}, {SpecHaar, 1}, {SpecHaarAlt, 0}, {yunetPath(t), 1}}
+	}{{SpecLBP, 0}, {SpecHaar, 1}, {SpecHaarAlt, 0}, {SpecYuNet, 1}, {yunetPath(t), 1}}
 	for _, tc := range cases {
 		det, err := Open(tc.spec)
 		require.NoError(t, err)
@@ -181,9 +182,34 @@ func TestYuNetLandmarks(t *testing.T) {
 	}
 }
 
+// TestEmbeddedYuNet checks the default detector: the embedded YuNet, byte for byte the shared
+// data set's yunet_s_640_640.onnx, opened by "", "yunet" (any case) and finding landmarks.
+func TestEmbeddedYuNet(t *testing.T) {
+	require.Equal(t, SpecYuNet, SpecDefault)
+	for _, spec := range []string{"", SpecYuNet, " YuNet "} {
+		det, err := Open(spec)
+		require.NoError(t, err, "spec %q", spec)
+		require.IsType(t, &YuNet{}, det, "spec %q", spec)
+		require.NoError(t, det.Close())
+	}
+	shared, err := os.ReadFile(yunetPath(t))
+	require.NoError(t, err)
+	require.Equal(t, shared, EmbeddedYuNet(), "models/yunet_s_640_640.onnx differs from the shared data set's copy")
+	det, err := NewYuNet(YuNetOptions{Model: EmbeddedYuNet()})
+	require.NoError(t, err)
+	defer det.Close()
+	img := gocv.IMRead(filepath.Join(dataDir(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg"), gocv.IMReadColor)
+	require.False(t, img.Empty())
+	defer img.Close()
+	got, err := det.Detect(img)
+	require.NoError(t, err)
+	require.NotEmpty(t, got)
+	require.Len(t, got[0].Landmarks, 5)
+}
+
 func TestOpenErrors(t *testing.T) {
 	cases := []struct{ name, spec, want string }{
-		{"unknown spec", "hog", "want \"lbp\""},
+		{"unknown spec", "hog", "want \"yunet\""},
 		{"missing onnx", "/nonexistent/yunet.onnx", "no such file"},
 		{"not onnx", writeTemp(t, "bad.onnx", []byte("<html>not a model</html>")), "yunet model"},
 		{"truncated onnx", writeTemp(t, "cut.onnx", truncated(t, yunetPath(t))), "yunet model"},
@@ -283,7 +309,7 @@ func benchDetector(b *testing.B, spec string) {
 func BenchmarkDetectLBP640(b *testing.B)     { benchDetector(b, SpecLBP) }
 func BenchmarkDetectHaar640(b *testing.B)    { benchDetector(b, SpecHaar) }
 func BenchmarkDetectHaarAlt640(b *testing.B) { benchDetector(b, SpecHaarAlt) }
-func BenchmarkDetectYuNet640(b *testing.B)   { benchDetector(b, yunetPath(b)) }
+func BenchmarkDetectYuNet640(b *testing.B)   { benchDetector(b, SpecYuNet) }
 
 // truncated returns the first half of a file, as a download cut short would leave it.
 func truncated(t *testing.T, path string) []byte {

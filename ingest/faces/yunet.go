@@ -1,6 +1,7 @@
 package faces
 
 import (
+	_ "embed"
 	"fmt"
 	"image"
 	"math"
@@ -10,12 +11,25 @@ import (
 	"gocv.io/x/gocv"
 )
 
+// embeddedYuNet is YuNet-s with a fixed 640x640 input, from ShiqiYu/libfacedetection.train
+// (origin, commit and license in models/LICENSE). Embedded so that bin/lae finds its default
+// detector from any working directory.
+//
+//go:embed models/yunet_s_640_640.onnx
+var embeddedYuNet []byte
+
+// EmbeddedYuNet returns the bytes of the embedded YuNet model (a copy).
+func EmbeddedYuNet() []byte { return append([]byte(nil), embeddedYuNet...) }
+
 // YuNetOptions configures the YuNet detector. Zero values take the defaults.
 type YuNetOptions struct {
 	// Path of the YuNet ONNX file (2023mar layout: cls/obj/bbox/kps outputs at strides
 	// 8/16/32) with a fixed input size (e.g. yunet_s_640_640.onnx; OpenCV 4.6 cannot import
-	// the dynamic exports).
+	// the dynamic exports). Empty, with no Model, means the embedded model.
 	Path string
+	// Model is the ONNX file's content, used instead of reading Path (which then only names
+	// the model in errors).
+	Model []byte
 	// ScoreThreshold drops weaker candidates (default 0.8: no unmatched detections on dlib's
 	// annotated photos at full recall; OpenCV's FaceDetectorYN default 0.9 loses 2 of 43 faces).
 	ScoreThreshold float32
@@ -53,12 +67,19 @@ func NewYuNet(o YuNetOptions) (*YuNet, error) {
 	if o.TopK <= 0 {
 		o.TopK = 5000
 	}
-	if _, err := os.Stat(o.Path); err != nil {
-		return nil, fmt.Errorf("yunet model: %w", err)
-	}
-	buf, err := os.ReadFile(o.Path)
-	if err != nil {
-		return nil, fmt.Errorf("yunet model: %w", err)
+	buf := o.Model
+	switch {
+	case buf != nil:
+		if o.Path == "" {
+			o.Path = "(in memory)"
+		}
+	case o.Path == "":
+		buf, o.Path = embeddedYuNet, "(embedded yunet_s_640_640.onnx)"
+	default:
+		var err error
+		if buf, err = os.ReadFile(o.Path); err != nil {
+			return nil, fmt.Errorf("yunet model: %w", err)
+		}
 	}
 	// Validate the file before OpenCV sees it: OpenCV's ONNX importer throws C++ exceptions on
 	// malformed input, which gocv does not catch (the process would abort).

@@ -16,7 +16,7 @@ import (
 // TestFaceRate measures, for every single-speaker clip (videos/asl) and hamilton_short.mp4, the
 // share of sampled frames (5 fps) where ingest published at least one face. The issue requires
 // faces in most sampled frames of the single-speaker clips: each must exceed 50 % and their
-// mean 85 % (measured with the default haar-alt: 60-100 %, mean 93 %; YuNet: 100 % on all).
+// mean 85 % (measured with the default YuNet: 100 % on all; haar-alt: 60-100 %, mean 93 %).
 // LAE_FACE_RATE_MODELS (comma-separated faces.Open specs) measures other detectors too.
 func TestFaceRate(t *testing.T) {
 	if testing.Short() {

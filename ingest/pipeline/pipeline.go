@@ -64,7 +64,7 @@ type Options struct {
 	SampleFPS float64
 	// MaxDuration stops after this much media time (0 = whole source). Overrides Source's.
 	MaxDuration time.Duration
-	// FaceModel is a faces.Open spec: "lbp", "haar" or a YuNet .onnx path ("" = default).
+	// FaceModel is a faces.Open spec: "yunet", "haar-alt", "haar", "lbp" or a YuNet .onnx path ("" = yunet).
 	FaceModel string
 	// MaxFacesPerFrame keeps the first N faces per frame in detector order (0 = all).
 	MaxFacesPerFrame int

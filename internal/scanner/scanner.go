@@ -39,7 +39,7 @@ type Options struct {
 	SampleFPS    float64
 	SampleFPSSet bool
 	MaxDuration  time.Duration
-	// FaceModel is the face detector: lbp, haar, or a YuNet .onnx path ("" = default).
+	// FaceModel is a faces.Open spec: yunet, haar-alt, haar, lbp, or a YuNet .onnx path ("" = yunet).
 	FaceModel string
 	// Rule, TopK and Threshold configure the verdict; Threshold < 0 uses the model card's.
 	Rule      string

@@ -69,7 +69,7 @@ type Options struct {
 	Model, ORTLib, Provider string
 	// SampleFPS is the sampling rate of submissions that do not give one (0 = every frame).
 	SampleFPS float64
-	// FaceModel is the face detector: lbp, haar, or a YuNet .onnx path ("" = default).
+	// FaceModel is a faces.Open spec: yunet, haar-alt, haar, lbp, or a YuNet .onnx path ("" = yunet).
 	FaceModel string
 	// MaxDuration caps the media time ingested per video (0 = no limit).
 	MaxDuration time.Duration
