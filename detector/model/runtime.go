@@ -2,125 +2,22 @@ package model
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
-	"sync"
 
-	ort "github.com/yalue/onnxruntime_go"
+	"github.com/lae-screening/lae/internal/ortenv"
 )
 
 // EnvLibPath names the environment variable that overrides where the ONNX Runtime shared
 // library is looked for.
-const EnvLibPath = "LAE_ORT_LIB"
-
-// libRelPath is where `task setup` puts the library, relative to the repository root.
-var libRelPath = filepath.Join(".cache", "ort", "libonnxruntime.so.1")
+const EnvLibPath = ortenv.EnvLibPath
 
 // FindLibrary resolves the ONNX Runtime shared library: explicit (when not empty), else the
 // LAE_ORT_LIB environment variable, else .cache/ort/libonnxruntime.so.1 in the current
-// directory, the executable's directory, or any of their parents (so tests, which run in
-// their package directory, and bin/lae both find the repository's copy). The error lists
-// every place it looked.
-func FindLibrary(explicit string) (string, error) {
-	if explicit != "" {
-		if err := isFile(explicit); err != nil {
-			return "", fmt.Errorf("onnx runtime library (explicit option): %w", err)
-		}
-		return explicit, nil
-	}
-	if env := os.Getenv(EnvLibPath); env != "" {
-		if err := isFile(env); err != nil {
-			return "", fmt.Errorf("onnx runtime library (from $%s): %w", EnvLibPath, err)
-		}
-		return env, nil
-	}
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	if exe, err := os.Executable(); err == nil {
-		if real, err := filepath.EvalSymlinks(exe); err == nil {
-			exe = real
-		}
-		starts = append(starts, filepath.Dir(exe))
-	}
-	var searched []string
-	seen := map[string]bool{}
-	for _, dir := range starts {
-		for {
-			cand := filepath.Join(dir, libRelPath)
-			if !seen[cand] {
-				seen[cand] = true
-				searched = append(searched, cand)
-				if isFile(cand) == nil {
-					return cand, nil
-				}
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				break
-			}
-			dir = parent
-		}
-	}
-	return "", fmt.Errorf("onnx runtime library not found: set $%s or run `go tool task setup`; searched %s",
-		EnvLibPath, strings.Join(searched, ", "))
-}
+// directory, the executable's directory, or any of their parents (see ortenv.FindLibrary).
+func FindLibrary(explicit string) (string, error) { return ortenv.FindLibrary(explicit) }
 
-func isFile(path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if st.IsDir() {
-		return fmt.Errorf("%s is a directory", path)
-	}
-	return nil
-}
-
-// The ONNX Runtime environment is process-wide in onnxruntime_go: it is created once, by the
-// first Load that succeeds, and shared by every Model. A failed attempt (wrong path) leaves
-// nothing behind, so a later Load with a good path still works; hence a mutex, not sync.Once.
-// The environment is never torn down: re-creating it would race with Models being loaded
-// elsewhere in the process, and it costs nothing while idle.
-var (
-	envMu  sync.Mutex
-	envLib string // library the environment was created from; "" while not created
-)
-
-// initRuntime makes sure the environment exists, created from lib.
-func initRuntime(lib string) error {
-	envMu.Lock()
-	defer envMu.Unlock()
-	if envLib != "" {
-		if !sameFile(envLib, lib) {
-			return fmt.Errorf("onnx runtime already initialised from %s; cannot switch to %s in one process", envLib, lib)
-		}
-		return nil
-	}
-	if ort.IsInitialized() {
-		// Someone outside this package set it up; use theirs.
-		envLib = lib
-		return nil
-	}
-	ort.SetSharedLibraryPath(lib)
-	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
-		return fmt.Errorf("initialise onnx runtime from %s: %w", lib, err)
-	}
-	envLib = lib
-	return nil
-}
-
-func sameFile(a, b string) bool {
-	if a == b {
-		return true
-	}
-	sa, errA := os.Stat(a)
-	sb, errB := os.Stat(b)
-	return errA == nil && errB == nil && os.SameFile(sa, sb)
-}
+// initRuntime makes sure the process-wide ONNX Runtime environment exists, created from lib;
+// it is shared with the other ONNX Runtime users in the process (ingest/landmarks).
+func initRuntime(lib string) error { return ortenv.Init(lib) }
 
 // errProviderUnavailable marks an execution provider that the loaded library does not have.
 var errProviderUnavailable = errors.New("execution provider unavailable")
