@@ -20,7 +20,7 @@ packages=(
   libopencv-dev opencv-data
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev
   libavfilter-dev libswresample-dev libpostproc-dev
-  python3 python3-torch python3-onnx python3-opencv python3-pytest python3-numpy
+  python3 python3-torch python3-torchvision python3-onnx python3-opencv python3-pytest python3-numpy
   chromium
   ffmpeg
   ca-certificates
