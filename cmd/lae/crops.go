@@ -17,7 +17,8 @@ func cropsCmd(ctx context.Context, args []string) error {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: lae crops --out DIR [flags] INPUT...\n\n"+
 			"INPUT is a photo (jpg, png, ...), a video file or URL, or a directory searched recursively.\n"+
-			"Writes DIR/<name>.png (256x256 aligned crops) and appends DIR/%s.\n\n", crops.IndexFile)
+			"Writes DIR/<name>.png (256x256 aligned crops) and appends DIR/%s (one JSON line per crop:\n"+
+			"box, crop_to_frame, source_scale, and the 468 Face Mesh landmarks in crop pixels).\n\n", crops.IndexFile)
 		fs.PrintDefaults()
 	}
 	out := fs.String("out", "", "output directory (required)")
@@ -26,6 +27,8 @@ func cropsCmd(ctx context.Context, args []string) error {
 	maxPer := fs.Int("max-per-input", 0, "at most this many crops per input file (0 = no limit)")
 	maxFaces := fs.Int("max-faces", 0, "at most this many faces per frame, largest/most confident first (0 = all)")
 	minFace := fs.Int("min-face", 0, "skip faces narrower than this many pixels")
+	lms := fs.Bool("landmarks", true, "write the 468 Face Mesh landmarks and mesh_score of each crop (needs ONNX Runtime)")
+	ortLib := fs.String("ort-lib", "", "ONNX Runtime library for the landmarks (default: $LAE_ORT_LIB, then .cache/ort/)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -38,7 +41,8 @@ func cropsCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	w, err := crops.New(crops.Options{Out: *out, SampleFPS: *fps, FaceModel: *model,
-		MaxPerInput: *maxPer, MaxFacesPerFrame: *maxFaces, MinFaceSize: *minFace})
+		MaxPerInput: *maxPer, MaxFacesPerFrame: *maxFaces, MinFaceSize: *minFace,
+		NoLandmarks: !*lms, ORTLib: *ortLib})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 // Package crops writes aligned face crops of photos and videos to a directory, with the same
 // detector and aligner as ingest, so a model trained on them sees exactly the geometry it will
-// be scored on. Each crop is DIR/<name>.png and one JSON line in DIR/index.jsonl.
+// be scored on. Each crop is DIR/<name>.png and one JSON line in DIR/index.jsonl, with the 468
+// Face Mesh landmarks of the crop (ingest/landmarks) unless disabled.
 package crops
 
 import (
@@ -13,6 +14,7 @@ import (
 	"image"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/lae-screening/lae/ingest/align"
 	"github.com/lae-screening/lae/ingest/faces"
+	"github.com/lae-screening/lae/ingest/landmarks"
 	"github.com/lae-screening/lae/ingest/source"
 )
 
@@ -46,6 +49,14 @@ type Record struct {
 	Box [4]int `json:"box"`
 	// CropToFrame is the crop-to-source affine (row-major 2x3), as in laev1.FaceCrop.
 	CropToFrame [6]float64 `json:"crop_to_frame"`
+	// SourceScale is crop pixels per source pixel (the similarity's scale, 4 decimals): above 1
+	// the face was upsampled to fill the crop, so the crop is less sharp than it looks.
+	SourceScale float64 `json:"source_scale"`
+	// Landmarks are the 468 MediaPipe Face Mesh points [x, y] in crop pixels, rounded to 0.1 px
+	// (landmarks.FaceOval etc. name the contours); absent when landmarks are off.
+	Landmarks [][2]float32 `json:"landmarks,omitempty"`
+	// MeshScore is the mesh's face-presence probability (4 decimals); absent with Landmarks.
+	MeshScore *float32 `json:"mesh_score,omitempty"`
 }
 
 // Options configures a Writer.
@@ -63,6 +74,10 @@ type Options struct {
 	MaxFacesPerFrame int
 	// MinFaceSize drops faces whose box is narrower than this many source pixels (default 0).
 	MinFaceSize int
+	// NoLandmarks skips the Face Mesh: records carry no landmarks and no mesh_score.
+	NoLandmarks bool
+	// ORTLib is the ONNX Runtime library for the mesh ("" = $LAE_ORT_LIB, then .cache/ort/).
+	ORTLib string
 }
 
 // Writer detects, aligns and writes crops. It is not safe for concurrent use.
@@ -70,6 +85,7 @@ type Writer struct {
 	o     Options
 	det   faces.Detector
 	al    *align.Aligner
+	mesh  *landmarks.Mesh // nil with NoLandmarks
 	index *os.File
 	buf   *bufio.Writer
 }
@@ -94,18 +110,32 @@ func New(o Options) (*Writer, error) {
 		det.Close()
 		return nil, fmt.Errorf("crops: %w", err)
 	}
+	var mesh *landmarks.Mesh
+	if !o.NoLandmarks {
+		if mesh, err = landmarks.Open(landmarks.Options{LibPath: o.ORTLib}); err != nil {
+			det.Close()
+			al.Close()
+			return nil, fmt.Errorf("crops: %w (--landmarks=false skips the landmarks)", err)
+		}
+	}
 	idx, err := os.OpenFile(filepath.Join(o.Out, IndexFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		det.Close()
 		al.Close()
+		if mesh != nil {
+			mesh.Close()
+		}
 		return nil, fmt.Errorf("crops: open index: %w", err)
 	}
-	return &Writer{o: o, det: det, al: al, index: idx, buf: bufio.NewWriter(idx)}, nil
+	return &Writer{o: o, det: det, al: al, mesh: mesh, index: idx, buf: bufio.NewWriter(idx)}, nil
 }
 
-// Close flushes the index and frees the detector and aligner.
+// Close flushes the index and frees the detector, aligner and mesh.
 func (w *Writer) Close() error {
 	errs := []error{w.buf.Flush(), w.index.Close(), w.det.Close(), w.al.Close()}
+	if w.mesh != nil {
+		errs = append(errs, w.mesh.Close())
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("crops: close: %w", err)
 	}
@@ -248,14 +278,27 @@ func (w *Writer) frame(input string, img gocv.Mat, frameIndex uint64, pts float6
 			return n, err
 		}
 		name := cropName(input, frameIndex, i)
+		rec := Record{Path: name, Source: input, FrameIndex: frameIndex, FaceIndex: i, PTS: pts,
+			EyesAligned: c.EyesAligned, Box: [4]int{f.Box.Min.X, f.Box.Min.Y, f.Box.Dx(), f.Box.Dy()},
+			CropToFrame: c.CropToFrame, SourceScale: round(SourceScale(c.CropToFrame), 1e4)}
+		if w.mesh != nil {
+			r, err := w.mesh.Run(c.Image)
+			if err != nil {
+				c.Image.Close()
+				return n, err
+			}
+			rec.Landmarks = make([][2]float32, len(r.Points))
+			for k, p := range r.Points {
+				rec.Landmarks[k] = [2]float32{float32(round(float64(p[0]), 10)), float32(round(float64(p[1]), 10))}
+			}
+			score := float32(round(float64(r.Score), 1e4))
+			rec.MeshScore = &score
+		}
 		ok := gocv.IMWrite(filepath.Join(w.o.Out, name), c.Image)
 		c.Image.Close()
 		if !ok {
 			return n, fmt.Errorf("write %s: OpenCV could not write the PNG", filepath.Join(w.o.Out, name))
 		}
-		rec := Record{Path: name, Source: input, FrameIndex: frameIndex, FaceIndex: i, PTS: pts,
-			EyesAligned: c.EyesAligned, Box: [4]int{f.Box.Min.X, f.Box.Min.Y, f.Box.Dx(), f.Box.Dy()},
-			CropToFrame: c.CropToFrame}
 		line, err := json.Marshal(rec)
 		if err != nil {
 			return n, fmt.Errorf("index record: %w", err)
@@ -267,6 +310,19 @@ func (w *Writer) frame(input string, img gocv.Mat, frameIndex uint64, pts float6
 	}
 	return n, nil
 }
+
+// SourceScale is crop pixels per source pixel of a crop-to-source similarity (row-major 2x3):
+// the inverse of its scale.
+func SourceScale(cropToFrame [6]float64) float64 {
+	s := math.Hypot(cropToFrame[0], cropToFrame[3])
+	if s == 0 {
+		return 0
+	}
+	return 1 / s
+}
+
+// round rounds v to a multiple of 1/per.
+func round(v, per float64) float64 { return math.Round(v*per) / per }
 
 // Select keeps faces at least minSize wide and at most maxN of them (0 = all), in the detector's
 // order (most confident, or largest for cascades, first). Ingest applies the same rule.

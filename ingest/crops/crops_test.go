@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"image"
+	"math"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/lae-screening/lae/ingest/align"
 	"github.com/lae-screening/lae/ingest/faces"
+	"github.com/lae-screening/lae/ingest/landmarks"
 )
 
 func dataDir(t testing.TB) string {
@@ -38,9 +42,14 @@ func readIndex(t *testing.T, dir string) []Record {
 	return out
 }
 
-// checkCrops verifies every indexed crop: the PNG exists, is 256x256 colour, and its box lies in
-// the source image.
+// checkCrops verifies every indexed crop: the PNG exists, is 256x256 colour, its box lies in
+// the source image, its source scale is the inverse of the crop transform's scale, and (unless
+// landmarks are off) it has 468 landmarks inside the crop, rounded to 0.1 px, with a score.
 func checkCrops(t *testing.T, dir string, recs []Record, srcW, srcH int) {
+	checkCropsOpt(t, dir, recs, srcW, srcH, true)
+}
+
+func checkCropsOpt(t *testing.T, dir string, recs []Record, srcW, srcH int, wantLandmarks bool) {
 	seen := map[string]bool{}
 	for _, r := range recs {
 		require.False(t, seen[r.Path], "duplicate crop name %s", r.Path)
@@ -51,7 +60,41 @@ func checkCrops(t *testing.T, dir string, recs []Record, srcW, srcH int) {
 		img.Close()
 		b := r.BoxOf()
 		require.True(t, b.Min.X >= 0 && b.Min.Y >= 0 && b.Max.X <= srcW && b.Max.Y <= srcH && !b.Empty(), "box %v", b)
+		require.InDelta(t, 1, r.SourceScale*math.Hypot(r.CropToFrame[0], r.CropToFrame[3]), 1e-3, "source_scale %v", r.SourceScale)
+		if !wantLandmarks {
+			require.Nil(t, r.Landmarks)
+			require.Nil(t, r.MeshScore)
+			continue
+		}
+		require.Len(t, r.Landmarks, landmarks.NumPoints, r.Path)
+		require.NotNil(t, r.MeshScore, r.Path)
+		require.True(t, *r.MeshScore >= 0 && *r.MeshScore <= 1)
+		for _, i := range landmarks.FaceOval {
+			p := r.Landmarks[i]
+			require.True(t, p[0] >= 0 && p[1] >= 0 && p[0] < align.CropSize && p[1] < align.CropSize,
+				"%s: face oval point %d at %v outside the crop", r.Path, i, p)
+		}
+		for _, p := range r.Landmarks {
+			for _, v := range p {
+				require.InDelta(t, math.Round(float64(v)*10), float64(v)*10, 1e-3, "%s: %v not rounded to 0.1 px", r.Path, v)
+			}
+		}
 	}
+}
+
+// eyeError is the distance of the mesh's eye-contour centres from the canonical eye positions.
+func eyeError(r Record) float64 {
+	cl, cr := align.CanonicalEyes(align.CropSize)
+	mean := func(idx []int) (x, y float64) {
+		for _, i := range idx {
+			x += float64(r.Landmarks[i][0])
+			y += float64(r.Landmarks[i][1])
+		}
+		return x / float64(len(idx)), y / float64(len(idx))
+	}
+	rx, ry := mean(landmarks.SubjectRightEye)
+	lx, ly := mean(landmarks.SubjectLeftEye)
+	return math.Max(math.Hypot(rx-cl[0], ry-cl[1]), math.Hypot(lx-cr[0], ly-cr[1]))
 }
 
 func TestCropsLFW(t *testing.T) {
@@ -75,7 +118,7 @@ func TestCropsLFW(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, inputs, len(names))
 
-	for _, spec := range []string{faces.SpecHaar, filepath.Join(dataDir(t), "models", "yunet", "yunet_s_640_640.onnx")} {
+	for _, spec := range []string{faces.SpecHaar, faces.SpecYuNet, filepath.Join(dataDir(t), "models", "yunet", "yunet_s_640_640.onnx")} {
 		t.Run(filepath.Base(spec), func(t *testing.T) {
 			out := t.TempDir()
 			w, err := New(Options{Out: out, FaceModel: spec, MaxFacesPerFrame: 1})
@@ -98,6 +141,15 @@ func TestCropsLFW(t *testing.T) {
 				if r.EyesAligned {
 					eyes++
 				}
+				// LFW faces are real frontal faces: the mesh is sure of them.
+				require.Greater(t, *r.MeshScore, float32(0.9), r.Path)
+				if spec != faces.SpecHaar {
+					// YuNet's eyes aligned the crop; the mesh's eyes agree.
+					require.True(t, r.EyesAligned)
+					require.Less(t, eyeError(r), 12.0, r.Path)
+				}
+				t.Logf("%s: source_scale %.3f, mesh_score %.3f, mesh eyes %.1f px from the canonical ones",
+					r.Path, r.SourceScale, *r.MeshScore, eyeError(r))
 			}
 			t.Logf("%s: %d crops, %d eye-aligned", spec, total, eyes)
 		})
@@ -116,10 +168,80 @@ func TestCropsVideo(t *testing.T) {
 	recs := readIndex(t, out)
 	require.Len(t, recs, 3)
 	checkCrops(t, out, recs, 640, 480)
+	for _, r := range recs {
+		t.Logf("%s: source_scale %.3f, mesh_score %.3f", r.Path, r.SourceScale, *r.MeshScore)
+	}
 	for i := 1; i < len(recs); i++ {
 		require.Greater(t, recs[i].FrameIndex, recs[i-1].FrameIndex)
 		require.Greater(t, recs[i].PTS, recs[i-1].PTS)
 	}
+}
+
+// TestCropsNoLandmarks: with landmarks off the records carry no landmarks and no mesh_score
+// (the keys are absent from the JSON), and still the source scale.
+func TestCropsNoLandmarks(t *testing.T) {
+	photo := filepath.Join(dataDir(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg")
+	out := t.TempDir()
+	w, err := New(Options{Out: out, NoLandmarks: true})
+	require.NoError(t, err)
+	n, err := w.Add(context.Background(), photo)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	require.Equal(t, 1, n)
+	recs := readIndex(t, out)
+	checkCropsOpt(t, out, recs, 250, 250, false)
+	raw, err := os.ReadFile(filepath.Join(out, IndexFile))
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(raw, &m))
+	require.NotContains(t, m, "landmarks")
+	require.NotContains(t, m, "mesh_score")
+	require.Contains(t, m, "source_scale")
+}
+
+// TestRecordFormat pins the JSON keys of a record with landmarks and their layout: 468 [x, y]
+// pairs, values with at most one decimal.
+func TestRecordFormat(t *testing.T) {
+	photo := filepath.Join(dataDir(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg")
+	out := t.TempDir()
+	w, err := New(Options{Out: out})
+	require.NoError(t, err)
+	_, err = w.Add(context.Background(), photo)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	raw, err := os.ReadFile(filepath.Join(out, IndexFile))
+	require.NoError(t, err)
+	var m map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(raw, &m))
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	require.Equal(t, []string{"box", "crop_to_frame", "eyes_aligned", "face_index", "frame_index", "landmarks",
+		"mesh_score", "path", "pts", "source", "source_scale"}, keys)
+	var pts [][]json.Number
+	dec := json.NewDecoder(strings.NewReader(string(m["landmarks"])))
+	dec.UseNumber()
+	require.NoError(t, dec.Decode(&pts))
+	require.Len(t, pts, landmarks.NumPoints)
+	for _, p := range pts {
+		require.Len(t, p, 2)
+		for _, v := range p {
+			s := v.String()
+			if i := strings.IndexByte(s, '.'); i >= 0 {
+				require.LessOrEqual(t, len(s)-i-1, 1, "landmark value %s", s)
+			}
+		}
+	}
+	t.Logf("index line: %d bytes; %s ...", len(raw), raw[:min(len(raw), 400)])
+}
+
+func TestSourceScale(t *testing.T) {
+	// A face shrunk to half its size in the crop: 2 source px per crop px, rotated 30 degrees.
+	c, s := 2*math.Cos(math.Pi/6), 2*math.Sin(math.Pi/6)
+	require.InDelta(t, 0.5, SourceScale([6]float64{c, -s, 10, s, c, 20}), 1e-12)
+	require.Equal(t, 0.0, SourceScale([6]float64{}))
 }
 
 func TestCropsEveryFrame(t *testing.T) {
