@@ -1,29 +1,26 @@
 #!/usr/bin/env bash
-# Reproduce the release model detector/models/lae-v1.* from ../shared/data (what `task train` runs):
-# aligned crops with the product's own ingest code (lae crops), then the training protocol.
-# Env: DATA (default ../shared/data), RUN (default detector/training/runs/release), VERSION.
+# Reproduce the release model detector/models/lae-v2.* from ../shared/data (what `task train` runs).
+# Every step is resumable: finished steps are skipped, training resumes from its checkpoints.
+#   1. real crops through the product's own ingest (lae crops: YuNet, alignment, Face Mesh), with
+#      the training videos re-encoded at several H.264 qualities and sizes (realdata.py);
+#   2. the LAE on MobileNetV2 with on-the-fly forgeries: warm start, baseline and active-learning
+#      arms over two seeds, export (trainv2.py);
+#   3. ONNX Runtime throughput on one CPU core (Go benchmark), then the field evaluation through
+#      lae scan (FF++ dev, every real clip, the photo clips), which also chooses the operating
+#      threshold on validation persons + FF++ dev and writes the card's eval.video (fieldeval.py).
+# Env: DATA (default ../shared/data), RUN (default detector/training/runs/v2), VERSION, TRAIN_ARGS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
-RUN=${RUN:-detector/training/runs/release}
-VERSION=${VERSION:-1.1.0}
+RUN=${RUN:-detector/training/runs/v2}
+VERSION=${VERSION:-2.0.0}
 PY=/usr/bin/python3
-mkdir -p "$RUN/crops"
-$PY -m detector.training.inputs --data "$DATA" --out "$RUN"
+mkdir -p "$RUN"
 go build -o "$RUN/lae" ./cmd/lae
-# index.jsonl is appended to, so a finished crop step is not repeated
-if [ ! -s "$RUN/crops/photos/index.jsonl" ]; then
-  xargs -a "$RUN/photos.txt" -d '\n' "$RUN/lae" crops --out "$RUN/crops/photos" --max-faces 1
-fi
-if [ ! -s "$RUN/crops/videos/index.jsonl" ]; then
-  xargs -a "$RUN/videos.txt" -d '\n' "$RUN/lae" crops --out "$RUN/crops/videos" --max-faces 3 --fps 5
-fi
-# The settings of the shipped model (see its card's "training" block).
-TRAIN_ARGS=${TRAIN_ARGS:---n-train 1500 --n-val 300 --n-test 450 --test-fakes-per-family 100 --widths 24,32,48 --stem residual --warm-epochs 8 --rounds 3 --round-epochs 4 --release-arm lae_all}
-$PY -m detector.training.train --crops "$RUN/crops/photos" --crops "$RUN/crops/videos" \
-  --work "$RUN" --version "$VERSION" $TRAIN_ARGS
-# The release is judged on video too: forged copies of the real clips, scanned by the product with
-# the new model; the results go into the card's eval.video block.
-$PY -m detector.training.videoeval --lae "$RUN/lae" --videos "$DATA/videos/asl" \
-  --donor-photo "$DATA/faces/lfw/Aaron_Eckhart_0001.jpg" --out "$RUN/videoeval" \
-  --card detector/models/lae-v1.card.json >/dev/null
+$PY -m detector.training.realdata --data "$DATA" --lae "$RUN/lae" --out "$RUN/real"
+# shellcheck disable=SC2086
+$PY -m detector.training.trainv2 --real "$RUN/real" --work "$RUN/train" --version "$VERSION" ${TRAIN_ARGS:-}
+rate=$(LAE_BENCH_THREADS=1 go test -run '^$' -bench 'BenchmarkPredict/batch8$' -benchtime 64x ./detector/model/ |
+  awk '/crops\/cpu-s/ {for (i = 1; i < NF; i++) if ($(i+1) == "crops/cpu-s") print $i}')
+$PY -m detector.training.fieldeval --lae "$RUN/lae" --model detector/models/lae-v2.onnx --data "$DATA" \
+  --out "$RUN/fieldeval" --choose-threshold --card detector/models/lae-v2.card.json --crops-per-cpu-second "${rate:-0}"
