@@ -177,8 +177,9 @@ type dlibLandmarks struct {
 // TestMeshAgreesWithDlib68 compares the mesh with the 68-point landmarks of dlib's annotated
 // photos (43 faces, 37-200 px, from dlib's shape predictor): each face is found by YuNet,
 // aligned, meshed, and the dlib points mapped into the crop. The error is normalised by the eye
-// distance (64 px in the canonical crop). Measured: 0.087 overall (jaw 0.149, whose contour
-// the two schemes define differently; brows 0.095, nose 0.055, eyes 0.058, mouth 0.060).
+// distance (64 px in the canonical crop). Measured with the Region* constants: 0.087 overall;
+// jaw 0.149 (the two schemes define that contour differently), brows 0.096, nose 0.055, eyes
+// 0.059, mouth 0.060. YuNet's box x 1.5 as the region, logged for comparison, gives 0.092.
 func TestMeshAgreesWithDlib68(t *testing.T) {
 	m := openMesh(t)
 	defer m.Close()
@@ -197,7 +198,12 @@ func TestMeshAgreesWithDlib68(t *testing.T) {
 		lo, hi int
 		max    float64
 	}{{"jaw", 0, 17, 0.2}, {"brows", 17, 27, 0.13}, {"nose", 27, 36, 0.08}, {"eyes", 36, 48, 0.08}, {"mouth", 48, 68, 0.08}}
-	sums := make([]float64, len(groups))
+	// The Region* constants, and for comparison YuNet's box x 1.5 (TestMeshRegion).
+	regions := [][3]float64{{RegionCX, RegionCY, RegionSide}, {0.504, 0.496, 1.079}}
+	sums := make([][]float64, len(regions))
+	for i := range sums {
+		sums[i] = make([]float64, len(groups))
+	}
 	n := 0
 	for _, set := range []string{"training_with_face_landmarks.xml", "testing_with_face_landmarks.xml"} {
 		raw, err := os.ReadFile(filepath.Join(dir, set))
@@ -227,32 +233,42 @@ func TestMeshAgreesWithDlib68(t *testing.T) {
 				}
 				c, err := al.Align(img, found[bi])
 				require.NoError(t, err)
-				r, err := m.Run(c.Image)
-				c.Image.Close()
-				require.NoError(t, err)
-				for gi, g := range groups {
-					var e float64
-					for i := g.lo; i < g.hi; i++ {
-						x, y := inverseApply(c.CropToFrame, float64(b.Parts[i].X), float64(b.Parts[i].Y))
-						p := r.Points[dlib68ToMesh[i]]
-						e += math.Hypot(float64(p[0])-x, float64(p[1])-y) / iod
+				for ri, reg := range regions {
+					m.region = reg
+					r, err := m.Run(c.Image)
+					require.NoError(t, err)
+					for gi, g := range groups {
+						var e float64
+						for i := g.lo; i < g.hi; i++ {
+							x, y := inverseApply(c.CropToFrame, float64(b.Parts[i].X), float64(b.Parts[i].Y))
+							p := r.Points[dlib68ToMesh[i]]
+							e += math.Hypot(float64(p[0])-x, float64(p[1])-y) / iod
+						}
+						sums[ri][gi] += e / float64(g.hi-g.lo)
 					}
-					sums[gi] += e / float64(g.hi-g.lo)
 				}
+				m.region = regions[0]
+				c.Image.Close()
 				n++
 			}
 			img.Close()
 		}
 	}
 	require.Greater(t, n, 35, "faces matched by YuNet")
-	var all float64
-	for gi, g := range groups {
-		all += sums[gi] * float64(g.hi-g.lo) / 68
-		t.Logf("%-5s normalised mean error %.3f", g.name, sums[gi]/float64(n))
-		require.Less(t, sums[gi]/float64(n), g.max, g.name)
+	for ri, reg := range regions {
+		var all float64
+		for gi, g := range groups {
+			all += sums[ri][gi] * float64(g.hi-g.lo) / 68
+			t.Logf("region %v: %-5s normalised mean error %.3f", reg, g.name, sums[ri][gi]/float64(n))
+			if ri == 0 {
+				require.Less(t, sums[ri][gi]/float64(n), g.max, g.name)
+			}
+		}
+		t.Logf("region %v, %d faces: normalised mean error %.3f of the eye distance", reg, n, all/float64(n))
+		if ri == 0 {
+			require.Less(t, all/float64(n), 0.11)
+		}
 	}
-	t.Logf("%d faces: normalised mean error %.3f of the eye distance", n, all/float64(n))
-	require.Less(t, all/float64(n), 0.11)
 }
 
 func iou(a, b image.Rectangle) float64 {
