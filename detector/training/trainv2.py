@@ -59,8 +59,9 @@ class Config:
     lr: float = 1e-3
     lr_trunk: float = 3e-4
     weight_decay: float = 1e-4
-    warm_steps: int = 1800
+    warm_steps: int = 2400
     arm_steps: int = 300
+    arm_lr_scale: float = 0.3          # arms fine-tune the warm start at a lower rate
     rounds: int = 3
     mask_frac: float = 0.03
     mask_per_batch: int = 8
@@ -94,7 +95,7 @@ def _optimizer(model, cfg: Config) -> torch.optim.Optimizer:
 
 
 def fit(model, sampler: Sampler, cfg: Config, steps: int, seed: int, ckpt: str, tag: str,
-        masked: Optional[EvalSet] = None, use_masks: bool = False, log=print) -> Dict:
+        masked: Optional[EvalSet] = None, use_masks: bool = False, lr_scale: float = 1.0, log=print) -> Dict:
     """Train for `steps` batches (resuming from ckpt when it exists). Masked items (revealed
     annotations) feed the locality and reconstruction terms only."""
     opt = _optimizer(model, cfg)
@@ -130,7 +131,7 @@ def fit(model, sampler: Sampler, cfg: Config, steps: int, seed: int, ckpt: str, 
             m = torch.cat([m, torch.from_numpy(mm.astype(np.float32)).unsqueeze(1)])
             has = torch.cat([has, torch.ones(len(k), dtype=torch.bool)])
         for g in opt.param_groups:
-            g["lr"] = _lr(cfg, g["base"], step, steps)
+            g["lr"] = _lr(cfg, g["base"] * lr_scale, step, steps)
         out = model(x.contiguous(memory_format=torch.channels_last))
         cls_sel = torch.arange(len(y)) < n_regular
         ls = total_loss(out, x, y, m, has, cfg.loss, use_masks, cls_sel)
@@ -246,7 +247,8 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print) -> Dict:
             net.load_state_dict(warm_state)
             picks: List[Dict] = []
             if arm == "baseline":
-                info = fit(net, train_set, cfg, cfg.arm_steps, 1000 + seed, os.path.join(work, f"{tag}.ckpt"), tag, log=log)
+                info = fit(net, train_set, cfg, cfg.arm_steps, 1000 + seed, os.path.join(work, f"{tag}.ckpt"), tag,
+                           lr_scale=cfg.arm_lr_scale, log=log)
             else:
                 pool = make_pool(train_set, cfg, seed=500 + seed)
                 per_round = budget // cfg.rounds
@@ -260,7 +262,7 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print) -> Dict:
                     sel[revealed] = True
                     info = fit(net, train_set, cfg, steps_per_round, 2000 + 10 * seed + r,
                                os.path.join(work, f"{tag}-r{r}.ckpt"), f"{tag} round {r}",
-                               masked=pool.subset(sel), use_masks=True, log=log)
+                               masked=pool.subset(sel), use_masks=True, lr_scale=cfg.arm_lr_scale, log=log)
             thr = metrics.fpr_threshold(predict(net, val.x[val.y == 0])[0], 0.05)
             arms[tag] = {"train": info, "val": evaluate(net, val, thr), "test": evaluate(net, test, thr),
                          "threshold_val_fpr5": _r(thr), "masks": len(picks),
