@@ -139,11 +139,13 @@ def build_eval(sampler: Sampler, families: Sequence[str], n_real: int, n_per_fam
 def predict(model, x: np.ndarray, batch: int = 64) -> Tuple[np.ndarray, np.ndarray]:
     """Scores [n] and heatmaps [n,h,w] for uint8 BGR images [n,S,S,3]."""
     model.eval()
+    dev = next(model.parameters()).device
     scores, heats = [], []
     for k in range(0, len(x), batch):
-        out = model(common.to_tensor(x[k:k + batch]).contiguous(memory_format=torch.channels_last), reconstruct=False)
-        scores.append(torch.sigmoid(out["logit"]).numpy())
-        heats.append(torch.sigmoid(out["logit_map"])[:, 0].numpy())
+        xb = common.to_tensor(x[k:k + batch]).to(dev).contiguous(memory_format=torch.channels_last)
+        out = model(xb, reconstruct=False)
+        scores.append(torch.sigmoid(out["logit"]).cpu().numpy())
+        heats.append(torch.sigmoid(out["logit_map"])[:, 0].cpu().numpy())
     if not scores:
         return np.zeros(0, np.float32), np.zeros((0, 1, 1), np.float32)
     return np.concatenate(scores), np.concatenate(heats)

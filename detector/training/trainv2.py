@@ -103,7 +103,7 @@ def fit(model, sampler: Sampler, cfg: Config, steps: int, seed: int, ckpt: str, 
     start = 0
     if os.path.exists(ckpt):
         st = torch.load(ckpt, map_location="cpu")
-        model.load_state_dict(st["model"])
+        model.load_state_dict(st["model"])  # map_location cpu: load_state_dict copies onto the model's device
         opt.load_state_dict(st["opt"])
         rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
@@ -112,6 +112,7 @@ def fit(model, sampler: Sampler, cfg: Config, steps: int, seed: int, ckpt: str, 
     else:
         torch.manual_seed(seed)
     model.train()
+    dev = next(model.parameters()).device
     model.to(memory_format=torch.channels_last)
     t0 = time.time()
     hist: List[List[float]] = []
@@ -132,8 +133,9 @@ def fit(model, sampler: Sampler, cfg: Config, steps: int, seed: int, ckpt: str, 
             has = torch.cat([has, torch.ones(len(k), dtype=torch.bool)])
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, g["base"] * lr_scale, step, steps)
+        x, y, m, has = x.to(dev), y.to(dev), m.to(dev), has.to(dev)
         out = model(x.contiguous(memory_format=torch.channels_last))
-        cls_sel = torch.arange(len(y)) < n_regular
+        cls_sel = torch.arange(len(y), device=dev) < n_regular
         ls = total_loss(out, x, y, m, has, cfg.loss, use_masks, cls_sel)
         opt.zero_grad()
         ls["total"].backward()
@@ -218,6 +220,10 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print) -> Dict:
     """The whole protocol (see module doc); returns the card."""
     common.seed_everything(0)
     torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    where = (f"GPU {torch.cuda.get_device_name(0)}" if device.type == "cuda"
+             else f"{platform.machine()} CPU, {cfg.threads} threads")
+    log(f"training on {where}")
     os.makedirs(work, exist_ok=True)
     train_set = Sampler(RealSet(os.path.join(real_dir, "train.npz")), cfg.size)
     val_set = Sampler(RealSet(os.path.join(real_dir, "val.npz")), cfg.size)
@@ -228,7 +234,7 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print) -> Dict:
     pretrained = os.path.join(SHARED, "models", "backbones", "mobilenet_v2_imagenet.pth")
 
     def fresh():
-        return build(NAME, latent=cfg.latent, pretrained=pretrained)
+        return build(NAME, latent=cfg.latent, pretrained=pretrained).to(device)
 
     warm_ck = os.path.join(work, "warm.ckpt")
     net = fresh()
@@ -284,7 +290,7 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print) -> Dict:
                                   "(training only), CAM head with log-sum-exp pooling",
                   "preprocess": f"aligned 256x256 crop (YuNet + 5-landmark alignment), cv2.resize to {cfg.size} "
                                 "(INTER_AREA shrinking, INTER_LINEAR enlarging), BGR->RGB, (v/255-0.5)/0.5"},
-        "training": {"config": cfg.to_dict(), "trained_on": f"{platform.machine()} CPU, {cfg.threads} threads",
+        "training": {"config": cfg.to_dict(), "trained_on": where,
                      "date": datetime.date.today().isoformat(), "real_crops": {
                          "train": len(train_set.real), "val": len(val_set.real), "test": len(test_set.real)},
                      "families": forge.FAMILIES, "train_mix": forge.TRAIN_MIX, "warm": card_train["warm"],
@@ -303,7 +309,7 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print) -> Dict:
 def write_release(net, card: Dict, test_set: Sampler, cfg: Config, version: str, log=print) -> None:
     """NAME.onnx (+ metadata), NAME.pt, NAME.card.json, NAME.parity.json in detector/models."""
     base = os.path.join(MODELS, NAME)
-    net = net.to(memory_format=torch.contiguous_format).eval()
+    net = net.cpu().to(memory_format=torch.contiguous_format).eval()
     m = export.export_onnx(net, base + ".onnx", export.metadata(NAME, version, card["threshold"], cfg.size), cfg.size)
     card["model"]["onnx_outputs"] = export.output_shapes(m)
     card["model"]["onnx_bytes"] = os.path.getsize(base + ".onnx")

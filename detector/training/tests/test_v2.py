@@ -134,3 +134,35 @@ def test_protocol_end_to_end(tmp_path, monkeypatch):
     saved = json.load(open(tmp_path / "models" / "lae-v2.card.json"))
     assert saved["model"]["input_size"] == 64 and 0 <= saved["threshold"] <= 1
     assert os.path.exists(tmp_path / "work" / "lae-s0" / "annotation-round0" / "batch.json")
+
+
+MODELS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "models"))
+VIDEO_KEYS = ("deepfakes_dev_auc", "real_clips_false_alarm_rate", "photo_clips_false_alarms", "pointing_game",
+              "attention_iou", "unseen_gain_auc", "mask_fraction", "crops_per_cpu_second")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(MODELS, "lae-v2.onnx")), reason="lae-v2 not shipped yet")
+def test_shipped_v2_model_card_and_parity():
+    import onnx
+    m = onnx.load(os.path.join(MODELS, "lae-v2.onnx"))
+    onnx.checker.check_model(m)
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert meta["lae.name"] == "lae-v2"
+    assert os.path.getsize(os.path.join(MODELS, "lae-v2.onnx")) <= 20 * 2**20
+    card = json.load(open(os.path.join(MODELS, "lae-v2.card.json")))
+    size = card["model"]["input_size"]
+    assert int(meta["lae.input_size"]) == size
+    video = card["eval"]["video"]
+    for k in VIDEO_KEYS:
+        assert k in video and video[k] is not None, k
+    assert 0 < video["mask_fraction"] <= 0.03
+    assert 0 <= card["threshold"] <= 1
+    par = json.load(open(os.path.join(MODELS, "lae-v2.parity.json")))
+    n = len(par["score"])
+    ck = torch.load(os.path.join(MODELS, "lae-v2.pt"), map_location="cpu")
+    net = build(ck["name"], **ck["kwargs"])
+    net.load_state_dict(ck["state_dict"])
+    x = torch.tensor(par["input"], dtype=torch.float32).view(n, 3, size, size)
+    s, h = Exported(net.eval())(x)
+    np.testing.assert_allclose(s.detach().numpy(), par["score"], atol=1e-5)
+    np.testing.assert_allclose(h.detach().numpy().ravel(), par["heatmap"], atol=1e-5)
