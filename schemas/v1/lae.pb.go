@@ -180,7 +180,11 @@ type FaceCrop struct {
 	FrameWidth         uint32      `protobuf:"varint,14,opt,name=frame_width,json=frameWidth,proto3" json:"frame_width,omitempty"`
 	FrameHeight        uint32      `protobuf:"varint,15,opt,name=frame_height,json=frameHeight,proto3" json:"frame_height,omitempty"`
 	// True when the alignment used detected eye positions; false when it fell back to the box.
-	EyesAligned   bool `protobuf:"varint,16,opt,name=eyes_aligned,json=eyesAligned,proto3" json:"eyes_aligned,omitempty"`
+	EyesAligned bool `protobuf:"varint,16,opt,name=eyes_aligned,json=eyesAligned,proto3" json:"eyes_aligned,omitempty"`
+	// Crop pixels per source pixel (1 / the scale of crop_to_frame): above 1 the face was
+	// upsampled to fill the crop, so the crop is less sharp than it looks. Ingest does not
+	// publish faces upsampled past its tiny-face limit (see EndOfStream.faces_too_small).
+	SourceScale   float32 `protobuf:"fixed32,17,opt,name=source_scale,json=sourceScale,proto3" json:"source_scale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -325,6 +329,13 @@ func (x *FaceCrop) GetEyesAligned() bool {
 		return x.EyesAligned
 	}
 	return false
+}
+
+func (x *FaceCrop) GetSourceScale() float32 {
+	if x != nil {
+		return x.SourceScale
+	}
+	return 0
 }
 
 // FrameImage is a downscaled JPEG of a sampled frame that had faces, kept so the
@@ -636,8 +647,12 @@ type EndOfStream struct {
 	Live            bool    `protobuf:"varint,10,opt,name=live,proto3" json:"live,omitempty"`
 	Tracks          uint64  `protobuf:"varint,11,opt,name=tracks,proto3" json:"tracks,omitempty"`
 	Revision        uint32  `protobuf:"varint,12,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Faces detected but too small to judge (eyes closer than ingest's minimum distance in
+	// source pixels): counted here, never published as crops, so not part of faces or
+	// crops_published.
+	FacesTooSmall uint64 `protobuf:"varint,13,opt,name=faces_too_small,json=facesTooSmall,proto3" json:"faces_too_small,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EndOfStream) Reset() {
@@ -754,6 +769,13 @@ func (x *EndOfStream) GetRevision() uint32 {
 	return 0
 }
 
+func (x *EndOfStream) GetFacesTooSmall() uint64 {
+	if x != nil {
+		return x.FacesTooSmall
+	}
+	return 0
+}
+
 var File_schemas_v1_lae_proto protoreflect.FileDescriptor
 
 const file_schemas_v1_lae_proto_rawDesc = "" +
@@ -763,7 +785,7 @@ const file_schemas_v1_lae_proto_rawDesc = "" +
 	"\x01x\x18\x01 \x01(\x02R\x01x\x12\f\n" +
 	"\x01y\x18\x02 \x01(\x02R\x01y\x12\f\n" +
 	"\x01w\x18\x03 \x01(\x02R\x01w\x12\f\n" +
-	"\x01h\x18\x04 \x01(\x02R\x01h\"\x92\x04\n" +
+	"\x01h\x18\x04 \x01(\x02R\x01h\"\xb5\x04\n" +
 	"\bFaceCrop\x12\x19\n" +
 	"\bvideo_id\x18\x01 \x01(\tR\avideoId\x12\x1f\n" +
 	"\vframe_index\x18\x02 \x01(\x04R\n" +
@@ -785,7 +807,8 @@ const file_schemas_v1_lae_proto_rawDesc = "" +
 	"\vframe_width\x18\x0e \x01(\rR\n" +
 	"frameWidth\x12!\n" +
 	"\fframe_height\x18\x0f \x01(\rR\vframeHeight\x12!\n" +
-	"\feyes_aligned\x18\x10 \x01(\bR\veyesAligned\"\xc1\x01\n" +
+	"\feyes_aligned\x18\x10 \x01(\bR\veyesAligned\x12!\n" +
+	"\fsource_scale\x18\x11 \x01(\x02R\vsourceScale\"\xc1\x01\n" +
 	"\n" +
 	"FrameImage\x12\x19\n" +
 	"\bvideo_id\x18\x01 \x01(\tR\avideoId\x12\x1f\n" +
@@ -825,7 +848,7 @@ const file_schemas_v1_lae_proto_rawDesc = "" +
 	"\x05model\x18\x11 \x01(\tR\x05model\x12#\n" +
 	"\rmodel_version\x18\x12 \x01(\tR\fmodelVersion\x12\x14\n" +
 	"\x05error\x18\x13 \x01(\tR\x05error\x12\x1a\n" +
-	"\brevision\x18\x14 \x01(\rR\brevision\"\xf9\x02\n" +
+	"\brevision\x18\x14 \x01(\rR\brevision\"\xa1\x03\n" +
 	"\vEndOfStream\x12\x19\n" +
 	"\bvideo_id\x18\x01 \x01(\tR\avideoId\x12\x1d\n" +
 	"\n" +
@@ -840,7 +863,8 @@ const file_schemas_v1_lae_proto_rawDesc = "" +
 	"\x04live\x18\n" +
 	" \x01(\bR\x04live\x12\x16\n" +
 	"\x06tracks\x18\v \x01(\x04R\x06tracks\x12\x1a\n" +
-	"\brevision\x18\f \x01(\rR\brevision*o\n" +
+	"\brevision\x18\f \x01(\rR\brevision\x12&\n" +
+	"\x0ffaces_too_small\x18\r \x01(\x04R\rfacesTooSmall*o\n" +
 	"\vPixelFormat\x12\x1c\n" +
 	"\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11PIXEL_FORMAT_BGR8\x10\x01\x12\x15\n" +

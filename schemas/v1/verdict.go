@@ -12,7 +12,7 @@ import (
 const (
 	VerdictFake    = "fake"
 	VerdictReal    = "real"
-	VerdictUnknown = "unknown" // no usable face: absence of evidence is not evidence of "real"
+	VerdictUnknown = "unknown" // no usable face (none found, or all too small): absence of evidence is not evidence of "real"
 	VerdictError   = "error"   // the input could not be scanned
 )
 
@@ -33,15 +33,20 @@ type Verdict struct {
 	// Revision counts rescoring runs (0 = first scoring).
 	Revision int `json:"revision"`
 	// Final is false for rolling updates of a live stream.
-	Final          bool       `json:"final"`
-	FramesDecoded  uint64     `json:"frames_decoded"`
-	FramesSampled  uint64     `json:"frames_sampled"`
-	FramesWithFace uint64     `json:"frames_with_face"`
-	Faces          uint64     `json:"faces"`
-	CropsScored    uint64     `json:"crops_scored"`
-	CropErrors     uint64     `json:"crop_errors"`
-	Tracks         []Track    `json:"tracks"`
-	Evidence       []Evidence `json:"evidence"`
+	Final          bool   `json:"final"`
+	FramesDecoded  uint64 `json:"frames_decoded"`
+	FramesSampled  uint64 `json:"frames_sampled"`
+	FramesWithFace uint64 `json:"frames_with_face"`
+	Faces          uint64 `json:"faces"`
+	CropsScored    uint64 `json:"crops_scored"`
+	CropErrors     uint64 `json:"crop_errors"`
+	// FacesTooSmall counts faces ingest found but did not score because they were too small
+	// to judge (eyes closer than its minimum distance in source pixels, --min-eye-px): they
+	// are in neither Faces nor CropsScored. A video whose only faces were too small is
+	// "unknown".
+	FacesTooSmall uint64     `json:"faces_too_small"`
+	Tracks        []Track    `json:"tracks"`
+	Evidence      []Evidence `json:"evidence"`
 	// Timeline is the per-sampled-frame max face score, for plots.
 	Timeline  []TimelinePoint `json:"timeline,omitempty"`
 	Error     string          `json:"error,omitempty"`
