@@ -232,8 +232,16 @@ func TestUnknownVerdictWithoutEvidence(t *testing.T) {
 	require.Nil(t, byID(doc, "evidence"))
 	require.Nil(t, byID(doc, "error"))
 	require.Contains(t, text(byID(doc, "settings")), "every frame")
-	require.Contains(t, text(doc), "absence of evidence")
+	require.Contains(t, text(doc), "Absence of evidence")
+	require.Contains(t, text(byID(doc, "unknown-why")), "No usable face")
+	require.Nil(t, byID(doc, "faces-too-small"))
 	requireSelfContained(t, doc)
+
+	// Faces were there, but all too small to judge: the report says so.
+	v.FacesTooSmall = 12
+	_, doc = render(t, v, nil, Settings{SampleFPS: 0, SampleFPSSet: true})
+	require.Contains(t, text(byID(doc, "unknown-why")), "Faces too small to judge (12)")
+	require.Contains(t, text(byID(doc, "faces-too-small")), "12")
 }
 
 func TestErrorVerdict(t *testing.T) {

@@ -84,6 +84,7 @@ func (a *aggregator) finish(ctx context.Context, key videoKey, incomplete string
 	a.o.Metrics.Verdict(v.Verdict)
 	a.log.Info("verdict", zap.String("video", v.VideoID), zap.Int("revision", v.Revision),
 		zap.String("verdict", v.Verdict), zap.Float64("score", v.Score), zap.Uint64("crops", v.CropsScored),
+		zap.Uint64("faces_too_small", v.FacesTooSmall),
 		zap.Int("evidence", len(v.Evidence)), zap.String("error", v.Error))
 	if a.o.OnVerdict != nil {
 		a.o.OnVerdict(v)

@@ -430,6 +430,10 @@ func TestUnknownAndErrorVerdicts(t *testing.T) {
 	}{
 		{"no faces", "noface", nil,
 			&laev1.EndOfStream{VideoId: "noface", FramesDecoded: 100, FramesSampled: 20}, laev1.VerdictUnknown, ""},
+		// Tiny faces are counted by ingest, never published: the verdict closes with no crop
+		// and says how many there were.
+		{"only faces too small", "tiny", nil,
+			&laev1.EndOfStream{VideoId: "tiny", FramesDecoded: 100, FramesSampled: 20, FacesTooSmall: 20}, laev1.VerdictUnknown, ""},
 		{"every crop errored", "allerr", []*laev1.FrameScore{errored("allerr", 0), errored("allerr", 5)},
 			&laev1.EndOfStream{VideoId: "allerr", FramesSampled: 2, Faces: 2, CropsPublished: 2}, laev1.VerdictUnknown, ""},
 		{"ingest failure", "broken", nil,
@@ -452,6 +456,7 @@ func TestUnknownAndErrorVerdicts(t *testing.T) {
 			assert.Equal(t, tc.wantError, got.Error)
 			assert.Empty(t, got.Evidence)
 			assert.Zero(t, got.Score)
+			assert.Equal(t, tc.eos.GetFacesTooSmall(), got.FacesTooSmall)
 		})
 	}
 }

@@ -13,8 +13,11 @@
 //
 //   - A crop is usable when its FrameScore has no error and a finite score. Scores outside
 //     [0,1] (a broken model) are clamped into [0,1] rather than dropped, so they still count.
-//   - A video with no usable crop (no face found, or every crop failed to score) is "unknown",
-//     never "real": the absence of a face is not evidence that the video is authentic.
+//   - A video with no usable crop (no face found, every face too small to judge, or every crop
+//     failed to score) is "unknown", never "real": the absence of a face is not evidence that
+//     the video is authentic. Faces too small to judge (EndOfStream.faces_too_small: ingest
+//     counts them instead of publishing upsampled crops) are reported in FacesTooSmall; they
+//     never enter a score.
 //   - A video whose ingest failed (EndOfStream.failure set) is "error" with the failure as the
 //     reason, whatever scores arrived before the failure; its score is 0 (the score of part of
 //     a video is not a verdict), while the counts, tracks and timeline are still filled in.
@@ -219,6 +222,7 @@ func Compute(eos *laev1.EndOfStream, scores []*laev1.FrameScore, o Options) (lae
 		FramesDecoded: eos.GetFramesDecoded(),
 		FramesSampled: eos.GetFramesSampled(),
 		Faces:         eos.GetFaces(),
+		FacesTooSmall: eos.GetFacesTooSmall(),
 		CropsScored:   uint64(len(scores)),
 	}
 	frames := make(map[uint64]struct{})

@@ -112,6 +112,9 @@ func TestComputeVerdicts(t *testing.T) {
 		{"no faces is unknown, not real", eos(""), nil, 0.5, laev1.VerdictUnknown, 0},
 		{"all crops errored is unknown", eos(""), []*laev1.FrameScore{errScore(0, 0), errScore(1, 0), errScore(2, 0)}, 0.5, laev1.VerdictUnknown, 3},
 		{"ingest failure is error even with scores", eos("open: no such file"), []*laev1.FrameScore{fs(0, 0, 1, 0.9)}, 0.5, laev1.VerdictError, 0},
+		{"only faces too small is unknown", tiny(eos(""), 0, 7), nil, 0.5, laev1.VerdictUnknown, 0},
+		{"faces too small beside judged ones do not change the verdict", tiny(eos(""), 3, 4),
+			[]*laev1.FrameScore{fs(0, 0, 1, 0.8), fs(1, 0, 1, 0.9), fs(2, 0, 1, 0.7)}, 0.5, laev1.VerdictFake, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,6 +124,7 @@ func TestComputeVerdicts(t *testing.T) {
 			assert.Equal(t, tc.eos.GetFailure(), v.Error)
 			assert.Equal(t, uint64(len(tc.scores)), v.CropsScored)
 			assert.Equal(t, tc.wantErrors, v.CropErrors)
+			assert.Equal(t, tc.eos.GetFacesTooSmall(), v.FacesTooSmall)
 			assert.Equal(t, "v1", v.VideoID)
 			assert.Equal(t, "file:///x.mp4", v.Input)
 			assert.Equal(t, uint64(20), v.FramesSampled)
@@ -254,4 +258,10 @@ func FuzzCompute(f *testing.F) {
 			require.Equal(t, laev1.VerdictUnknown, v.Verdict)
 		}
 	})
+}
+
+// tiny sets the end-of-stream's face counts: faces published and faces too small to judge.
+func tiny(e *laev1.EndOfStream, faces, tooSmall uint64) *laev1.EndOfStream {
+	e.Faces, e.CropsPublished, e.FacesTooSmall = faces, faces, tooSmall
+	return e
 }

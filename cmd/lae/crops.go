@@ -27,6 +27,8 @@ func cropsCmd(ctx context.Context, args []string) error {
 	maxPer := fs.Int("max-per-input", 0, "at most this many crops per input file (0 = no limit)")
 	maxFaces := fs.Int("max-faces", 0, "at most this many faces per frame, largest/most confident first (0 = all)")
 	minFace := fs.Int("min-face", 0, "skip faces narrower than this many pixels")
+	minEyePx := fs.Float64("min-eye-px", 0, "skip faces whose eyes are closer than this many source pixels, the rule lae scan applies "+
+		"(default 0: write every face, as training wants them; each record's source_scale tells how far it was upsampled)")
 	lms := fs.Bool("landmarks", true, "write the 468 Face Mesh landmarks and mesh_score of each crop (needs ONNX Runtime)")
 	ortLib := fs.String("ort-lib", "", "ONNX Runtime library for the landmarks (default: $LAE_ORT_LIB, then .cache/ort/)")
 	if err := fs.Parse(args); err != nil {
@@ -41,7 +43,7 @@ func cropsCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	w, err := crops.New(crops.Options{Out: *out, SampleFPS: *fps, FaceModel: *model,
-		MaxPerInput: *maxPer, MaxFacesPerFrame: *maxFaces, MinFaceSize: *minFace,
+		MaxPerInput: *maxPer, MaxFacesPerFrame: *maxFaces, MinFaceSize: *minFace, MinEyePx: *minEyePx,
 		NoLandmarks: !*lms, ORTLib: *ortLib})
 	if err != nil {
 		return err

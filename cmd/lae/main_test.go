@@ -177,3 +177,30 @@ func TestUsage(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, stderr, "unknown command")
 }
+
+// TestPrintVerdictFacesTooSmall: the text output says why a video is unknown, and counts the
+// faces too small to judge beside the scored ones.
+func TestPrintVerdictFacesTooSmall(t *testing.T) {
+	render := func(v laev1.Verdict) string {
+		var b bytes.Buffer
+		printVerdict(&b, scanResult{Verdict: v})
+		return b.String()
+	}
+	tiny := laev1.Verdict{Input: "far.mp4", Verdict: laev1.VerdictUnknown, Final: true, FramesSampled: 10, FacesTooSmall: 9}
+	out := render(tiny)
+	require.Contains(t, out, "far.mp4: UNKNOWN")
+	require.Contains(t, out, "; 9 faces too small to judge (not scored)")
+	require.Contains(t, out, "faces too small to judge (9; eyes closer than --min-eye-px source pixels): nothing to judge")
+	require.NotContains(t, out, "no usable face found")
+
+	none := laev1.Verdict{Input: "empty.mp4", Verdict: laev1.VerdictUnknown, Final: true, FramesSampled: 10}
+	out = render(none)
+	require.Contains(t, out, "no usable face found: nothing to judge")
+	require.NotContains(t, out, "too small")
+
+	mixed := laev1.Verdict{Input: "group.mp4", Verdict: laev1.VerdictReal, Final: true, FramesSampled: 10, Faces: 10, CropsScored: 10, FacesTooSmall: 4}
+	out = render(mixed)
+	require.Contains(t, out, "group.mp4: REAL")
+	require.Contains(t, out, "; 4 faces too small to judge (not scored)")
+	require.NotContains(t, out, "nothing to judge")
+}

@@ -116,7 +116,7 @@ func ingestCmd(ctx context.Context, args []string) error {
 		go func() { errc <- submit.Serve(ctx, env.nc, env.js, env.log.Named("submit")) }()
 		err := ingestworker.Run(ctx, env.js, ingestworker.Options{
 			Concurrency: c.Concurrency, DefaultSampleFPS: c.SampleFPS, ShutdownTimeout: env.cfg.ShutdownTimeout,
-			Pipeline: pipeline.Options{MaxDuration: c.MaxDuration, FaceModel: c.FaceModel,
+			Pipeline: pipeline.Options{MaxDuration: c.MaxDuration, FaceModel: c.FaceModel, MinEyePx: c.MinEyePx,
 				Source: source.Options{OpenTimeout: c.OpenTimeout, ReadTimeout: c.OpenTimeout}},
 			Logger: env.log, Metrics: env.metrics,
 		})

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/lae-screening/lae/aggregator/report"
+	"github.com/lae-screening/lae/ingest/pipeline"
 	"github.com/lae-screening/lae/internal/scanner"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -71,6 +72,7 @@ func scanCmd(ctx context.Context, args []string) error {
 		fps         = fs.Float64("fps", 5, "frames per second to sample by presentation time (0 = every frame)")
 		maxDur      = fs.Duration("max-duration", 0, "stop each input after this much media time (0 = no limit)")
 		faceModel   = fs.String("face-model", "", "face detector: yunet (embedded), haar-alt, haar, lbp, or a YuNet .onnx file (default: yunet)")
+		minEyePx    = fs.Float64("min-eye-px", pipeline.DefaultMinEyePx, "faces whose eyes are closer than this many source pixels are too small to judge: counted (faces_too_small), not scored (0 = score every face)")
 		modelPath   = fs.String("model", "", "LAE ONNX model (default: the shipped detector/models/lae-v1.onnx)")
 		ortLib      = fs.String("ort-lib", os.Getenv("LAE_ORT_LIB"), "ONNX Runtime shared library (env LAE_ORT_LIB; default .cache/ort/libonnxruntime.so.1)")
 		provider    = fs.String("provider", "cpu", "ONNX Runtime execution provider: cpu, cuda or tensorrt")
@@ -90,8 +92,11 @@ func scanCmd(ctx context.Context, args []string) error {
 		fs.Usage()
 		return exitError{2}
 	}
-	fpsSet := false
-	fs.Visit(func(f *flag.Flag) { fpsSet = fpsSet || f.Name == "fps" })
+	fpsSet, minEyeSet := false, false
+	fs.Visit(func(f *flag.Flag) {
+		fpsSet = fpsSet || f.Name == "fps"
+		minEyeSet = minEyeSet || f.Name == "min-eye-px"
+	})
 
 	logger := zap.NewNop()
 	if *verbose {
@@ -106,6 +111,7 @@ func scanCmd(ctx context.Context, args []string) error {
 	sc, err := scanner.New(ctx, scanner.Options{
 		Model: *modelPath, ORTLib: *ortLib, Provider: *provider,
 		SampleFPS: *fps, SampleFPSSet: fpsSet, MaxDuration: *maxDur, FaceModel: *faceModel,
+		MinEyePx: *minEyePx, MinEyePxSet: minEyeSet,
 		Rule: *rule, TopK: *topK, Threshold: *threshold, EvidenceFrames: *evFrames,
 		OpenTimeout: *openTimeout, Logger: logger,
 	})
@@ -183,9 +189,12 @@ func printVerdict(w io.Writer, r scanResult) {
 	if v.CropErrors > 0 {
 		fmt.Fprintf(w, "; %d crops could not be scored", v.CropErrors)
 	}
+	if v.FacesTooSmall > 0 {
+		fmt.Fprintf(w, "; %d faces too small to judge (not scored)", v.FacesTooSmall)
+	}
 	fmt.Fprintln(w)
 	if v.Verdict == laev1.VerdictUnknown {
-		fmt.Fprintln(w, "  no usable face found: nothing to judge")
+		fmt.Fprintf(w, "  %s: nothing to judge\n", unknownReason(v))
 	}
 	for i, e := range v.Evidence {
 		fmt.Fprintf(w, "  evidence %d: frame %d at %s, track %d, face score %.3f, face box %s, hot region %s",
@@ -198,6 +207,14 @@ func printVerdict(w io.Writer, r scanResult) {
 	if r.Report != "" {
 		fmt.Fprintf(w, "  report: %s\n", r.Report)
 	}
+}
+
+// unknownReason says why an "unknown" verdict had nothing to judge.
+func unknownReason(v laev1.Verdict) string {
+	if v.FacesTooSmall > 0 && v.CropsScored == 0 {
+		return fmt.Sprintf("faces too small to judge (%d; eyes closer than --min-eye-px source pixels)", v.FacesTooSmall)
+	}
+	return "no usable face found"
 }
 
 func fmtRect(r laev1.Rect) string {

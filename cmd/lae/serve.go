@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/lae-screening/lae/ingest/pipeline"
 	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/ops"
 	"github.com/lae-screening/lae/internal/scanner"
@@ -35,6 +36,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		fps         = fs.Float64("fps", 5, "default frames per second to sample (0 = every frame); a submission may set its own")
 		maxDur      = fs.Duration("max-duration", 0, "stop each input after this much media time (0 = no limit)")
 		faceModel   = fs.String("face-model", "", "face detector: yunet (embedded), haar-alt, haar, lbp, or a YuNet .onnx file (default: yunet)")
+		minEyePx    = fs.Float64("min-eye-px", pipeline.DefaultMinEyePx, "faces whose eyes are closer than this many source pixels are too small to judge: counted (faces_too_small), not scored (0 = score every face)")
 		rule        = fs.String("rule", "", "verdict rule: mean, topk_mean or max_face_mean (default: the aggregator's)")
 		topK        = fs.Int("topk", 0, "k for the topk_mean rule (0 = default)")
 		threshold   = fs.Float64("threshold", 0, "decision threshold on the video score (0 = the model's calibrated one)")
@@ -67,7 +69,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	return serve.Run(ctx, serve.Options{
 		NATSHost: *natsHost, NATSPort: *natsPort, HTTPAddr: *httpAddr, StoreDir: *store,
 		Model: *modelPath, ORTLib: *ortLib, Provider: *provider,
-		SampleFPS: *fps, MaxDuration: *maxDur, FaceModel: *faceModel, OpenTimeout: *openTimeout,
+		SampleFPS: *fps, MaxDuration: *maxDur, FaceModel: *faceModel, MinEyePx: *minEyePx, OpenTimeout: *openTimeout,
 		IngestConcurrency: *concurrency, Rule: *rule, TopK: *topK, Threshold: *threshold, EvidenceFrames: *evFrames,
 		BatchSize: *batch, RollingEvery: *rolling, AllowLocalPaths: *allowLocal, MaxUploadBytes: *maxUpload,
 		ShutdownTimeout: *shutdown, Logger: log,

@@ -151,6 +151,18 @@ func (a *Aligner) Align(frame gocv.Mat, f faces.Face) (Crop, error) {
 	return Crop{Image: out, CropToFrame: invert(toCrop), EyesAligned: ok}, nil
 }
 
+// SourceEyeDistance is the distance between f's eyes in source pixels, as the aligner would
+// place them without the eye cascade: the detector's eye landmarks when they are plausible
+// (YuNet), else the box's width times the box eye spacing. The crop puts the eyes
+// (RightEyeX-LeftEyeX)*CropSize = 64 px apart, so a face is upsampled 64/SourceEyeDistance
+// times to fill it. 0 for an empty box.
+func SourceEyeDistance(f faces.Face) float64 {
+	if l, r, ok := landmarkEyes(f); ok {
+		return math.Hypot(r[0]-l[0], r[1]-l[1])
+	}
+	return (boxRightEyeX - boxLeftEyeX) * float64(max(0, f.Box.Dx()))
+}
+
 // landmarkEyes takes the eyes from the detector's landmarks when they are plausible: two
 // distinct points inside (a margin around) the box, at least a sixth of the box apart, tilted
 // less than 60 degrees.

@@ -74,6 +74,10 @@ type Options struct {
 	MaxFacesPerFrame int
 	// MinFaceSize drops faces whose box is narrower than this many source pixels (default 0).
 	MinFaceSize int
+	// MinEyePx skips faces whose eyes are closer than this many source pixels, ingest's
+	// tiny-face rule (TooSmall); 0 (the default) writes every face, as training wants them
+	// all (each record's source_scale tells how far it was upsampled).
+	MinEyePx float64
 	// NoLandmarks skips the Face Mesh: records carry no landmarks and no mesh_score.
 	NoLandmarks bool
 	// ORTLib is the ONNX Runtime library for the mesh ("" = $LAE_ORT_LIB, then .cache/ort/).
@@ -264,7 +268,7 @@ func (w *Writer) frame(input string, img gocv.Mat, frameIndex uint64, pts float6
 	if err != nil {
 		return 0, err
 	}
-	found = Select(found, w.o.MaxFacesPerFrame, w.o.MinFaceSize)
+	found, _ = SelectJudgeable(found, w.o.MaxFacesPerFrame, w.o.MinFaceSize, w.o.MinEyePx)
 	n := 0
 	for i, f := range found {
 		if limit > 0 && n >= limit {
@@ -327,17 +331,48 @@ func round(v, per float64) float64 { return math.Round(v*per) / per }
 // Select keeps faces at least minSize wide and at most maxN of them (0 = all), in the detector's
 // order (most confident, or largest for cascades, first). Ingest applies the same rule.
 func Select(found []faces.Face, maxN, minSize int) []faces.Face {
-	out := found[:0:0]
+	out, _ := SelectJudgeable(found, maxN, minSize, 0)
+	return out
+}
+
+// DefaultMinEyePx is the product's tiny-face limit (ingest, lae scan/serve and the roles; lae
+// crops defaults to 0): faces whose eyes are closer than 16 source pixels are not scored. The
+// crop puts the eyes 64 px apart (align.RightEyeX-align.LeftEyeX of align.CropSize), so such a
+// face would be upsampled more than 4x: most of its crop pixels are interpolated, its fine
+// texture (where blending and generator traces live) is the interpolation kernel's, which is
+// what the "upsample" forgery family teaches the detector to call fake; and it lies outside
+// what the model was trained on (degrade.py simulates at most 2.5x of resolution loss, and
+// about 1 % of the v2 run's real training crops have eyes closer than 16 px). Measured with
+// YuNet at 5 fps: 27 of 88 faces of hamilton_short.mp4 (a 360p stage scene, background
+// faces), 1 of 92 of crowd_1080p.mp4, none of the ASL signers.
+const DefaultMinEyePx = 16
+
+// TooSmall is the tiny-face policy: a face is too small to judge when its eyes are closer than
+// minEyePx source pixels (align.SourceEyeDistance: the detector's eye landmarks when it gives
+// them, else the box width scaled by the box eye spacing). minEyePx <= 0 judges every face.
+func TooSmall(f faces.Face, minEyePx float64) bool {
+	return minEyePx > 0 && align.SourceEyeDistance(f) < minEyePx
+}
+
+// SelectJudgeable is Select for faces that are not TooSmall: faces narrower than minSize are
+// dropped silently, too-small faces are set aside and counted (whatever maxN, so they never take
+// the place of a face that can be judged), and at most maxN of the others are kept.
+func SelectJudgeable(found []faces.Face, maxN, minSize int, minEyePx float64) (keep []faces.Face, tooSmall int) {
+	keep = found[:0:0]
 	for _, f := range found {
 		if f.Box.Dx() < minSize || f.Box.Dy() < minSize {
 			continue
 		}
-		out = append(out, f)
-		if maxN > 0 && len(out) == maxN {
-			break
+		if TooSmall(f, minEyePx) {
+			tooSmall++
+			continue
 		}
+		if maxN > 0 && len(keep) == maxN {
+			continue
+		}
+		keep = append(keep, f)
 	}
-	return out
+	return keep, tooSmall
 }
 
 // cropName is <input base>-<hash of the input path>_<frame>_<face>.png: readable, and unique

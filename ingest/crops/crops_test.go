@@ -20,6 +20,7 @@ import (
 	"github.com/lae-screening/lae/ingest/align"
 	"github.com/lae-screening/lae/ingest/faces"
 	"github.com/lae-screening/lae/ingest/landmarks"
+	"github.com/lae-screening/lae/ingest/testvideo"
 )
 
 func dataDir(t testing.TB) string {
@@ -308,3 +309,107 @@ func TestSelect(t *testing.T) {
 }
 
 func rect(x, y, s int) image.Rectangle { return image.Rect(x, y, x+s, y+s) }
+
+// TestTooSmall is the tiny-face policy: the eye distance comes from plausible eye landmarks
+// (YuNet), else from the box width times the box eye spacing (0.385: a 40 px box has eyes
+// 15.4 px apart, a 42 px box 16.2 px); 0 or less judges every face.
+func TestTooSmall(t *testing.T) {
+	eyes := func(box image.Rectangle, l, r image.Point) faces.Face {
+		return faces.Face{Box: box, Landmarks: []image.Point{l, r, box.Min.Add(image.Pt(box.Dx()/2, box.Dy()*3/5)), {}, {}}}
+	}
+	box := image.Rect(100, 100, 140, 140)
+	cases := []struct {
+		name     string
+		face     faces.Face
+		minEyePx float64
+		want     bool
+	}{
+		{"landmarks 20 px apart", eyes(box, image.Pt(110, 115), image.Pt(130, 115)), DefaultMinEyePx, false},
+		{"landmarks 14 px apart", eyes(box, image.Pt(113, 115), image.Pt(127, 115)), DefaultMinEyePx, true},
+		{"landmarks exactly at the limit", eyes(box, image.Pt(112, 115), image.Pt(128, 115)), DefaultMinEyePx, false},
+		{"tilted landmarks 12x16 apart (20 px)", eyes(box, image.Pt(112, 110), image.Pt(128, 122)), DefaultMinEyePx, false},
+		{"large box, close landmarks win over the box", eyes(image.Rect(0, 0, 60, 60), image.Pt(22, 20), image.Pt(34, 20)), DefaultMinEyePx, true},
+		{"small box, wide landmarks win over the box", eyes(box, image.Pt(105, 115), image.Pt(135, 115)), DefaultMinEyePx, false},
+		{"landmarks outside the box: box width decides (40 px -> 15.4)", eyes(box, image.Pt(0, 0), image.Pt(300, 0)), DefaultMinEyePx, true},
+		{"no landmarks, 40 px box (15.4 px)", faces.Face{Box: box}, DefaultMinEyePx, true},
+		{"no landmarks, 42 px box (16.2 px)", faces.Face{Box: image.Rect(0, 0, 42, 42)}, DefaultMinEyePx, false},
+		{"no landmarks, 200 px box", faces.Face{Box: image.Rect(0, 0, 200, 200)}, DefaultMinEyePx, false},
+		{"empty box", faces.Face{}, DefaultMinEyePx, true},
+		{"limit 0 keeps a tiny face", faces.Face{Box: image.Rect(0, 0, 8, 8)}, 0, false},
+		{"negative limit keeps a tiny face", faces.Face{Box: image.Rect(0, 0, 8, 8)}, -1, false},
+		{"higher limit", eyes(box, image.Pt(110, 115), image.Pt(130, 115)), 24, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, TooSmall(tc.face, tc.minEyePx), "eye distance %.1f", align.SourceEyeDistance(tc.face))
+		})
+	}
+}
+
+// TestSelectJudgeable: too-small faces are counted apart and never take the place of a face
+// that can be judged under maxN; faces under minSize are dropped without being counted.
+func TestSelectJudgeable(t *testing.T) {
+	// Box-only faces: eye distance 0.385 * width. 30 px -> 11.6 (too small), 100 px -> 38.5.
+	fs := []faces.Face{{Box: rect(0, 0, 30)}, {Box: rect(0, 0, 100)}, {Box: rect(0, 0, 10)}, {Box: rect(0, 0, 30)}, {Box: rect(0, 0, 60)}}
+	cases := []struct {
+		maxN, minSize int
+		minEyePx      float64
+		keep, small   int
+	}{
+		{0, 0, 0, 5, 0},
+		{0, 0, DefaultMinEyePx, 2, 3},
+		{1, 0, DefaultMinEyePx, 1, 3},
+		{0, 20, DefaultMinEyePx, 2, 2},
+		{0, 0, 40, 0, 5},
+	}
+	for _, tc := range cases {
+		keep, small := SelectJudgeable(fs, tc.maxN, tc.minSize, tc.minEyePx)
+		require.Len(t, keep, tc.keep, "%+v", tc)
+		require.Equal(t, tc.small, small, "%+v", tc)
+		for _, f := range keep {
+			require.False(t, TooSmall(f, tc.minEyePx))
+		}
+	}
+	keep, _ := SelectJudgeable(fs, 1, 0, DefaultMinEyePx)
+	require.Equal(t, 100, keep[0].Box.Dx(), "the first judgeable face, not the first face")
+	require.Len(t, fs, 5, "input untouched")
+}
+
+// TestCropsMinEyePx: lae crops writes every face by default (training wants them all, with
+// their source_scale); MinEyePx applies the scanner's tiny-face rule.
+func TestCropsMinEyePx(t *testing.T) {
+	faces, err := testvideo.LoadFaces(filepath.Join(dataDir(t), "faces", "lfw"), 1)
+	require.NoError(t, err)
+	defer testvideo.CloseFrames(faces)
+	// One photo 200 px wide (eyes ~45 px apart) and the same 32 px wide (eyes ~10 px apart).
+	frames, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 640, Height: 360, Frames: 1, Faces: []testvideo.Placement{
+		{Face: faces[0], Size: 200, From: image.Pt(40, 60), To: image.Pt(40, 60)},
+		{Face: faces[0], Size: 32, From: image.Pt(450, 150), To: image.Pt(450, 150)}}})
+	require.NoError(t, err)
+	defer testvideo.CloseFrames(frames)
+	photo := filepath.Join(t.TempDir(), "two.png")
+	require.True(t, gocv.IMWrite(photo, frames[0]))
+
+	for _, tc := range []struct {
+		minEyePx float64
+		want     int
+	}{{0, 2}, {DefaultMinEyePx, 1}} {
+		out := t.TempDir()
+		w, err := New(Options{Out: out, NoLandmarks: true, MinEyePx: tc.minEyePx})
+		require.NoError(t, err)
+		n, err := w.Add(context.Background(), photo)
+		require.NoError(t, err)
+		require.NoError(t, w.Close())
+		require.Equal(t, tc.want, n, "min eye px %v", tc.minEyePx)
+		recs := readIndex(t, out)
+		checkCropsOpt(t, out, recs, 640, 360, false)
+		upsampled := 0
+		for _, r := range recs {
+			if r.SourceScale > 64/DefaultMinEyePx {
+				upsampled++
+			}
+			t.Logf("min eye px %v: box %v source_scale %.2f", tc.minEyePx, r.Box, r.SourceScale)
+		}
+		require.Equal(t, tc.want-1, upsampled, "only the tiny face is upsampled past 4x")
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/lae-screening/lae/ingest/crops"
 	"github.com/lae-screening/lae/ingest/source"
 	"github.com/lae-screening/lae/ingest/track"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
@@ -29,6 +30,9 @@ const (
 	DefaultFrameJPEGWidth = 640
 	DefaultMaxPending     = 256
 	DefaultWorkers        = 2
+	// DefaultMinEyePx is the product's tiny-face limit that callers pass as Options.MinEyePx
+	// (see crops.DefaultMinEyePx for why 16 source pixels).
+	DefaultMinEyePx = crops.DefaultMinEyePx
 	// frameJPEGQuality keeps evidence frames readable at a fraction of the raw size.
 	frameJPEGQuality = 85
 	// ackTimeout bounds the wait for one JetStream acknowledgement.
@@ -55,6 +59,8 @@ type Progress struct {
 	PTS float64
 	// Duration is the source's duration, 0 when unknown (live).
 	Duration time.Duration
+	// FacesTooSmall counts the faces set aside by Options.MinEyePx (not in Faces).
+	FacesTooSmall uint64
 }
 
 // Options configures Run. Zero values take the defaults.
@@ -70,6 +76,12 @@ type Options struct {
 	MaxFacesPerFrame int
 	// MinFaceSize drops faces narrower than this many frame pixels (0 = keep all).
 	MinFaceSize int
+	// MinEyePx is the tiny-face limit (crops.TooSmall): a face whose eyes are closer than this
+	// many frame pixels would be upsampled more than 64/MinEyePx times to fill the crop, so it
+	// is not published (nor scored) but counted in EndOfStream.FacesTooSmall, and does not
+	// count against MaxFacesPerFrame. 0 keeps every face; callers choose the product default,
+	// DefaultMinEyePx (16).
+	MinEyePx float64
 	// FrameJPEGWidth is the width of the evidence JPEG of frames with faces (default 640;
 	// frames narrower than this are not upscaled; negative = publish no frame images).
 	FrameJPEGWidth int
@@ -130,6 +142,7 @@ func Run(ctx context.Context, js jetstream.JetStream, videoID, url string, o Opt
 		err = errors.Join(err, fmt.Errorf("%w: %w", ErrEOSNotPublished, perr))
 	}
 	log.Info("ingest done", zap.Uint64("frames_sampled", eos.FramesSampled), zap.Uint64("faces", eos.Faces),
+		zap.Uint64("faces_too_small", eos.FacesTooSmall),
 		zap.Uint64("crops_published", eos.CropsPublished), zap.Uint64("errors", eos.Errors), zap.String("failure", eos.Failure))
 	return eos, err
 }
@@ -312,6 +325,7 @@ func (r *run) publishFrameResult(ctx context.Context, a analysed) error {
 		boxes[i] = f.Box
 	}
 	ids := r.tracker.Update(boxes)
+	r.eos.FacesTooSmall += uint64(a.tooSmall)
 	var faceIndex uint32
 	for i, f := range a.faces {
 		c := a.crops[i]
@@ -325,7 +339,7 @@ func (r *run) publishFrameResult(ctx context.Context, a analysed) error {
 			CropToFrame: c.toFrame[:], Width: uint32(c.size.X), Height: uint32(c.size.Y),
 			Format: laev1.PixelFormat_PIXEL_FORMAT_BGR8, Pixels: c.pixels,
 			DetectorConfidence: f.Confidence, FrameWidth: uint32(a.size.X), FrameHeight: uint32(a.size.Y),
-			EyesAligned: c.eyes,
+			EyesAligned: c.eyes, SourceScale: float32(crops.SourceScale(c.toFrame)),
 		}
 		data, err := proto.Marshal(msg)
 		if err != nil {
@@ -341,6 +355,7 @@ func (r *run) publishFrameResult(ctx context.Context, a analysed) error {
 	r.prog.FramesDecoded, r.prog.FramesSampled = a.stats.FramesDecoded, a.stats.FramesSampled
 	r.prog.Errors = a.stats.Errors + r.eos.Errors
 	r.prog.Faces, r.prog.Tracks, r.prog.CropsPublished = r.eos.Faces, r.tracker.Count(), r.eos.CropsPublished
+	r.prog.FacesTooSmall = r.eos.FacesTooSmall
 	if faceIndex == 0 {
 		return nil
 	}

@@ -2,6 +2,9 @@ package pipeline
 
 import (
 	"context"
+	"image"
+	"image/color"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/ingest/align"
+	"github.com/lae-screening/lae/ingest/testvideo"
 	"github.com/lae-screening/lae/internal/natsembed"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -96,6 +100,8 @@ func checkVideo(t *testing.T, js jetstream.JetStream, videoID string, eos *laev1
 		require.Equal(t, []uint32{align.CropSize, align.CropSize}, []uint32{c.Width, c.Height})
 		require.Len(t, c.Pixels, align.CropSize*align.CropSize*3)
 		require.Len(t, c.CropToFrame, 6)
+		require.InDelta(t, 1, float64(c.SourceScale)*math.Hypot(c.CropToFrame[0], c.CropToFrame[3]), 1e-4,
+			"source_scale %v is 1 / the crop_to_frame scale", c.SourceScale)
 		b := c.Box
 		require.True(t, b.X >= 0 && b.Y >= 0 && b.W > 0 && b.H > 0 &&
 			b.X+b.W <= float32(c.FrameWidth) && b.Y+b.H <= float32(c.FrameHeight), "box %v in %dx%d", b, c.FrameWidth, c.FrameHeight)
@@ -210,4 +216,71 @@ func TestRunCancelled(t *testing.T) {
 	require.NotEmpty(t, eos.Failure)
 	require.Less(t, eos.FramesSampled, uint64(10))
 	checkVideo(t, srv.JS, id, eos)
+}
+
+// faceClip writes a 2 s 640x360 clip (10 frames at 5 fps) with one LFW photo drawn width
+// pixels wide on a noisy background; the face fills about 60 % of the photo.
+func faceClip(t *testing.T, width int) string {
+	t.Helper()
+	faces, err := testvideo.LoadFaces(filepath.Join(dataDir(t), "faces", "lfw"), 1)
+	require.NoError(t, err)
+	defer testvideo.CloseFrames(faces)
+	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 640, Height: 360, Frames: 10, Background: testvideo.Noise,
+		BackgroundColor: color.RGBA{90, 110, 100, 0},
+		Faces:           []testvideo.Placement{{Face: faces[0], Size: width, From: image.Pt(300, 100), To: image.Pt(310, 105)}}})
+	require.NoError(t, err)
+	defer testvideo.CloseFrames(mats)
+	p := filepath.Join(t.TempDir(), "face.mp4")
+	require.NoError(t, testvideo.Write(context.Background(), p, mats, 5))
+	return p
+}
+
+// TestRunTinyFaces: a face whose eyes are closer than MinEyePx is counted in FacesTooSmall and
+// not published (so the aggregator's completeness count, crops_published, never includes it);
+// with the limit off the same faces are published, their source_scale showing the upsampling
+// past 4x that the limit refuses; a normal face is unaffected.
+func TestRunTinyFaces(t *testing.T) {
+	srv := startNATS(t)
+	run := func(url string, minEyePx float64) (*laev1.EndOfStream, []*laev1.FaceCrop) {
+		t.Helper()
+		id := laev1.NewVideoID()
+		var last Progress
+		eos, err := Run(context.Background(), srv.JS, id, url, Options{SampleFPS: 5, MinEyePx: minEyePx, Progress: func(p Progress) { last = p }})
+		require.NoError(t, err)
+		require.Equal(t, eos.FacesTooSmall, last.FacesTooSmall)
+		checkVideo(t, srv.JS, id, eos)
+		var out []*laev1.FaceCrop
+		for _, m := range fetchAll(t, srv.JS, laev1.StreamFaces, laev1.FacesSubject(id)) {
+			var c laev1.FaceCrop
+			require.NoError(t, proto.Unmarshal(m.Data(), &c))
+			out = append(out, &c)
+		}
+		return eos, out
+	}
+	// 32 px photo: eyes about 10 px apart, the crop would upsample them 5-7x.
+	tiny := faceClip(t, 32)
+	eos, published := run(tiny, DefaultMinEyePx)
+	require.Empty(t, published)
+	require.Zero(t, eos.Faces)
+	require.Zero(t, eos.CropsPublished)
+	require.GreaterOrEqual(t, eos.FacesTooSmall, eos.FramesSampled*8/10, "the tiny face is found in most frames and counted")
+	require.Zero(t, eos.Tracks, "faces too small are not tracked")
+
+	all, published := run(tiny, 0)
+	require.Zero(t, all.FacesTooSmall)
+	require.Equal(t, eos.FacesTooSmall, all.CropsPublished, "the same faces, published with the limit off")
+	lo, hi := float32(math.Inf(1)), float32(0)
+	for _, c := range published {
+		require.Greater(t, c.SourceScale, float32(64/DefaultMinEyePx), "frame %d: upsampled more than 4x", c.FrameIndex)
+		lo, hi = min(lo, c.SourceScale), max(hi, c.SourceScale)
+	}
+
+	normal, published := run(faceClip(t, 200), DefaultMinEyePx)
+	require.Zero(t, normal.FacesTooSmall)
+	require.GreaterOrEqual(t, normal.CropsPublished, normal.FramesSampled*8/10)
+	for _, c := range published {
+		require.Less(t, c.SourceScale, float32(1.5), "frame %d", c.FrameIndex)
+	}
+	t.Logf("tiny: %d too small of %d sampled; limit off: %d published (source scale %.1f-%.1f); normal: %d published",
+		eos.FacesTooSmall, eos.FramesSampled, all.CropsPublished, lo, hi, normal.CropsPublished)
 }

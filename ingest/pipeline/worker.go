@@ -47,6 +47,7 @@ type analysed struct {
 	size               image.Point
 	stats              source.Stats
 	faces              []faces.Face
+	tooSmall           int       // faces set aside by Options.MinEyePx
 	crops              []cropOut // parallel to faces; pixels nil when alignment failed
 	jpeg               []byte    // downscaled frame, when it had an aligned face
 	errors             uint64
@@ -71,7 +72,7 @@ func (w *worker) analyse(in sampled) analysed {
 		a.errors++
 		return a
 	}
-	a.faces = crops.Select(found, w.o.MaxFacesPerFrame, w.o.MinFaceSize)
+	a.faces, a.tooSmall = crops.SelectJudgeable(found, w.o.MaxFacesPerFrame, w.o.MinFaceSize, w.o.MinEyePx)
 	a.crops = make([]cropOut, len(a.faces))
 	aligned := 0
 	for i, f := range a.faces {

@@ -52,6 +52,10 @@ type Ingest struct {
 	SampleFPS   float64       `yaml:"sample_fps"`
 	MaxDuration time.Duration `yaml:"max_duration"`
 	FaceModel   string        `yaml:"face_model"`
+	// MinEyePx is the tiny-face limit: faces whose eyes are closer than this many source
+	// pixels are counted (verdict faces_too_small), not scored; 0 keeps every face. Default
+	// 16 (pipeline.DefaultMinEyePx; not imported here to keep config free of OpenCV).
+	MinEyePx float64 `yaml:"min_eye_px"`
 	// Concurrency is how many videos one ingest process decodes at once.
 	Concurrency int           `yaml:"concurrency"`
 	OpenTimeout time.Duration `yaml:"open_timeout"`
@@ -109,7 +113,7 @@ func Default() Config {
 		NATS:            NATS{URLs: []string{"nats://127.0.0.1:4222"}},
 		HTTP:            HTTP{Addr: ":9090"},
 		Log:             Log{Level: "info", Format: "json"},
-		Ingest:          Ingest{SampleFPS: 5, Concurrency: 2, OpenTimeout: 15 * time.Second},
+		Ingest:          Ingest{SampleFPS: 5, MinEyePx: 16, Concurrency: 2, OpenTimeout: 15 * time.Second},
 		Detector:        Detector{Provider: "cpu", BatchSize: 16, BatchTimeout: 20 * time.Millisecond, Workers: 1},
 		Aggregator:      Aggregator{Rule: "", Threshold: -1, EvidenceFrames: 3, RollingEvery: 10 * time.Second},
 		ShutdownTimeout: 30 * time.Second,

@@ -41,6 +41,12 @@ type Options struct {
 	MaxDuration  time.Duration
 	// FaceModel is a faces.Open spec: yunet, haar-alt, haar, lbp, or a YuNet .onnx path ("" = yunet).
 	FaceModel string
+	// MinEyePx is the tiny-face limit (pipeline.Options.MinEyePx): faces whose eyes are closer
+	// than this many source pixels are counted in the verdict's faces_too_small, not scored.
+	// Default pipeline.DefaultMinEyePx (16) when unset (use MinEyePxSet to ask for 0, every
+	// face scored).
+	MinEyePx    float64
+	MinEyePxSet bool
 	// Rule, TopK and Threshold configure the verdict; Threshold < 0 uses the model card's.
 	Rule      string
 	TopK      int
@@ -107,6 +113,9 @@ func New(ctx context.Context, o Options) (*Scanner, error) {
 	}
 	if !o.SampleFPSSet && o.SampleFPS == 0 {
 		o.SampleFPS = 5
+	}
+	if !o.MinEyePxSet && o.MinEyePx == 0 {
+		o.MinEyePx = pipeline.DefaultMinEyePx
 	}
 	if o.VerdictTimeout == 0 {
 		o.VerdictTimeout = 2 * time.Minute
@@ -188,7 +197,7 @@ func (s *Scanner) Scan(ctx context.Context, input string, progress func(Progress
 	defer func() { _ = watcher.Stop() }()
 
 	_, ingestErr := pipeline.Run(ctx, s.srv.JS, videoID, input, pipeline.Options{
-		SampleFPS: s.o.SampleFPS, MaxDuration: s.o.MaxDuration, FaceModel: s.o.FaceModel,
+		SampleFPS: s.o.SampleFPS, MaxDuration: s.o.MaxDuration, FaceModel: s.o.FaceModel, MinEyePx: s.o.MinEyePx,
 		Progress: progress, Logger: s.o.Logger.Named("ingest"),
 		Source: sourceOptions(s.o),
 	})

@@ -73,6 +73,10 @@ type Options struct {
 	FaceModel string
 	// MaxDuration caps the media time ingested per video (0 = no limit).
 	MaxDuration time.Duration
+	// MinEyePx is ingest's tiny-face limit (pipeline.Options.MinEyePx): faces whose eyes are
+	// closer than this many source pixels are counted, not scored. 0 keeps every face; `lae
+	// serve` passes pipeline.DefaultMinEyePx unless told otherwise.
+	MinEyePx float64
 	// OpenTimeout bounds opening and reading a network source (default 15 s).
 	OpenTimeout time.Duration
 	// IngestConcurrency is how many videos are ingested at once (default 2).
@@ -221,7 +225,7 @@ func (s *Server) startStages(modelName string) {
 	s.goStage(&s.ingestWG, "ingest", func() error {
 		return ingestworker.Run(ingestCtx, js, ingestworker.Options{
 			Concurrency: o.IngestConcurrency, DefaultSampleFPS: o.SampleFPS, ShutdownTimeout: o.ShutdownTimeout,
-			Pipeline: pipeline.Options{MaxDuration: o.MaxDuration, FaceModel: o.FaceModel,
+			Pipeline: pipeline.Options{MaxDuration: o.MaxDuration, FaceModel: o.FaceModel, MinEyePx: o.MinEyePx,
 				Source: source.Options{OpenTimeout: o.OpenTimeout, ReadTimeout: o.OpenTimeout}},
 			Logger: s.log.Named("ingest"), Metrics: mt,
 		})

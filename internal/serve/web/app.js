@@ -122,7 +122,8 @@ function renderDetail() {
 
   const prog = $("d-progress");
   if (final) {
-    prog.textContent = `${v.frames_sampled} frames sampled, ${v.frames_with_face} with a face, ${v.crops_scored} faces scored, ${(v.tracks || []).length} track(s)`;
+    prog.textContent = `${v.frames_sampled} frames sampled, ${v.frames_with_face} with a face, ${v.crops_scored} faces scored, ${(v.tracks || []).length} track(s)` +
+      (v.faces_too_small ? `, ${v.faces_too_small} faces too small to judge` : "");
   } else {
     prog.textContent = progressText(sc);
     const pub = sc.crops_published || 0, scored = sc.crops_scored || 0;
@@ -207,6 +208,7 @@ function renderEvidence(v) {
   const ev = (v && v.evidence) || [];
   if (!ev.length) {
     const why = !v || !v.final ? "Evidence frames appear with the final verdict." :
+      (v.verdict === "unknown" && v.faces_too_small && !v.crops_scored) ? `Faces too small to judge (${v.faces_too_small}): nothing to localize.` :
       (v.verdict === "unknown" || v.verdict === "error") ? `Nothing to localize for a verdict "${v.verdict}".` : "No evidence frames.";
     box.replaceChildren(el("p", { class: "muted" }, why));
     return;
