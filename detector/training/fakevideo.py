@@ -1,13 +1,14 @@
 """Forged videos from real ones, for testing the whole product on video rather than on crops.
 
-A synthesized forgery family (synth.py) is applied to the face of every frame of a real video, in
-the frame itself, and the result is re-encoded with H.264 like any upload:
+A forgery family of forge.py is applied to the face of every frame of a real video, in the frame
+itself, and the result is re-encoded with H.264 like any upload:
 
 1. ``lae crops --fps 0 --max-faces 1`` finds and aligns the face of every frame with the ingest
-   code and records each crop's crop->frame affine;
-2. each 256x256 crop is forged (one random generator seeded per video and re-seeded per frame,
-   so the forgery's parameters, donor and region stay the same from frame to frame, as in a
-   real face-swap video rather than a flickering one);
+   code and records each crop's crop->frame affine and its 468 Face Mesh landmarks;
+2. each 256x256 crop is forged through its own landmarks (one random generator seeded per video
+   and re-seeded per frame, so the forgery's parameters and donor stay the same from frame to
+   frame while the mask follows the face, as in a real face-swap video rather than a flickering
+   one);
 3. the forged crop and its mask are warped back into the frame with that affine and blended by
    the mask (pixels outside it are untouched);
 4. the frames go to ffmpeg (libx264, ``--crf``, yuv420p), so the traces have to survive the
@@ -17,7 +18,7 @@ Beside OUT.mp4, OUT.json records per frame the forged region's bounding box in f
 checking that the product's evidence points at it.
 
 CLI (repo root): /usr/bin/python3 -m detector.training.fakevideo --lae bin/lae --video IN
-  --family face_swap --donor DONOR_CROP.png --out OUT.mp4 [--crf 23] [--seed 0]
+  --family swap --donor-photo PHOTO.jpg --out OUT.mp4 [--crf 23] [--seed 0]
 """
 from __future__ import annotations
 
@@ -32,19 +33,10 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from . import synth
+from . import forge
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CARD = os.path.normpath(os.path.join(HERE, "..", "models", "lae-v1.card.json"))
-
-
-def template_from_card(path: str = CARD) -> synth.FaceTemplate:
-    """The facial template the release model's data were synthesized with (default if absent)."""
-    try:
-        t = json.load(open(path))["dataset"]["template"]
-        return synth.FaceTemplate(**{k: tuple(v) for k, v in t.items()})
-    except (OSError, KeyError, TypeError, ValueError):
-        return synth.FaceTemplate()
+# Families that need a face of another person.
+NEEDS_DONOR = {"swap"}
 
 
 def affine(rec: Dict) -> np.ndarray:
@@ -96,14 +88,31 @@ def face_crops(lae: str, video: str) -> Dict[int, tuple]:
     return {int(row["frame_index"]): (row, img) for row, img in run_crops(lae, video, "--fps", "0", "--max-faces", "1")}
 
 
-def forge_video(lae: str, video: str, family: str, out: str, donor: Optional[np.ndarray] = None,
-                crf: int = 23, seed: int = 0, tpl: Optional[synth.FaceTemplate] = None,
-                crops: Optional[Dict[int, tuple]] = None) -> Dict:
+def as_face(row: Dict, crop: np.ndarray) -> Optional[forge.Face]:
+    """The crop with its Face Mesh landmarks, None when the row has none."""
+    lm = row.get("landmarks")
+    if crop is None or not lm or len(lm) != forge.N_LANDMARKS:
+        return None
+    return forge.Face(crop, np.asarray(lm, np.float32))
+
+
+def donor_face(lae: str, photo: str) -> forge.Face:
+    """The aligned crop and landmarks of the largest face in photo, made by `lae crops`."""
+    for row, crop in run_crops(lae, photo, "--max-faces", "1"):
+        face = as_face(row, crop)
+        if face is not None:
+            return face
+    raise RuntimeError(f"donor {photo}: no face found")
+
+
+def forge_video(lae: str, video: str, family: str, out: str, donor: Optional[forge.Face] = None,
+                crf: int = 23, seed: int = 0, crops: Optional[Dict[int, tuple]] = None) -> Dict:
     """Write OUT (H.264) and OUT.json (per-frame forged boxes); returns the JSON summary.
     crops (from face_crops) saves re-running `lae crops` when one video is forged several ways."""
-    if family in synth.NEEDS_DONOR and donor is None:
-        raise ValueError(f"{family} needs --donor (an aligned 256x256 crop of another person)")
-    tpl = tpl or template_from_card()
+    if family not in forge.FAMILIES:
+        raise ValueError(f"unknown forgery family {family!r}; want one of {sorted(forge.FAMILIES)}")
+    if family in NEEDS_DONOR and donor is None:
+        raise ValueError(f"{family} needs --donor-photo (a photo of another person)")
     if crops is None:
         crops = face_crops(lae, video)
     cap = cv2.VideoCapture(video)
@@ -122,10 +131,10 @@ def forge_video(lae: str, video: str, family: str, out: str, donor: Optional[np.
             if not ok:
                 break
             rec = {"frame_index": i, "forged": False}
-            if i in crops and crops[i][1] is not None:
-                row, crop = crops[i]
-                d = None if donor is None else cv2.resize(donor, crop.shape[1::-1], interpolation=cv2.INTER_AREA)
-                f = synth.synthesize(family, crop, tpl, np.random.default_rng(seed), "video", d, "donor")
+            face = as_face(*crops[i]) if i in crops else None
+            if face is not None:
+                row = crops[i][0]
+                f = forge.synthesize(family, face, np.random.default_rng(seed), donor)
                 m = affine(row)
                 frame = paste(frame, f.image, f.mask, m)
                 rec.update({"forged": True, "box": bbox(f.mask, m), "face_box": row.get("box")})
@@ -150,17 +159,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lae", default="bin/lae", help="the lae binary (for `lae crops`)")
     ap.add_argument("--video", required=True)
-    ap.add_argument("--family", required=True, choices=sorted(synth.FAMILIES))
-    ap.add_argument("--donor", help="aligned crop of another person (face_swap, attr_edit)")
+    ap.add_argument("--family", required=True, choices=sorted(forge.FAMILIES))
+    ap.add_argument("--donor-photo", help="photo of another person (swap; part uses it when given)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--crf", type=int, default=23)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    donor = None
-    if a.donor:
-        donor = cv2.imread(a.donor)
-        if donor is None:
-            ap.error(f"read donor {a.donor}: unreadable or missing")
+    donor = donor_face(a.lae, a.donor_photo) if a.donor_photo else None
     s = forge_video(a.lae, a.video, a.family, a.out, donor, a.crf, a.seed)
     print(json.dumps({k: v for k, v in s.items() if k != "per_frame"}))
     return 0

@@ -30,11 +30,12 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .fakevideo import face_crops, forge_video, run_crops
+from . import forge
+from .fakevideo import donor_face, face_crops, forge_video
 from .metrics import auc
 
 VIDEO_EXT = (".mp4", ".mkv", ".mov", ".avi", ".webm")
-DEFAULT_FAMILIES = ("face_swap", "self_blend", "inpaint_ns", "gan_upsample")
+DEFAULT_FAMILIES = ("swap", "self_blend", "inpaint", "upsample")
 
 
 def list_videos(paths: Sequence[str]) -> List[str]:
@@ -48,14 +49,6 @@ def list_videos(paths: Sequence[str]) -> List[str]:
         else:
             raise FileNotFoundError(f"video {p}: not found")
     return sorted(out)
-
-
-def donor_crop(lae: str, photo: str) -> np.ndarray:
-    """The aligned 256x256 crop of the largest face in photo, made by `lae crops`."""
-    crops = run_crops(lae, photo, "--max-faces", "1")
-    if not crops:
-        raise RuntimeError(f"donor {photo}: no face found")
-    return crops[0][1]
 
 
 def scan(lae: str, inputs: Sequence[str], model: Optional[str] = None) -> Dict[str, Dict]:
@@ -97,7 +90,7 @@ def localisation(verdict: Dict, forged: Dict) -> Dict:
     return {"evidence": len(hits), "pointing": hits, "iou": ious}
 
 
-def evaluate(lae: str, videos: Sequence[str], donor: np.ndarray, families: Sequence[str], out: str,
+def evaluate(lae: str, videos: Sequence[str], donor: forge.Face, families: Sequence[str], out: str,
              model: Optional[str] = None, crf: int = 23, log=print, reuse: bool = False,
              report: str = "report.json") -> Dict:
     """Forge, scan and score (see module doc); writes OUT/report.json. With reuse, forged videos
@@ -174,10 +167,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--reuse", action="store_true", help="scan forged videos already in OUT instead of re-making them")
     ap.add_argument("--report", default="report.json", help="report file name inside OUT")
-    ap.add_argument("--card", help="also record the results in this model card's eval.video block")
+    ap.add_argument("--card", help="also record the results in this model card's eval.forged_video block")
     a = ap.parse_args(argv)
     fams = [f for f in a.families.split(",") if f]
-    rep = evaluate(a.lae, list_videos(a.videos), donor_crop(a.lae, a.donor_photo), fams, a.out, a.model, a.crf,
+    rep = evaluate(a.lae, list_videos(a.videos), donor_face(a.lae, a.donor_photo), fams, a.out, a.model, a.crf,
                    log=lambda m: print(m, file=sys.stderr, flush=True), reuse=a.reuse, report=a.report)
     print(json.dumps(rep, indent=1))
     if a.card:
@@ -186,7 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def record_in_card(card_path: str, rep: Dict, how: Dict) -> None:
-    """Write the report (without per-video scores) into the card's eval.video block, refusing a
+    """Write the report (without per-video scores) into the card's eval.forged_video block, refusing a
     report made with another model version than the card's."""
     card = json.load(open(card_path))
     want = card.get("model", {}).get("version")
@@ -196,7 +189,7 @@ def record_in_card(card_path: str, rep: Dict, how: Dict) -> None:
     block["real"] = {k: v for k, v in rep["real"].items() if k != "scores"}
     block["protocol"] = {**how, "what": "every frame of each real video forged in the frame (fakevideo.py), "
                                         "re-encoded with libx264; originals and forgeries scanned with lae scan"}
-    card.setdefault("eval", {})["video"] = block
+    card.setdefault("eval", {})["forged_video"] = block
     with open(card_path, "w") as f:
         json.dump(card, f, indent=1)
 

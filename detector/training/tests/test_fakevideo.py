@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detector.training import fakevideo, synth, videoeval
+from detector.training import fakevideo, videoeval
 
 from .conftest import ROOT, SHARED
 
@@ -62,6 +62,8 @@ def test_localisation_scores_evidence_against_forged_boxes():
 
 def test_donor_families_need_a_donor(tmp_path):
     with pytest.raises(ValueError, match="needs --donor"):
+        fakevideo.forge_video("lae", "x.mp4", "swap", str(tmp_path / "o.mp4"))
+    with pytest.raises(ValueError, match="unknown forgery family"):
         fakevideo.forge_video("lae", "x.mp4", "face_swap", str(tmp_path / "o.mp4"))
 
 
@@ -80,13 +82,13 @@ def test_forged_clip_end_to_end(tmp_path, lae_bin):
         pytest.skip(f"{clip} absent: ../shared/data holds the real face videos")
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg not installed (deploy/scripts/setup.sh installs it)")
-    out = str(tmp_path / "again.inpaint_ns.mp4")
-    meta = fakevideo.forge_video(lae_bin, clip, "inpaint_ns", out, crf=18, seed=1)
+    out = str(tmp_path / "again.inpaint.mp4")
+    meta = fakevideo.forge_video(lae_bin, clip, "inpaint", out, crf=18, seed=1)
     cap_o, cap_f = cv2.VideoCapture(clip), cv2.VideoCapture(out)
     n = int(cap_o.get(cv2.CAP_PROP_FRAME_COUNT))
     assert meta["frames"] == int(cap_f.get(cv2.CAP_PROP_FRAME_COUNT)) >= n - 1
     assert meta["forged_frames"] >= 0.9 * meta["frames"], "the signer's face is visible throughout"
-    saved = json.load(open(str(tmp_path / "again.inpaint_ns.json")))
+    saved = json.load(open(str(tmp_path / "again.inpaint.json")))
     assert saved["forged_frames"] == meta["forged_frames"]
     # the difference to the original concentrates in the forged box, not in the rest of the frame
     rec = next(f for f in meta["per_frame"][10:] if f["forged"])
@@ -109,8 +111,8 @@ def test_record_in_card_checks_the_model_version(tmp_path):
            "real": {"called_fake": 1, "scores": {"a.mkv": 0.9}, "verdicts": {"a.mkv": "fake"}}}
     videoeval.record_in_card(str(card), rep, {"videos": ["v"]})
     got = json.loads(card.read_text())["eval"]
-    assert got["seen"] == {} and got["video"]["overall"] == {"auc": 0.7}
-    assert "scores" not in got["video"]["real"] and got["video"]["real"]["verdicts"] == {"a.mkv": "fake"}
+    assert got["seen"] == {} and got["forged_video"]["overall"] == {"auc": 0.7}
+    assert "scores" not in got["forged_video"]["real"] and got["forged_video"]["real"]["verdicts"] == {"a.mkv": "fake"}
     rep["model"]["model_version"] = "9.9.9"
     with pytest.raises(ValueError, match="version 1.2.3"):
         videoeval.record_in_card(str(card), rep, {})
