@@ -29,8 +29,6 @@ import cv2
 import numpy as np
 
 from . import common
-from .data import Arrays
-from .trainer import predict
 
 
 def dispersion(heat: np.ndarray) -> float:
@@ -80,36 +78,20 @@ def select(families: Sequence[str], scores: np.ndarray, heats: np.ndarray, k: in
     return picks
 
 
-def run_round(model, data: Arrays, train_idx: Sequence[int], revealed: Sequence[int], k: int,
-              round_no: int) -> List[Dict]:
-    """Score the pool (training fakes with a mask on file, not yet revealed) and pick k."""
-    rev = set(int(i) for i in revealed)
-    pool = np.array([i for i in train_idx if data.y[i] == 1 and data.has_mask_file[i] and int(i) not in rev],
-                    np.int64)
-    if len(pool) == 0:
-        return []
-    s, h = predict(model, data, pool)
-    picks = select([data.samples[i].family for i in pool], s, h, k)
-    for p in picks:
-        i = int(pool[p.pop("pool_pos")])
-        p.update({"index": i, "id": data.samples[i].id, "round": round_no})
-    return picks
-
-
 def budget(n_train: int, frac: float = 0.03) -> int:
     """Maximum number of masks for a training set of n_train samples."""
     return int(np.floor(n_train * frac))
 
 
-def export_batch(data: Arrays, picks: Sequence[Dict], out_dir: str) -> str:
+def export_batch(images: np.ndarray, picks: Sequence[Dict], out_dir: str) -> str:
     """Write an annotation batch: images/<id>.png, masks/<id>.png (all black, to be painted
-    white where manipulated), batch.json (picks with reasons). Returns batch.json's path."""
+    white where manipulated), batch.json (picks with reasons). Each pick names its image by
+    "index" (into images) and "id". Returns batch.json's path."""
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
     items = []
     for p in picks:
-        i = int(p["index"])
-        img = data.x[i]
+        img = images[int(p["index"])]
         ip = os.path.join("images", f"{p['id']}.png")
         mp = os.path.join("masks", f"{p['id']}.png")
         common.write_png(os.path.join(out_dir, ip), img)
@@ -144,25 +126,11 @@ def import_batch(batch_dir: str, allow_empty: bool = False) -> Dict[str, np.ndar
     return out
 
 
-def oracle_paint(data: Arrays, batch_dir: str) -> None:
-    """Synthetic annotator: paint each item's known synthetic mask into the batch."""
+def oracle_paint(masks: np.ndarray, batch_dir: str) -> None:
+    """Synthetic annotator: paint each item's known synthetic mask (masks[index], float in
+    [0,1]) into the batch, standing in for the person."""
     with open(os.path.join(batch_dir, "batch.json")) as f:
         batch = json.load(f)
     for it in batch["items"]:
-        common.write_png(os.path.join(batch_dir, it["mask"]), data.masks[int(it["index"])])
-
-
-def apply_masks(data: Arrays, masks: Dict[str, np.ndarray]) -> List[int]:
-    """Install imported masks into the arrays; returns the indices now carrying a mask."""
-    pos = {s.id: i for i, s in enumerate(data.samples)}
-    got = []
-    for sid, m in masks.items():
-        if sid not in pos:
-            raise ValueError(f"annotation {sid}: no such sample in the dataset")
-        i = pos[sid]
-        if m.shape != data.masks[i].shape:
-            m = cv2.resize(m, data.masks[i].shape[::-1], interpolation=cv2.INTER_AREA)
-        data.masks[i] = np.round(m * 255).astype(np.uint8)
-        data.has_mask_file[i] = True
-        got.append(i)
-    return got
+        m = np.round(masks[int(it["index"])].astype(np.float32) * 255).astype(np.uint8)
+        common.write_png(os.path.join(batch_dir, it["mask"]), m)

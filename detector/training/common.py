@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-INPUT_SIZE = 128
+INPUT_SIZE = 192
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 COLOR = "RGB"

@@ -3,13 +3,13 @@
 A forged face reaches the detector after the video has been scaled and lossy-coded (H.264 at
 typical upload quality), then warped by the ingest's alignment. Traces that only survive in
 lossless images (the synthesized training set is stored as PNG) are worthless in the field: the
-first model with the residual stem scored 0.99 AUC on lossless test crops and 0.08-0.72 video AUC
-on forged real videos re-encoded at CRF 23 (detector/training/README.md). So each training crop,
+lae-v1 network with the residual stem scored 0.99 AUC on lossless test crops and 0.08-0.72 video
+AUC on forged real videos re-encoded at CRF 23 (detector/training/README.md). So each training crop,
 real or fake alike (the chain never depends on the label, so it carries no class cue), goes
 through a random chain of:
 
-* resolution loss: down-scaled to 40-90 % of its side (INTER_AREA) and back (INTER_LINEAR), the
-  face having been smaller in the frame than the 128-pixel input;
+* resolution loss: down-scaled (INTER_AREA) and back (INTER_LINEAR), the face having been
+  smaller in the frame than the crop;
 * blur: Gaussian, sigma 0.3-1.0 (camera, deblocking filter, scaling in the player);
 * block-transform coding: JPEG quality 30-95 with 4:2:0 chroma (a stand-in for H.264 intra coding,
   which OpenCV cannot run per crop).
@@ -18,8 +18,7 @@ Masks are unchanged: none of these moves a pixel.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Sequence
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -61,22 +60,3 @@ class Degrade:
         if rng.random() < self.p_jpeg:
             img = _jpeg(img, int(rng.integers(self.quality[0], self.quality[1] + 1)))
         return img if img is not bgr else bgr.copy()
-
-
-# The fixed chain of the card's "degraded test" evaluation: a face at 60 % of the input side, JPEG 50.
-TEST_SCALE, TEST_QUALITY = 0.6, 50
-
-
-def fixed_chain(bgr: np.ndarray, scale: float = TEST_SCALE, quality: int = TEST_QUALITY) -> np.ndarray:
-    """Down-scale to scale of the side and back, then JPEG at quality: a repeatable degradation."""
-    img = _rescale(bgr, scale) if scale < 1 else bgr
-    out = _jpeg(img, quality)
-    return out if out is not bgr else bgr.copy()
-
-
-def degraded_copy(data, idx: Sequence[int], scale: float = TEST_SCALE, quality: int = TEST_QUALITY):
-    """A copy of an Arrays whose images at idx went through fixed_chain (others untouched)."""
-    x = data.x.copy()
-    for i in idx:
-        x[i] = fixed_chain(data.x[i], scale, quality)
-    return replace(data, x=x)

@@ -1,7 +1,7 @@
 """ONNX export of the serving graph with metadata, and the PyTorch parity file.
 
 The graph: input ``input`` float32 [N,3,S,S] (RGB, (v/255-0.5)/0.5), outputs ``score`` [N]
-(P(fake)) and ``heatmap`` [N,1,S/4,S/4] in [0,1]; dynamic batch; opset 13. metadata_props carry
+(P(fake)) and ``heatmap`` [N,1,S/8,S/8] in [0,1]; dynamic batch; opset 13. metadata_props carry
 lae.name, lae.version, lae.input_size, lae.mean, lae.std, lae.color, lae.threshold, which the Go
 detector (detector/model/metadata.go) reads.
 """
@@ -16,7 +16,9 @@ import onnx
 import torch
 
 from . import common
-from .model import LAE, Exported
+import torch.nn as nn
+
+from .model import Exported
 
 OPSET = 13
 
@@ -28,7 +30,7 @@ def metadata(name: str, version: str, threshold: float, size: int = common.INPUT
             "lae.color": common.COLOR, "lae.threshold": f"{threshold:.6f}"}
 
 
-def export_onnx(net: LAE, path: str, meta: Dict[str, str], size: int = common.INPUT_SIZE) -> onnx.ModelProto:
+def export_onnx(net: nn.Module, path: str, meta: Dict[str, str], size: int = common.INPUT_SIZE) -> onnx.ModelProto:
     """Export net's serving graph to path, attach metadata, check the model; returns it."""
     ex = Exported(net).eval()
     dummy = torch.zeros(2, 3, size, size)
@@ -58,7 +60,7 @@ def output_shapes(m: onnx.ModelProto) -> Dict[str, list]:
     return out
 
 
-def parity_file(net: LAE, x_bgr: np.ndarray, path: str) -> Dict:
+def parity_file(net: nn.Module, x_bgr: np.ndarray, path: str) -> Dict:
     """Write PyTorch reference outputs for crops x_bgr (uint8 [N,S,S,3] BGR) as JSON:
     {"input": flat normalised [N,3,S,S], "shape", "score": [N], "heatmap": flat, "heatmap_shape"}."""
     x = common.to_tensor(x_bgr)

@@ -1,26 +1,19 @@
-"""The LAE network: a convolutional autoencoder whose latent map also carries the fake decision.
+"""The LAE network (lae-v2): a locality-aware autoencoder whose encoder is the ImageNet
+MobileNetV2 trunk and whose latent map carries the fake decision.
 
-Architecture (input 3xSxS, S=128, normalised RGB):
-
-* stem: pixel-unshuffle by 4 (lossless space-to-depth: every pixel reaches the encoder, which
-  matters for high-frequency traces, at 1/16 of the spatial cost; 2 CPU cores train this);
-* encoder: 5 conv3x3-BN-ReLU layers at S/4 with dilations 1,2,1,2,4 (receptive field ~88 px)
-  -> latent map z (C x S/4 x S/4);
-* decoder: 2 conv3x3-BN-ReLU + conv3x3 to 48 channels + pixel-shuffle -> reconstruction of x
-  (the autoencoder part: the latent must keep fine detail, Du et al. 2020 "Towards Generalizable
-  Deepfake Detection with Locality-aware AutoEncoder", following ForensicTransfer, Cozzolino et
-  al. 2018);
-* decision head (CAM-style over the latent, the variant DESIGN.md allows): a 1x1 conv gives a
-  fake-evidence logit per latent cell, L (1 x S/4 x S/4). The interpretation map is
-  heat = sigmoid(L), and the image logit is log-sum-exp pooling of L,
-  s = (1/r) * log(mean(exp(r * L))), r = 4 (between mean and max pooling, so a local forgery
-  can carry the decision). Because s is a monotone pooling of L, the heatmap is exactly the
-  local evidence behind the score and is computed in the forward graph (no backward pass).
+* encoder: MobileNetV2 ``features[:7]`` (stride 8) and ``features[7:14]`` (stride 16), fused
+  FPN-style into the latent z (C x S/8 x S/8);
+* decoder (training only): reconstructs the input from z, the autoencoder part of the LAE (Du et
+  al. 2020, "Towards Generalizable Deepfake Detection with Locality-aware AutoEncoder");
+* decision head (CAM-style over the latent): a 1x1 conv gives a fake-evidence logit per latent
+  cell, L (1 x S/8 x S/8). The interpretation map is heat = sigmoid(L), and the image logit is
+  log-sum-exp pooling of L, s = (1/r) * log(mean(exp(r * L))), r = 4 (between mean and max
+  pooling, so a local forgery can carry the decision). Because s is a monotone pooling of L, the
+  heatmap is exactly the local evidence behind the score and is computed in the forward graph.
 """
 from __future__ import annotations
 
-import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -32,92 +25,13 @@ def _cbr(i: int, o: int, d: int = 1) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
-STEMS = ("rgb", "residual")
+def lse_pool(logit_map: torch.Tensor, r: float) -> torch.Tensor:
+    """Log-sum-exp pooling of the evidence map [N,1,h,w] to one logit per image."""
+    flat = logit_map.flatten(1) * r
+    # log(mean(exp(v))) computed stably without the cell count as a traced constant
+    top = flat.max(dim=1, keepdim=True)[0].detach()
+    return (top[:, 0] + torch.log(torch.exp(flat - top).mean(dim=1))) / r
 
-
-class ResidualStem(nn.Module):
-    """Fixed high-pass residuals beside the pixels: per colour channel the image itself, a 3x3
-    Laplacian residual and the 5x5 "KV" residual of the SRM steganalysis filters (Fridrich &
-    Kodovsky 2012, used for manipulation traces by RGB-N, Zhou et al. 2018). Blending seams,
-    inpainting, resampling and recompression live in these residuals, while the pixels are
-    dominated by face content; a small network trained from scratch on CPU picks the traces up far
-    sooner when they are handed to it than when its first layer has to discover them. A
-    BatchNorm scales the residuals (tiny next to pixel values) to the pixels' range."""
-
-    def __init__(self):
-        super().__init__()
-        lap = torch.tensor([[0., 0., 0., 0., 0.], [0., -1., 2., -1., 0.], [0., 2., -4., 2., 0.],
-                            [0., -1., 2., -1., 0.], [0., 0., 0., 0., 0.]]) / 4.0
-        kv = torch.tensor([[-1., 2., -2., 2., -1.], [2., -6., 8., -6., 2.], [-2., 8., -12., 8., -2.],
-                           [2., -6., 8., -6., 2.], [-1., 2., -2., 2., -1.]]) / 12.0
-        ident = torch.zeros(5, 5)
-        ident[2, 2] = 1.0
-        k = torch.stack([ident, lap, kv]).unsqueeze(1)  # [3,1,5,5]: per input channel, 3 outputs
-        self.register_buffer("kernel", k.repeat(3, 1, 1, 1))  # [9,1,5,5], groups=3
-        self.norm = nn.BatchNorm2d(9)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(F.conv2d(x, self.kernel, padding=2, groups=3))
-
-
-class LAE(nn.Module):
-    """Locality-aware autoencoder with a CAM head over the latent map."""
-
-    def __init__(self, widths: Tuple[int, int, int] = (32, 48, 64), lse_r: float = 4.0, stem: str = "rgb"):
-        super().__init__()
-        if stem not in STEMS:
-            raise ValueError(f"unknown stem {stem!r}; want one of {STEMS}")
-        a, b, c = widths
-        self.widths = widths
-        self.lse_r = lse_r
-        self.stem_kind = stem
-        self.stem = ResidualStem() if stem == "residual" else nn.Identity()
-        cin = 9 if stem == "residual" else 3
-        self.unshuffle = nn.PixelUnshuffle(4)
-        self.encoder = nn.Sequential(_cbr(cin * 16, a), _cbr(a, a, 2), _cbr(a, b), _cbr(b, b, 2), _cbr(b, c, 4))
-        self.head = nn.Conv2d(c, 1, 1)
-        self.decoder = nn.Sequential(_cbr(c, b), _cbr(b, a), nn.Conv2d(a, 48, 3, 1, 1), nn.PixelShuffle(4))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latent map z [N,C,S/4,S/4]."""
-        return self.encoder(self.unshuffle(self.stem(x)))
-
-    def pool(self, logit_map: torch.Tensor) -> torch.Tensor:
-        """Log-sum-exp pooling of the evidence map to one logit per image."""
-        flat = logit_map.flatten(1) * self.lse_r
-        # log(mean(exp(v))) computed stably without the cell count as a traced constant
-        top = flat.max(dim=1, keepdim=True)[0].detach()
-        return (top[:, 0] + torch.log(torch.exp(flat - top).mean(dim=1))) / self.lse_r
-
-    def forward(self, x: torch.Tensor, reconstruct: bool = True) -> Dict[str, torch.Tensor]:
-        """Returns logit_map [N,1,h,w], logit [N] and (if reconstruct) recon [N,3,S,S]."""
-        z = self.encode(x)
-        lm = self.head(z)
-        out = {"logit_map": lm, "logit": self.pool(lm)}
-        if reconstruct:
-            out["recon"] = self.decoder(z)
-        return out
-
-
-class Exported(nn.Module):
-    """The serving graph: input -> (score [N] = P(fake), heatmap [N,1,S/4,S/4] in [0,1])."""
-
-    def __init__(self, net: LAE):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor):
-        lm = self.net.head(self.net.encode(x))
-        return torch.sigmoid(self.net.pool(lm)), torch.sigmoid(lm)
-
-
-def n_params(m: nn.Module) -> int:
-    """Number of parameters."""
-    return sum(p.numel() for p in m.parameters())
-
-
-# ---------------------------------------------------------------------------------------------
-# lae-v2: the LAE on an ImageNet-pretrained MobileNetV2 trunk.
 
 MOBILENET_V2 = "models/backbones/mobilenet_v2_imagenet.pth"  # relative to ../shared/data
 
@@ -135,12 +49,12 @@ class MobileLAE(nn.Module):
       log-sum-exp (r) into the image logit, as in ``LAE``; heatmap = sigmoid(L).
 
     Pretrained weights matter more than anything else here: training a detector from scratch on
-    a few thousand faces is what capped lae-v1 (see detector/training/README.md).
+    a few thousand faces is what capped lae-v1 (detector/training/README.md, "History").
     """
 
     def __init__(self, latent: int = 64, lse_r: float = 4.0, pretrained: Optional[str] = None):
         super().__init__()
-        import torchvision  # imported here so lae-v1 code paths need no torchvision
+        import torchvision
         mb = torchvision.models.mobilenet_v2()
         if pretrained:
             mb.load_state_dict(torch.load(pretrained, map_location="cpu"))
@@ -162,7 +76,9 @@ class MobileLAE(nn.Module):
         up = F.interpolate(self.p16(f16), size=f8.shape[-2:], mode="nearest")
         return self.fuse(self.p8(f8) + up)
 
-    pool = LAE.pool
+    def pool(self, logit_map: torch.Tensor) -> torch.Tensor:
+        """Image logit from the evidence map (lse_pool)."""
+        return lse_pool(logit_map, self.lse_r)
 
     def train(self, mode: bool = True) -> "MobileLAE":
         """Training mode everywhere except the trunk's BatchNorms: their statistics stay the
@@ -186,7 +102,7 @@ class MobileLAE(nn.Module):
 
 
 # name -> constructor; checkpoints store the name and the constructor's keyword arguments.
-REGISTRY = {"lae-v1": LAE, "lae-v2": MobileLAE}
+REGISTRY = {"lae-v2": MobileLAE}
 
 
 def build(name: str, **kw) -> nn.Module:
@@ -194,3 +110,20 @@ def build(name: str, **kw) -> nn.Module:
     if name not in REGISTRY:
         raise ValueError(f"unknown network {name!r}; want one of {sorted(REGISTRY)}")
     return REGISTRY[name](**kw)
+
+
+class Exported(nn.Module):
+    """The serving graph: input -> (score [N] = P(fake), heatmap [N,1,h,w] in [0,1])."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        lm = self.net.head(self.net.encode(x))
+        return torch.sigmoid(self.net.pool(lm)), torch.sigmoid(lm)
+
+
+def n_params(m: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in m.parameters())

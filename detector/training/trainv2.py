@@ -53,7 +53,7 @@ NAME = "lae-v2"
 class Config:
     """Every setting of a release run (copied into the card)."""
 
-    size: int = 192
+    size: int = common.INPUT_SIZE
     latent: int = 64
     pairs_per_batch: int = 16          # a batch holds these reals and a forgery of each
     lr: float = 1e-3
@@ -194,26 +194,17 @@ def al_round(model, pool: EvalSet, revealed: List[int], k: int, round_no: int, w
         return []
     s, h = predict(model, pool.x[cand])
     picks = active.select(list(pool.family[cand]), s, h, k)
-    batch_dir = os.path.join(work, f"annotation-round{round_no}")
-    os.makedirs(os.path.join(batch_dir, "images"), exist_ok=True)
-    os.makedirs(os.path.join(batch_dir, "masks"), exist_ok=True)
-    items = []
     for p in picks:
         i = int(cand[p.pop("pool_pos")])
         p.update({"index": i, "id": f"pool-{i:05d}", "round": round_no})
-        ip, mp = f"images/{p['id']}.png", f"masks/{p['id']}.png"
-        common.write_png(os.path.join(batch_dir, ip), pool.x[i])
-        # the synthetic oracle paints the known mask (a person would paint it by hand)
-        common.write_png(os.path.join(batch_dir, mp), np.round(pool.masks[i].astype(np.float32) * 255).astype(np.uint8))
-        items.append({**p, "image": ip, "mask": mp})
-    with open(os.path.join(batch_dir, "batch.json"), "w") as f:
-        json.dump({"instructions": "Paint the manipulated pixels of each image white (255) in its mask PNG; "
-                                   "leave everything else black. Keep the mask size.", "items": items}, f, indent=1)
-    painted = active.import_batch(batch_dir, allow_empty=True)
-    for p in items:
+    batch_dir = os.path.join(work, f"annotation-round{round_no}")
+    active.export_batch(pool.x, picks, batch_dir)
+    active.oracle_paint(pool.masks, batch_dir)  # a person paints these by hand
+    painted = active.import_batch(batch_dir)
+    for p in picks:
         pool.masks[p["index"]] = painted[p["id"]].astype(np.float16)
-    log(f"active learning round {round_no}: {len(items)} masks ({batch_dir})")
-    return items
+    log(f"active learning round {round_no}: {len(picks)} masks ({batch_dir})")
+    return picks
 
 
 def run(real_dir: str, work: str, cfg: Config, version: str, log=print) -> Dict:
@@ -274,7 +265,7 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print) -> Dict:
                          "threshold_val_fpr5": _r(thr), "masks": len(picks),
                          "mask_fraction": _r(len(picks) / samples_per_epoch)}
             if arm == "lae":
-                arms[tag]["picks"] = [{k: v for k, v in p.items() if k not in ("image", "mask")} for p in picks]
+                arms[tag]["picks"] = picks
             log(f"{tag}: test {json.dumps(arms[tag]['test'])}")
             torch.save({"name": NAME, "kwargs": {"latent": cfg.latent}, "state_dict": net.state_dict()},
                        os.path.join(work, f"{tag}.pt"))

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 
 from detector.training import active
-from detector.training.data import Arrays
-from detector.training.manifest import Sample
 
 
 def test_dispersion_range():
@@ -46,39 +44,34 @@ def test_budget():
     assert active.select(["a"], np.array([0.1]), np.ones((1, 2, 2)), 0) == []
 
 
-def _arrays(n=4):
+def _batch(n=4):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (n, 16, 16, 3), dtype=np.uint8)
-    masks = np.zeros((n, 16, 16), np.uint8)
-    masks[:, 4:10, 4:10] = 255
-    samples = [Sample(path=f"/x/{i}.png", label=1, identity=f"p{i}", split="train", family="f", id=f"s{i}")
-               for i in range(n)]
-    return Arrays(samples, x, masks, np.ones(n, bool), np.ones(n, np.int64))
+    masks = np.zeros((n, 16, 16), np.float32)
+    masks[:, 4:10, 4:10] = 1.0
+    return x, masks
 
 
 def test_annotation_batch_round_trip(tmp_path):
-    data = _arrays()
+    x, masks = _batch()
     picks = [{"index": 1, "id": "s1", "reason": "r"}, {"index": 3, "id": "s3", "reason": "r"}]
-    path = active.export_batch(data, picks, str(tmp_path))
+    path = active.export_batch(x, picks, str(tmp_path))
     batch = json.load(open(path))
     assert [it["id"] for it in batch["items"]] == ["s1", "s3"]
+    assert "image" not in picks[0], "the caller's picks are not modified"
     # an exported mask is empty: importing before painting is refused with a clear error
     with pytest.raises(ValueError, match="s1.*empty"):
         active.import_batch(str(tmp_path))
-    active.oracle_paint(data, str(tmp_path))
+    active.oracle_paint(masks, str(tmp_path))
     got = active.import_batch(str(tmp_path))
     assert set(got) == {"s1", "s3"}
     assert got["s1"][5, 5] == 1.0 and got["s1"][0, 0] == 0.0
-    data.masks[:] = 0
-    data.has_mask_file[:] = False
-    idx = active.apply_masks(data, got)
-    assert sorted(idx) == [1, 3] and data.has_mask_file[1] and data.masks[1, 5, 5] == 255
 
 
 def test_import_rejects_wrong_size(tmp_path):
     import cv2
-    data = _arrays()
-    active.export_batch(data, [{"index": 0, "id": "s0"}], str(tmp_path))
+    x, _ = _batch()
+    active.export_batch(x, [{"index": 0, "id": "s0"}], str(tmp_path))
     cv2.imwrite(os.path.join(str(tmp_path), "masks", "s0.png"), np.full((8, 8), 255, np.uint8))
     with pytest.raises(ValueError, match="s0.*8x8"):
         active.import_batch(str(tmp_path))

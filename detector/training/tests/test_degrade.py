@@ -1,8 +1,7 @@
 """Training degradations: same shape, label-independent, masks untouched, and they really lose detail."""
 import numpy as np
 
-from detector.training.degrade import Degrade, degraded_copy
-from detector.training.data import Arrays
+from detector.training.degrade import Degrade
 
 
 def _noise(n=1):
@@ -22,14 +21,3 @@ def test_nothing_applied_returns_an_equal_copy():
     x = _noise()[0]
     out = Degrade(p_resize=0, p_blur=0, p_jpeg=0).apply(x, np.random.default_rng(0))
     assert np.array_equal(out, x) and out is not x
-
-
-def test_fixed_chain_is_repeatable_and_copy_touches_only_idx():
-    x = _noise(3)
-    data = Arrays(samples=[None] * 3, x=x, masks=np.full((3, 128, 128), 7, np.uint8),
-                  has_mask_file=np.ones(3, bool), y=np.array([0, 1, 1]))
-    a = degraded_copy(data, [1, 2])
-    b = degraded_copy(data, [1, 2])
-    assert np.array_equal(a.x, b.x)
-    assert np.array_equal(a.x[0], x[0]) and not np.array_equal(a.x[1], x[1])
-    assert a.masks is data.masks and np.array_equal(data.x, x), "the original arrays are not modified"

@@ -2,7 +2,7 @@
 import torch
 
 from detector.training.losses import LossWeights, locality_loss, mask_to_grid, outside_mass, total_loss
-from detector.training.model import LAE
+from detector.training.model import build
 
 
 def _mask():
@@ -44,11 +44,11 @@ def test_mask_to_grid_averages():
 
 def test_total_loss_baseline_ignores_masks():
     torch.manual_seed(0)
-    net = LAE((8, 8, 8))
-    x = torch.randn(4, 3, 128, 128)
+    net = build("lae-v2", latent=8)
+    x = torch.randn(4, 3, 64, 64)
     y = torch.tensor([0, 1, 1, 0])
-    masks = torch.zeros(4, 1, 128, 128)
-    masks[1, :, 40:80, 40:80] = 1
+    masks = torch.zeros(4, 1, 64, 64)
+    masks[1, :, 16:40, 16:40] = 1
     has = torch.tensor([False, True, False, False])
     out = net(x)
     w = LossWeights()
@@ -63,8 +63,8 @@ def test_total_loss_baseline_ignores_masks():
 
 def test_cls_selection_excludes_oversampled_masks():
     torch.manual_seed(0)
-    net = LAE((8, 8, 8))
-    x = torch.randn(3, 3, 128, 128)
+    net = build("lae-v2", latent=8)
+    x = torch.randn(3, 3, 64, 64)
     y = torch.tensor([0, 1, 1])
     out = net(x)
     sel = torch.tensor([True, True, False])
