@@ -73,7 +73,7 @@ func scanCmd(ctx context.Context, args []string) error {
 		maxDur      = fs.Duration("max-duration", 0, "stop each input after this much media time (0 = no limit)")
 		faceModel   = fs.String("face-model", "", "face detector: yunet (embedded), haar-alt, haar, lbp, or a YuNet .onnx file (default: yunet)")
 		minEyePx    = fs.Float64("min-eye-px", pipeline.DefaultMinEyePx, "faces whose eyes are closer than this many source pixels are too small to judge: counted (faces_too_small), not scored (0 = score every face)")
-		modelPath   = fs.String("model", "", "LAE ONNX model (default: the shipped detector/models/lae-v1.onnx)")
+		modelPath   = fs.String("model", "", "LAE ONNX model (default: the shipped detector/models/lae-v2.onnx)")
 		ortLib      = fs.String("ort-lib", os.Getenv("LAE_ORT_LIB"), "ONNX Runtime shared library (env LAE_ORT_LIB; default .cache/ort/libonnxruntime.so.1)")
 		provider    = fs.String("provider", "cpu", "ONNX Runtime execution provider: cpu, cuda or tensorrt")
 		rule        = fs.String("rule", "", "verdict rule: mean, topk_mean or max_face_mean (default: the aggregator's)")

@@ -30,7 +30,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		natsPort    = fs.Int("nats-port", 4222, "NATS client port (0 = no TCP listener, -1 = a free port)")
 		httpAddr    = fs.String("http", "127.0.0.1:8080", "HTTP address of the API, the live page and /metrics, /healthz, /readyz")
 		store       = fs.String("store", "", "directory for JetStream data and uploads (default: a temporary directory removed on exit)")
-		modelPath   = fs.String("model", "", "LAE ONNX model (default: the shipped detector/models/lae-v1.onnx)")
+		modelPath   = fs.String("model", "", "LAE ONNX model (default: the shipped detector/models/lae-v2.onnx)")
 		ortLib      = fs.String("ort-lib", os.Getenv("LAE_ORT_LIB"), "ONNX Runtime shared library (env LAE_ORT_LIB; default .cache/ort/libonnxruntime.so.1)")
 		provider    = fs.String("provider", "cpu", "ONNX Runtime execution provider: cpu, cuda or tensorrt")
 		fps         = fs.Float64("fps", 5, "default frames per second to sample (0 = every frame); a submission may set its own")

@@ -35,7 +35,7 @@ var shippedModel = func() string {
 	if p := os.Getenv("LAE_TEST_MODEL"); p != "" {
 		return p
 	}
-	return filepath.Join("..", "models", "lae-v1.onnx")
+	return filepath.Join("..", "models", "lae-v2.onnx")
 }()
 
 func loadTiny(t testing.TB, o Options) *Model {
@@ -527,7 +527,7 @@ type parityFile struct {
 }
 
 // TestParityWithTraining checks that ONNX Runtime through this package reproduces PyTorch's
-// outputs for the shipped model (the training helper writes lae-v1.parity.json).
+// outputs for the shipped model (the training helper writes lae-v2.parity.json).
 func TestParityWithTraining(t *testing.T) {
 	path := strings.TrimSuffix(shippedModel, ".onnx") + ".parity.json"
 	b, err := os.ReadFile(path)

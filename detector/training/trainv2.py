@@ -207,7 +207,7 @@ def al_round(model, pool: EvalSet, revealed: List[int], k: int, round_no: int, w
     return picks
 
 
-def run(real_dir: str, work: str, cfg: Config, version: str, log=print) -> Dict:
+def run(real_dir: str, work: str, cfg: Config, version: str, log=print, out_dir: Optional[str] = None) -> Dict:
     """The whole protocol (see module doc); returns the card."""
     common.seed_everything(0)
     torch.set_num_threads(cfg.threads)
@@ -293,13 +293,15 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print) -> Dict:
             "unseen_gain_auc": gains, "mask_fraction": arms["lae-s0"]["mask_fraction"]}},
         "threshold": arms["lae-s0"]["threshold_val_fpr5"],
     }
-    write_release(release, card, test_set, cfg, version, log)
+    write_release(release, card, test_set, cfg, version, log, out_dir or MODELS)
     return card
 
 
-def write_release(net, card: Dict, test_set: Sampler, cfg: Config, version: str, log=print) -> None:
-    """NAME.onnx (+ metadata), NAME.pt, NAME.card.json, NAME.parity.json in detector/models."""
-    base = os.path.join(MODELS, NAME)
+def write_release(net, card: Dict, test_set: Sampler, cfg: Config, version: str, log=print,
+                  out_dir: str = MODELS) -> None:
+    """NAME.onnx (+ metadata), NAME.pt, NAME.card.json, NAME.parity.json in out_dir."""
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, NAME)
     net = net.cpu().to(memory_format=torch.contiguous_format).eval()
     m = export.export_onnx(net, base + ".onnx", export.metadata(NAME, version, card["threshold"], cfg.size), cfg.size)
     card["model"]["onnx_outputs"] = export.output_shapes(m)
@@ -323,6 +325,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--real", required=True, help="realdata output (train.npz, val.npz, test.npz)")
     ap.add_argument("--work", required=True, help="checkpoints and logs (resumable)")
     ap.add_argument("--version", default="2.0.0")
+    ap.add_argument("--out", default=MODELS, help="where the release files go (default detector/models)")
     ap.add_argument("--warm-steps", type=int)
     ap.add_argument("--arm-steps", type=int)
     ap.add_argument("--seeds", type=str, help="comma-separated, e.g. 0,1")
@@ -346,7 +349,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logf.write(line + "\n")
         logf.flush()
 
-    run(a.real, a.work, cfg, a.version, log)
+    run(a.real, a.work, cfg, a.version, log, a.out)
     return 0
 
 

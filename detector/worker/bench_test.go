@@ -25,7 +25,7 @@ func benchModelPath() string {
 	if p := os.Getenv("LAE_BENCH_MODEL"); p != "" {
 		return p
 	}
-	if p := filepath.Join("..", "models", "lae-v1.onnx"); fileExists(p) {
+	if p := filepath.Join("..", "models", "lae-v2.onnx"); fileExists(p) {
 		return p
 	}
 	return filepath.Join("..", "testdata", "tiny.onnx")

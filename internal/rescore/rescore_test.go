@@ -19,7 +19,7 @@ import (
 
 func shippedModel(t *testing.T) string {
 	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(file), "..", "..", "detector", "models", "lae-v1.onnx")
+	p := filepath.Join(filepath.Dir(file), "..", "..", "detector", "models", "lae-v2.onnx")
 	require.FileExists(t, p)
 	return p
 }

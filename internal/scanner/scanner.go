@@ -28,7 +28,7 @@ import (
 
 // Options configures a Scanner. Zero values take the documented defaults.
 type Options struct {
-	// Model is the LAE ONNX file (default: the shipped detector/models/lae-v1.onnx).
+	// Model is the LAE ONNX file (default: the shipped detector/models/lae-v2.onnx).
 	Model string
 	// ORTLib is the ONNX Runtime shared library (default: LAE_ORT_LIB, then .cache/ort).
 	ORTLib string
@@ -84,7 +84,7 @@ type Scanner struct {
 // DefaultModelPath finds the shipped model: relative to the working directory or the
 // executable, walking up to the repository root.
 func DefaultModelPath() string {
-	const rel = "detector/models/lae-v1.onnx"
+	const rel = "detector/models/lae-v2.onnx"
 	var starts []string
 	if wd, err := os.Getwd(); err == nil {
 		starts = append(starts, wd)

@@ -32,7 +32,7 @@ func sharedData(t testing.TB) string {
 }
 
 func shippedModel(t testing.TB) string {
-	p := filepath.Join(repoRoot(t), "detector", "models", "lae-v1.onnx")
+	p := filepath.Join(repoRoot(t), "detector", "models", "lae-v2.onnx")
 	require.FileExists(t, p, "the shipped model must be committed")
 	return p
 }

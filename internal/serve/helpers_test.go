@@ -35,11 +35,11 @@ func repoRoot() string { return testenv.RepoRoot() }
 // testModel is the shipped model when it is committed, else the tiny runtime fixture: these
 // tests check the serving paths, not the model's accuracy.
 func testModel(t testing.TB) string {
-	shipped := filepath.Join(repoRoot(), "detector", "models", "lae-v1.onnx")
+	shipped := filepath.Join(repoRoot(), "detector", "models", "lae-v2.onnx")
 	if _, err := os.Stat(shipped); err == nil {
 		return shipped
 	}
-	t.Log("detector/models/lae-v1.onnx not committed yet: using the runtime fixture detector/testdata/tiny.onnx")
+	t.Log("detector/models/lae-v2.onnx not committed yet: using the runtime fixture detector/testdata/tiny.onnx")
 	return filepath.Join(repoRoot(), "detector", "testdata", "tiny.onnx")
 }
 

@@ -111,7 +111,8 @@ def test_group_split_keeps_speakers_together():
     a = realdata.talking_group("x/LipNet__518a07a__evaluation_samples_GRID_bbaf2n.mpg")
     b = realdata.talking_group("x/LipNet__518a07a__evaluation_samples_GRID_lbax4n.mpg")
     assert a == b and realdata.split_of_group(a) == realdata.split_of_group(b)
-    assert realdata.split_of_group("video:asl") == "val"
+    assert realdata.asl_group("x/asl/again.mkv") == realdata.asl_group("x/asl/yes.mkv") == "asl:A"
+    assert sum(len(c) for c in realdata.ASL_SIGNERS.values()) == 20
     assert realdata.photo_group("/d/faces/lfw/Aaron_Eckhart_0001.jpg") == "lfw:Aaron_Eckhart"
 
 
