@@ -284,43 +284,6 @@ func TestGPUProvidersFailClearlyWhenMissing(t *testing.T) {
 	}
 }
 
-func TestFindLibrary(t *testing.T) {
-	t.Run("explicit missing", func(t *testing.T) {
-		_, err := FindLibrary("/nonexistent/libonnxruntime.so")
-		require.ErrorContains(t, err, "explicit option")
-	})
-	t.Run("env missing", func(t *testing.T) {
-		t.Setenv(EnvLibPath, "/nonexistent/env-lib.so")
-		_, err := FindLibrary("")
-		require.ErrorContains(t, err, "$LAE_ORT_LIB")
-		require.ErrorContains(t, err, "env-lib.so")
-	})
-	t.Run("walks up from the working directory", func(t *testing.T) {
-		t.Setenv(EnvLibPath, "")
-		root := t.TempDir()
-		lib := filepath.Join(root, ".cache", "ort", "libonnxruntime.so.1")
-		require.NoError(t, os.MkdirAll(filepath.Dir(lib), 0o755))
-		require.NoError(t, os.WriteFile(lib, []byte("x"), 0o644))
-		deep := filepath.Join(root, "a", "b")
-		require.NoError(t, os.MkdirAll(deep, 0o755))
-		t.Chdir(deep)
-		got, err := FindLibrary("")
-		require.NoError(t, err)
-		require.Equal(t, lib, got)
-	})
-	t.Run("names every place searched", func(t *testing.T) {
-		t.Setenv(EnvLibPath, "")
-		dir := t.TempDir()
-		t.Chdir(dir)
-		_, err := FindLibrary("")
-		if err == nil {
-			t.Skip("the test binary's directory has a library above it; nothing to check")
-		}
-		require.ErrorContains(t, err, filepath.Join(dir, ".cache", "ort", "libonnxruntime.so.1"))
-		require.ErrorContains(t, err, "LAE_ORT_LIB")
-	})
-}
-
 func TestPredictMatchesKnownFunction(t *testing.T) {
 	m := loadTiny(t, Options{})
 	cases := []struct {

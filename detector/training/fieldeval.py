@@ -40,11 +40,11 @@ PHOTO_SIZES = {"360p": 360, "720p": 720, "1080p": 1080}
 MAX_DURATION = "10s"  # every clip is judged on its first 10 s, as a screening pass would
 
 
-def scan(lae: str, inputs: Sequence[str], model: str, threshold: Optional[float] = None) -> Dict[str, Dict]:
-    """`lae scan --json` over inputs; {input: verdict object}."""
-    cmd = [lae, "scan", "--json", "--quiet", "--model", model, "--max-duration", MAX_DURATION]
-    if threshold is not None:
-        cmd += ["--threshold", str(threshold)]
+def scan(lae: str, inputs: Sequence[str], model: Optional[str] = None,
+         max_duration: Optional[str] = MAX_DURATION) -> Dict[str, Dict]:
+    """`lae scan --json` over inputs; {input: verdict object}. model None is the shipped one."""
+    cmd = [lae, "scan", "--json", "--quiet"] + (["--model", model] if model else [])
+    cmd += ["--max-duration", max_duration] if max_duration else []
     r = subprocess.run(cmd + list(inputs), capture_output=True, text=True)
     out = {}
     for line in r.stdout.splitlines():

@@ -23,7 +23,6 @@ import argparse
 import glob
 import json
 import os
-import subprocess
 import sys
 import zlib
 from typing import Dict, List, Optional, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 
 from . import forge
 from .fakevideo import donor_face, face_crops, forge_video
+from .fieldeval import scan
 from .metrics import auc
 
 VIDEO_EXT = (".mp4", ".mkv", ".mov", ".avi", ".webm")
@@ -49,21 +49,6 @@ def list_videos(paths: Sequence[str]) -> List[str]:
         else:
             raise FileNotFoundError(f"video {p}: not found")
     return sorted(out)
-
-
-def scan(lae: str, inputs: Sequence[str], model: Optional[str] = None) -> Dict[str, Dict]:
-    """`lae scan --json` over inputs; returns {input path: verdict object}."""
-    cmd = [lae, "scan", "--json", "--quiet"] + (["--model", model] if model else []) + list(inputs)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    res = {}
-    for line in r.stdout.splitlines():
-        if line.strip().startswith("{"):
-            v = json.loads(line)
-            res[v.get("input", "")] = v
-    missing = [p for p in inputs if p not in res]
-    if missing:
-        raise RuntimeError(f"lae scan gave no verdict for {missing}: {r.stderr.strip()[-500:]}")
-    return res
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -115,7 +100,7 @@ def evaluate(lae: str, videos: Sequence[str], donor: forge.Face, families: Seque
             forged[fam].append((v, dst, meta))
         log(f"forged {v}")
     fakes = [dst for fam in families for _, dst, _ in forged[fam]]
-    verdicts = scan(lae, list(videos) + fakes, model)
+    verdicts = scan(lae, list(videos) + fakes, model, max_duration=None)
     real_scores = [verdicts[v]["score"] for v in videos if verdicts[v]["verdict"] in ("real", "fake")]
     real_fake = [verdicts[v]["verdict"] == "fake" for v in videos]
     rep: Dict = {"videos": len(videos), "crf": crf, "families": {}, "real": {

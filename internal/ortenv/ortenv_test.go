@@ -31,6 +31,17 @@ func TestFindLibrary(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, lib, got)
 	})
+	t.Run("names every place searched", func(t *testing.T) {
+		t.Setenv(EnvLibPath, "")
+		dir := t.TempDir()
+		t.Chdir(dir)
+		_, err := FindLibrary("")
+		if err == nil {
+			t.Skip("the test binary's directory has a library above it; nothing to check")
+		}
+		require.ErrorContains(t, err, filepath.Join(dir, ".cache", "ort", "libonnxruntime.so.1"))
+		require.ErrorContains(t, err, "LAE_ORT_LIB")
+	})
 }
 
 // TestInit creates the environment from the repository's library (skipped without it), then
