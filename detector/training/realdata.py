@@ -249,6 +249,29 @@ def pack(p: Dict, out: str, log=print) -> Dict[str, int]:
     return counts
 
 
+def data_block(data: str) -> Dict:
+    """The card's record of the data: the SOURCES.md rows (what, licence and origin) of every
+    folder used, and what each was used for. The data itself never ships."""
+    use = {"faces/lfw": "train/val/test (by person)", "faces/utkface": "train/val/test (by person)",
+           "faces/celeba": "train/val/test (by person)", "videos/talking": "train/val/test (by person)",
+           "videos/asl": "train/val (by signer)", "photos/deepface": "false-alarm check only (photo clips)",
+           "videos/hamilton_short.mp4": "false-alarm check only", "videos/crowd_1080p.mp4": "false-alarm check only",
+           "deepfakes-dev": "validation and threshold choice only, never trained on",
+           "models/backbones": "MobileNetV2 ImageNet weights (encoder initialisation)",
+           "models/yunet": "face detector (ingest)", "models/facemesh": "landmarks for forgery masks (lae crops)"}
+    rows = []
+    path = os.path.join(data, "SOURCES.md")
+    if os.path.exists(path):
+        for line in open(path):
+            cols = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cols) < 4 or not line.startswith("| "):
+                continue
+            folder = cols[0].split(" ")[0].rstrip("/")
+            if folder in use:
+                rows.append({"folder": folder, "what": cols[1], "count": cols[2], "from": cols[3], "used_for": use[folder]})
+    return {"sources": rows, "note": "research-use face data: only the trained weights ship, never the data"}
+
+
 class RealSet:
     """One packed split, loaded into memory."""
 

@@ -40,7 +40,7 @@ import torch
 from . import active, common, export, forge, metrics
 from .losses import LossWeights, total_loss
 from .model import build, n_params
-from .realdata import RealSet
+from .realdata import RealSet, data_block
 from .sampler import EvalSet, Sampler, build_eval, predict, to_batch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -286,6 +286,7 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print, out_dir:
                          "train": len(train_set.real), "val": len(val_set.real), "test": len(test_set.real)},
                      "families": forge.FAMILIES, "train_mix": forge.TRAIN_MIX, "warm": card_train["warm"],
                      "active_learning_budget": budget, "samples_per_epoch": samples_per_epoch},
+        "data": data_block(SHARED),
         "arms": arms,
         "eval": {"synthetic": {
             "pointing_game": arms["lae-s0"]["test"].get("pointing_game"),

@@ -167,3 +167,12 @@ def test_shipped_v2_model_card_and_parity():
     s, h = Exported(net.eval())(x)
     np.testing.assert_allclose(s.detach().numpy(), par["score"], atol=1e-5)
     np.testing.assert_allclose(h.detach().numpy().ravel(), par["heatmap"], atol=1e-5)
+
+
+def test_data_block_lists_used_sources(tmp_path):
+    (tmp_path / "SOURCES.md").write_text("| folder | what | count | from |\n|---|---|---|---|\n"
+                                         "| faces/lfw | LFW | 7 | somewhere (research) |\n"
+                                         "| faces/other | not used | 1 | x |\n")
+    b = realdata.data_block(str(tmp_path))
+    assert [r["folder"] for r in b["sources"]] == ["faces/lfw"]
+    assert b["sources"][0]["from"] == "somewhere (research)" and "person" in b["sources"][0]["used_for"]
