@@ -190,6 +190,7 @@ def record_in_card(card_path: str, rep: Dict, crops_per_cpu_second: Optional[flo
     card.setdefault("eval", {})["video"] = {
         "deepfakes_dev_auc": rep["deepfakes_dev"]["auc"],
         "deepfakes_dev_auc_per_method": rep["deepfakes_dev"]["auc_per_method"],
+        "deepfakes_dev_at_threshold": {k: rep["deepfakes_dev"][k] for k in ("fakes_called_fake", "fakes", "reals_called_fake")},
         "real_clips_false_alarm_rate": test_fa["rate"],
         "real_clips_false_alarms": {k: {kk: v[kk] for kk in ("clips", "called_fake", "rate", "flagged")}
                                     for k, v in rep["real_clips"].items() if k != "scores"},
