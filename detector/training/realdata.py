@@ -5,8 +5,8 @@ Person split (identity-disjoint; a group never spans two splits):
 * videos/talking: one group per clip, except repositories whose clips may share a speaker
   (LipNet's GRID samples, EDTalk's sources), which are one group each; groups are hashed into
   train / val / test (60 / 20 / 20);
-* videos/asl: five signers (told apart by eye, ``ASL_SIGNERS``; SOURCES.md says one), one
-  group each, hashed like the talking clips;
+* videos/asl: one group, validation (threshold choice). SOURCES.md calls it one signer; the
+  crops show five people, so one group is conservative (no person spans two splits);
 * faces/lfw (by name), faces/utkface and faces/celeba (distinct people): hashed 70 / 15 / 15;
 * photos/deepface, photos/crowd, videos/hamilton_short.mp4, videos/crowd_1080p.mp4: never
   trained on; they are the held-out false-alarm checks (``fieldeval``).
@@ -50,25 +50,6 @@ MIN_MESH_SCORE = 0.5  # crops whose landmarks are unreliable are not trained on
 HELD_OUT = ("photos/deepface", "photos/crowd", "videos/hamilton_short.mp4", "videos/crowd_1080p.mp4")
 
 
-# videos/asl clip -> signer (checked by eye on the aligned crops: five different people).
-ASL_SIGNERS = {
-    "A": ("again", "brother", "help", "no", "student", "yes"),
-    "B": ("bird", "milk", "please", "sorry", "thanks"),
-    "C": ("eat", "night", "sister"),
-    "D": ("hungry", "want"),
-    "E": ("book", "learn", "school", "walk"),
-}
-
-
-def asl_group(path: str) -> str:
-    """Person group of a videos/asl clip."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    for who, clips in ASL_SIGNERS.items():
-        if stem in clips:
-            return "asl:" + who
-    return "asl:" + stem
-
-
 def _hash_split(key: str, fractions: Tuple[float, float, float]) -> str:
     h = int(hashlib.sha1(("lae-v2:" + key).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "train" if h < fractions[0] else ("val" if h < fractions[0] + fractions[1] else "test")
@@ -93,7 +74,9 @@ def photo_group(path: str) -> str:
 
 def split_of_group(group: str) -> str:
     """train / val / test of a person group (see module doc)."""
-    if group.startswith(("talking:", "asl:")):
+    if group == "video:asl":
+        return "val"
+    if group.startswith("talking:"):
         return _hash_split(group, (0.6, 0.2, 0.2))
     return _hash_split(group, (0.7, 0.15, 0.15))
 
@@ -109,8 +92,7 @@ def plan(data: str, seed: int = 7) -> Dict:
                        "fps": VIDEO_FPS["talking"]})
     adir = os.path.join(data, "videos", "asl")
     for f in sorted(os.listdir(adir)) if os.path.isdir(adir) else []:
-        g = asl_group(f)
-        videos.append({"path": os.path.join(adir, f), "group": g, "split": split_of_group(g), "fps": VIDEO_FPS["asl"]})
+        videos.append({"path": os.path.join(adir, f), "group": "video:asl", "split": "val", "fps": VIDEO_FPS["asl"]})
     photos = []
     for sub, n in PHOTO_SAMPLE.items():
         d = os.path.join(data, sub)
@@ -254,7 +236,7 @@ def data_block(data: str) -> Dict:
     folder used, and what each was used for. The data itself never ships."""
     use = {"faces/lfw": "train/val/test (by person)", "faces/utkface": "train/val/test (by person)",
            "faces/celeba": "train/val/test (by person)", "videos/talking": "train/val/test (by person)",
-           "videos/asl": "train/val (by signer)", "photos/deepface": "false-alarm check only (photo clips)",
+           "videos/asl": "validation (threshold choice)", "photos/deepface": "false-alarm check only (photo clips)",
            "videos/hamilton_short.mp4": "false-alarm check only", "videos/crowd_1080p.mp4": "false-alarm check only",
            "deepfakes-dev": "validation and threshold choice only, never trained on",
            "models/backbones": "MobileNetV2 ImageNet weights (encoder initialisation)",

@@ -200,7 +200,9 @@ def al_round(model, pool: EvalSet, revealed: List[int], k: int, round_no: int, w
     batch_dir = os.path.join(work, f"annotation-round{round_no}")
     active.export_batch(pool.x, picks, batch_dir)
     active.oracle_paint(pool.masks, batch_dir)  # a person paints these by hand
-    painted = active.import_batch(batch_dir)
+    # allow_empty: the oracle paints soft masks, and one blended at ratio < 0.5 has no pixel at
+    # the >= 128 a hand-painted mask must reach
+    painted = active.import_batch(batch_dir, allow_empty=True)
     for p in picks:
         pool.masks[p["index"]] = painted[p["id"]].astype(np.float16)
     log(f"active learning round {round_no}: {len(picks)} masks ({batch_dir})")
