@@ -1,10 +1,7 @@
 package faces
 
 import (
-	"bytes"
-	"encoding/xml"
 	"image"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,38 +27,10 @@ func yunetPath(t testing.TB) string {
 	return p
 }
 
-type dlibDataset struct {
-	Images []struct {
-		File  string `xml:"file,attr"`
-		Boxes []struct {
-			Top    int `xml:"top,attr"`
-			Left   int `xml:"left,attr"`
-			Width  int `xml:"width,attr"`
-			Height int `xml:"height,attr"`
-			Ignore int `xml:"ignore,attr"`
-		} `xml:"box"`
-	} `xml:"images>image"`
-}
-
-func iou(a, b image.Rectangle) float64 {
-	in := a.Intersect(b)
-	if in.Empty() {
-		return 0
-	}
-	i := float64(in.Dx() * in.Dy())
-	return i / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - i)
-}
-
 // recall runs det on every image of a dlib annotation file and counts the boxes matched by a
 // detection at IoU >= 0.4 (each detection matches one box), and the unmatched detections.
 func recall(t *testing.T, det Detector, xmlPath string) (found, total, extra int) {
-	raw, err := os.ReadFile(xmlPath)
-	require.NoError(t, err)
-	var ds dlibDataset
-	dec := xml.NewDecoder(bytes.NewReader(raw))
-	// The files declare ISO-8859-1 but are plain ASCII.
-	dec.CharsetReader = func(_ string, r io.Reader) (io.Reader, error) { return r, nil }
-	require.NoError(t, dec.Decode(&ds))
+	ds := testenv.ReadDlib(t, xmlPath)
 	for _, im := range ds.Images {
 		img := gocv.IMRead(filepath.Join(filepath.Dir(xmlPath), im.File), gocv.IMReadColor)
 		require.False(t, img.Empty(), im.File)
@@ -77,7 +46,7 @@ func recall(t *testing.T, det Detector, xmlPath string) (found, total, extra int
 			want := image.Rect(b.Left, b.Top, b.Left+b.Width, b.Top+b.Height)
 			best, bi := 0.0, -1
 			for i, f := range got {
-				if v := iou(want, f.Box); !used[i] && v > best {
+				if v := testenv.IoU(want, f.Box); !used[i] && v > best {
 					best, bi = v, i
 				}
 			}

@@ -1,13 +1,9 @@
 package landmarks
 
 import (
-	"bytes"
-	"encoding/xml"
 	"fmt"
 	"image"
-	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -158,22 +154,6 @@ var dlib68ToMesh = [68]int{162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 
 	33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
 	61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87}
 
-type dlibLandmarks struct {
-	Images []struct {
-		File  string `xml:"file,attr"`
-		Boxes []struct {
-			Top    int `xml:"top,attr"`
-			Left   int `xml:"left,attr"`
-			Width  int `xml:"width,attr"`
-			Height int `xml:"height,attr"`
-			Parts  []struct {
-				X int `xml:"x,attr"`
-				Y int `xml:"y,attr"`
-			} `xml:"part"`
-		} `xml:"box"`
-	} `xml:"images>image"`
-}
-
 // TestMeshAgreesWithDlib68 compares the mesh with the 68-point landmarks of dlib's annotated
 // photos (43 faces, 37-200 px, from dlib's shape predictor): each face is found by YuNet,
 // aligned, meshed, and the dlib points mapped into the crop. The error is normalised by the eye
@@ -206,12 +186,7 @@ func TestMeshAgreesWithDlib68(t *testing.T) {
 	}
 	n := 0
 	for _, set := range []string{"training_with_face_landmarks.xml", "testing_with_face_landmarks.xml"} {
-		raw, err := os.ReadFile(filepath.Join(dir, set))
-		require.NoError(t, err)
-		var ds dlibLandmarks
-		dec := xml.NewDecoder(bytes.NewReader(raw))
-		dec.CharsetReader = func(_ string, r io.Reader) (io.Reader, error) { return r, nil }
-		require.NoError(t, dec.Decode(&ds))
+		ds := testenv.ReadDlib(t, filepath.Join(dir, set))
 		for _, im := range ds.Images {
 			img := gocv.IMRead(filepath.Join(dir, im.File), gocv.IMReadColor)
 			require.False(t, img.Empty(), im.File)
@@ -224,7 +199,7 @@ func TestMeshAgreesWithDlib68(t *testing.T) {
 				want := image.Rect(b.Left, b.Top, b.Left+b.Width, b.Top+b.Height)
 				best, bi := 0.0, -1
 				for i, f := range found {
-					if v := iou(want, f.Box); v > best {
+					if v := testenv.IoU(want, f.Box); v > best {
 						best, bi = v, i
 					}
 				}
@@ -269,15 +244,6 @@ func TestMeshAgreesWithDlib68(t *testing.T) {
 			require.Less(t, all/float64(n), 0.11)
 		}
 	}
-}
-
-func iou(a, b image.Rectangle) float64 {
-	in := a.Intersect(b)
-	if in.Empty() {
-		return 0
-	}
-	i := float64(in.Dx() * in.Dy())
-	return i / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - i)
 }
 
 func mean(v []float64) float64 {
