@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/lae-screening/lae/ingest/track"
 	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 
@@ -319,7 +320,7 @@ func TestBoxEyeRatios(t *testing.T) {
 	for _, img := range imgs {
 		hs, _ := haar.Detect(img)
 		ys, _ := yn.Detect(img)
-		if len(hs) == 0 || len(ys) == 0 || iouRect(hs[0].Box, ys[0].Box) < 0.4 {
+		if len(hs) == 0 || len(ys) == 0 || track.IoU(hs[0].Box, ys[0].Box) < 0.4 {
 			continue
 		}
 		b := hs[0].Box
@@ -334,15 +335,6 @@ func TestBoxEyeRatios(t *testing.T) {
 	require.InDelta(t, boxLeftEyeX, sl/n, 0.03)
 	require.InDelta(t, boxRightEyeX, sr/n, 0.03)
 	require.InDelta(t, boxEyeY, sy/n, 0.03)
-}
-
-func iouRect(a, b image.Rectangle) float64 {
-	in := a.Intersect(b)
-	if in.Empty() {
-		return 0
-	}
-	i := float64(in.Dx() * in.Dy())
-	return i / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - i)
 }
 
 func BenchmarkAlignEyeCascade(b *testing.B) {

@@ -157,14 +157,21 @@ func TestCropsLFW(t *testing.T) {
 	}
 }
 
+// cropOne writes the crops of one input with a fresh Writer and returns how many it wrote.
+func cropOne(t *testing.T, o Options, input string) int {
+	t.Helper()
+	w, err := New(o)
+	require.NoError(t, err)
+	n, err := w.Add(context.Background(), input)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	return n
+}
+
 func TestCropsVideo(t *testing.T) {
 	clip := filepath.Join(dataDir(t), "videos", "asl", "again.mkv")
 	out := t.TempDir()
-	w, err := New(Options{Out: out, SampleFPS: 2, MaxPerInput: 3})
-	require.NoError(t, err)
-	n, err := w.Add(context.Background(), clip)
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
+	n := cropOne(t, Options{Out: out, SampleFPS: 2, MaxPerInput: 3}, clip)
 	require.Equal(t, 3, n, "the signer's face is visible throughout")
 	recs := readIndex(t, out)
 	require.Len(t, recs, 3)
@@ -183,11 +190,7 @@ func TestCropsVideo(t *testing.T) {
 func TestCropsNoLandmarks(t *testing.T) {
 	photo := filepath.Join(dataDir(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg")
 	out := t.TempDir()
-	w, err := New(Options{Out: out, NoLandmarks: true})
-	require.NoError(t, err)
-	n, err := w.Add(context.Background(), photo)
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
+	n := cropOne(t, Options{Out: out, NoLandmarks: true}, photo)
 	require.Equal(t, 1, n)
 	recs := readIndex(t, out)
 	checkCropsOpt(t, out, recs, 250, 250, false)
@@ -205,11 +208,7 @@ func TestCropsNoLandmarks(t *testing.T) {
 func TestRecordFormat(t *testing.T) {
 	photo := filepath.Join(dataDir(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg")
 	out := t.TempDir()
-	w, err := New(Options{Out: out})
-	require.NoError(t, err)
-	_, err = w.Add(context.Background(), photo)
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
+	cropOne(t, Options{Out: out}, photo)
 	raw, err := os.ReadFile(filepath.Join(out, IndexFile))
 	require.NoError(t, err)
 	var m map[string]json.RawMessage
@@ -248,17 +247,13 @@ func TestSourceScale(t *testing.T) {
 func TestCropsEveryFrame(t *testing.T) {
 	clip := filepath.Join(dataDir(t), "videos", "asl", "again.mkv")
 	out := t.TempDir()
-	w, err := New(Options{Out: out, SampleFPS: 0, MaxPerInput: 4, MaxFacesPerFrame: 1})
-	require.NoError(t, err)
-	n, err := w.Add(context.Background(), clip)
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
+	n := cropOne(t, Options{Out: out, SampleFPS: 0, MaxPerInput: 4, MaxFacesPerFrame: 1}, clip)
 	require.Equal(t, 4, n)
 	recs := readIndex(t, out)
 	for i := 1; i < len(recs); i++ {
 		require.Equal(t, recs[i-1].FrameIndex+1, recs[i].FrameIndex, "0 fps keeps every frame, as in ingest")
 	}
-	_, err = New(Options{Out: t.TempDir(), SampleFPS: -1})
+	_, err := New(Options{Out: t.TempDir(), SampleFPS: -1})
 	require.ErrorContains(t, err, "negative sampling rate")
 }
 
@@ -395,11 +390,7 @@ func TestCropsMinEyePx(t *testing.T) {
 		want     int
 	}{{0, 2}, {DefaultMinEyePx, 1}} {
 		out := t.TempDir()
-		w, err := New(Options{Out: out, NoLandmarks: true, MinEyePx: tc.minEyePx})
-		require.NoError(t, err)
-		n, err := w.Add(context.Background(), photo)
-		require.NoError(t, err)
-		require.NoError(t, w.Close())
+		n := cropOne(t, Options{Out: out, NoLandmarks: true, MinEyePx: tc.minEyePx}, photo)
 		require.Equal(t, tc.want, n, "min eye px %v", tc.minEyePx)
 		recs := readIndex(t, out)
 		checkCropsOpt(t, out, recs, 640, 360, false)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/lae-screening/lae/ingest/track"
 	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 )
@@ -46,7 +47,7 @@ func recall(t *testing.T, det Detector, xmlPath string) (found, total, extra int
 			want := image.Rect(b.Left, b.Top, b.Left+b.Width, b.Top+b.Height)
 			best, bi := 0.0, -1
 			for i, f := range got {
-				if v := testenv.IoU(want, f.Box); !used[i] && v > best {
+				if v := track.IoU(want, f.Box); !used[i] && v > best {
 					best, bi = v, i
 				}
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lae-screening/lae/ingest/align"
 	"github.com/lae-screening/lae/ingest/faces"
+	"github.com/lae-screening/lae/ingest/track"
 	"github.com/lae-screening/lae/internal/memstat"
 	"github.com/lae-screening/lae/internal/ortenv"
 	"github.com/lae-screening/lae/internal/testenv"
@@ -38,16 +39,24 @@ type aligned struct {
 	cx, cy, w, h float64
 }
 
+// ingestStages opens the embedded YuNet and an aligner as ingest uses them (landmark eyes, no
+// eye cascade), closed when the test ends.
+func ingestStages(t testing.TB) (faces.Detector, *align.Aligner) {
+	t.Helper()
+	det, err := faces.Open(faces.SpecYuNet)
+	require.NoError(t, err)
+	t.Cleanup(func() { det.Close() })
+	al, err := align.New(align.Options{NoEyeDetection: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { al.Close() })
+	return det, al
+}
+
 // alignedFaces detects (embedded YuNet) and aligns the most confident face of each image. Box
 // corners are mapped into the crop through the inverse of the crop's similarity transform.
 func alignedFaces(t testing.TB, paths []string) []aligned {
 	t.Helper()
-	det, err := faces.Open(faces.SpecYuNet)
-	require.NoError(t, err)
-	defer det.Close()
-	al, err := align.New(align.Options{NoEyeDetection: true})
-	require.NoError(t, err)
-	defer al.Close()
+	det, al := ingestStages(t)
 	var out []aligned
 	for _, p := range paths {
 		img := gocv.IMRead(p, gocv.IMReadColor)
@@ -164,12 +173,7 @@ func TestMeshAgreesWithDlib68(t *testing.T) {
 	m := openMesh(t)
 	defer m.Close()
 	dir := testenv.SharedData(t, "photos", "dlib_annotated")
-	det, err := faces.Open(faces.SpecYuNet)
-	require.NoError(t, err)
-	defer det.Close()
-	al, err := align.New(align.Options{NoEyeDetection: true})
-	require.NoError(t, err)
-	defer al.Close()
+	det, al := ingestStages(t)
 	_, right := align.CanonicalEyes(align.CropSize)
 	left, _ := align.CanonicalEyes(align.CropSize)
 	iod := right[0] - left[0]
@@ -199,7 +203,7 @@ func TestMeshAgreesWithDlib68(t *testing.T) {
 				want := image.Rect(b.Left, b.Top, b.Left+b.Width, b.Top+b.Height)
 				best, bi := 0.0, -1
 				for i, f := range found {
-					if v := testenv.IoU(want, f.Box); v > best {
+					if v := track.IoU(want, f.Box); v > best {
 						best, bi = v, i
 					}
 				}
@@ -325,14 +329,9 @@ func TestMeshOnNonFaces(t *testing.T) {
 	dogs := gocv.IMRead(filepath.Join(testenv.SharedData(t, "photos", "dlib_annotated"), "dogs.jpg"), gocv.IMReadColor)
 	require.False(t, dogs.Empty())
 	defer dogs.Close()
-	det, err := faces.Open(faces.SpecYuNet)
-	require.NoError(t, err)
-	defer det.Close()
+	det, al := ingestStages(t)
 	found, err := det.Detect(dogs)
 	require.NoError(t, err)
-	al, err := align.New(align.Options{NoEyeDetection: true})
-	require.NoError(t, err)
-	defer al.Close()
 	centre := faces.Face{Box: image.Rect(dogs.Cols()/4, dogs.Rows()/4, dogs.Cols()*3/4, dogs.Rows()*3/4)}
 	for i, f := range append([]faces.Face{centre}, found...) {
 		c, err := al.Align(dogs, f)

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lae-screening/lae/ingest/track"
 	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 	"google.golang.org/protobuf/proto"
@@ -139,7 +140,7 @@ func TestScanEndToEnd(t *testing.T) {
 		require.True(t, hot.In(frame), "hot region %v inside frame", hot)
 		require.Less(t, int(e.FrameIndex), len(truth))
 		gt := truth[e.FrameIndex][0]
-		require.Greater(t, iou(fb, gt), 0.25, "evidence face box %v on the face %v (frame %d)", fb, gt, e.FrameIndex)
+		require.Greater(t, track.IoU(fb, gt), 0.25, "evidence face box %v on the face %v (frame %d)", fb, gt, e.FrameIndex)
 	}
 }
 
@@ -233,13 +234,4 @@ func TestMissingModelIsClearError(t *testing.T) {
 
 func rect(r laev1.Rect) image.Rectangle {
 	return image.Rect(int(r.X), int(r.Y), int(r.X+r.W), int(r.Y+r.H))
-}
-
-func iou(a, b image.Rectangle) float64 {
-	in := a.Intersect(b)
-	if in.Empty() {
-		return 0
-	}
-	ia := float64(in.Dx() * in.Dy())
-	return ia / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia)
 }

@@ -3,7 +3,6 @@ package testenv
 import (
 	"bytes"
 	"encoding/xml"
-	"image"
 	"io"
 	"os"
 	"testing"
@@ -44,14 +43,4 @@ func ReadDlib(tb testing.TB, path string) DlibAnnotations {
 		tb.Fatalf("parse dlib annotations %s: %v", path, err)
 	}
 	return ds
-}
-
-// IoU is the intersection over union of two rectangles (0 when they do not overlap).
-func IoU(a, b image.Rectangle) float64 {
-	in := a.Intersect(b)
-	if in.Empty() {
-		return 0
-	}
-	i := float64(in.Dx() * in.Dy())
-	return i / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - i)
 }
