@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from . import forge
+from . import forge, realdata
 
 # Families that need a face of another person.
 NEEDS_DONOR = {"swap"}
@@ -75,9 +75,7 @@ def run_crops(lae: str, path: str, *flags: str) -> List[tuple]:
     """[(index row, 256x256 crop)] that `lae crops FLAGS path` makes (the ingest's detector and
     alignment); empty when it finds no face."""
     with tempfile.TemporaryDirectory(prefix="lae-crops-") as tmp:
-        r = subprocess.run([lae, "crops", "--out", tmp, *flags, path], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"lae crops {path}: {r.stderr.strip() or r.stdout.strip()}")
+        realdata.run_crops(lae, tmp, [path], *flags)
         index = os.path.join(tmp, "index.jsonl")
         rows = [json.loads(line) for line in open(index)] if os.path.exists(index) else []
         return [(row, cv2.imread(os.path.join(tmp, row["path"]))) for row in rows]

@@ -131,14 +131,14 @@ def evaluate(lae: str, model: str, data: str, out: str, threshold: Optional[floa
         return metrics.auc(np.array(ys), np.array(ss))
 
     methods = sorted({r["method"] for r in rows if r["label"] == "fake"})
-    per_method = {m: _r(auc_of(lambda r, m=m: r["label"] == "real" or r["method"] == m)) for m in methods}
+    per_method = {m: metrics.rounded(auc_of(lambda r, m=m: r["label"] == "real" or r["method"] == m)) for m in methods}
     fakes = [dev_s[r["file"]] for r in rows if r["label"] == "fake"]
 
     def rate(paths: List[str]) -> Dict:
         sc = [real_s[p] for p in paths if real_s[p] is not None]
         flagged = [os.path.relpath(p, data) for p in paths if real_s[p] is not None and real_s[p] >= threshold]
         return {"clips": len(paths), "scored": len(sc), "called_fake": len(flagged),
-                "rate": _r(len(flagged) / len(sc)) if sc else None, "flagged": flagged}
+                "rate": metrics.rounded(len(flagged) / len(sc)) if sc else None, "flagged": flagged}
 
     groups = {k: [p for p in reals if real_clip_split(p) == k] for k in ("train", "val", "test", "never")}
     photo_rep = {}
@@ -147,20 +147,20 @@ def evaluate(lae: str, model: str, data: str, out: str, threshold: Optional[floa
         flagged = sorted(k for k, v in sc.items() if v is not None and v >= threshold)
         photo_rep[name] = {"clips": len(cs), "scored": sum(v is not None for v in sc.values()),
                            "called_fake": len(flagged), "flagged": flagged,
-                           "median_score": _r(np.median([v for v in sc.values() if v is not None]))}
+                           "median_score": metrics.rounded(np.median([v for v in sc.values() if v is not None]))}
     rep = {
-        "threshold": _r(threshold), "threshold_choice": thr_info,
-        "deepfakes_dev": {"auc": _r(auc_of(lambda r: True)), "auc_per_method": per_method,
+        "threshold": metrics.rounded(threshold), "threshold_choice": thr_info,
+        "deepfakes_dev": {"auc": metrics.rounded(auc_of(lambda r: True)), "auc_per_method": per_method,
                           "fakes_called_fake": int(sum(1 for v in fakes if v is not None and v >= threshold)),
                           "fakes": len(fakes),
                           "reals_called_fake": int(sum(1 for v in dev_real if v is not None and v >= threshold)),
-                          "scores": {k: _r(v) for k, v in dev_s.items()}},
+                          "scores": {k: metrics.rounded(v) for k, v in dev_s.items()}},
         "real_clips": {"test_persons": rate(groups["test"]), "never_trained": rate(groups["never"]),
                        "val_persons": rate(groups["val"]), "train_persons": rate(groups["train"]),
-                       "scores": {os.path.relpath(p, data): _r(s) for p, s in real_s.items()}},
+                       "scores": {os.path.relpath(p, data): metrics.rounded(s) for p, s in real_s.items()}},
         "photo_clips": photo_rep,
         "scan": {"seconds": round(scan_s, 1), "crops_scored": crops,
-                 "seconds_per_crop_end_to_end": _r(scan_s / crops) if crops else None},
+                 "seconds_per_crop_end_to_end": metrics.rounded(scan_s / crops) if crops else None},
         "card": _card_figures(model),
     }
     return rep
@@ -177,9 +177,6 @@ def _card_figures(model: str) -> Dict:
         out["crops_per_cpu_second"] = ev["video"]["crops_per_cpu_second"]
     return out
 
-
-def _r(v):
-    return None if v is None else round(float(v), 4)
 
 
 def record_in_card(card_path: str, rep: Dict, crops_per_cpu_second: Optional[float], choose: bool) -> None:

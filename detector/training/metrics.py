@@ -7,6 +7,11 @@ import cv2
 import numpy as np
 
 
+def rounded(v: Optional[float], digits: int = 4) -> Optional[float]:
+    """A figure as reports and cards print it (None stays None)."""
+    return None if v is None else round(float(v), digits)
+
+
 def auc(y: np.ndarray, s: np.ndarray) -> Optional[float]:
     """ROC AUC by the Mann-Whitney statistic (ties count half); None if one class is missing."""
     y = np.asarray(y).astype(bool)

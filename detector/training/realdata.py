@@ -141,6 +141,12 @@ def run_crops(lae: str, out: str, inputs: Sequence[str], *flags: str) -> None:
         raise RuntimeError(f"lae crops into {out} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
 
 
+def _cropped(d: str) -> bool:
+    """Whether a crops directory already holds a non-empty index (its step is done)."""
+    idx = os.path.join(d, "index.jsonl")
+    return os.path.exists(idx) and os.path.getsize(idx) > 0
+
+
 def make_crops(p: Dict, lae: str, out: str, seed: int = 7, log=print) -> None:
     """Encode the video variants and run lae crops for every planned input; a finished step
     (its index.jsonl present and non-empty) is not repeated."""
@@ -149,7 +155,7 @@ def make_crops(p: Dict, lae: str, out: str, seed: int = 7, log=print) -> None:
     os.makedirs(enc_dir, exist_ok=True)
     for split in SPLITS:
         vdir = os.path.join(out, "crops", f"videos-{split}")
-        if os.path.exists(os.path.join(vdir, "index.jsonl")) and os.path.getsize(os.path.join(vdir, "index.jsonl")):
+        if _cropped(vdir):
             continue
         by_fps: Dict[float, List[str]] = {}
         for v in p["videos"]:
@@ -169,7 +175,7 @@ def make_crops(p: Dict, lae: str, out: str, seed: int = 7, log=print) -> None:
             run_crops(lae, vdir, inputs, "--fps", str(fps), "--max-faces", "1")
     for split in SPLITS:
         pdir = os.path.join(out, "crops", f"photos-{split}")
-        if os.path.exists(os.path.join(pdir, "index.jsonl")) and os.path.getsize(os.path.join(pdir, "index.jsonl")):
+        if _cropped(pdir):
             continue
         inputs = [ph["path"] for ph in p["photos"] if ph["split"] == split]
         log(f"realdata: {split}: lae crops of {len(inputs)} photos")

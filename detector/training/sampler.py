@@ -42,20 +42,19 @@ class Sampler:
         self.real = real
         self.size = size
         self.degrade = degrade
-        self._ids = real.identity
-        self._n = len(real)
 
     def face(self, i: int) -> forge.Face:
         """Crop i with its landmarks."""
-        return forge.Face(self.real.images[i], self.real.landmarks[i].astype(np.float32), str(self._ids[i]))
+        return forge.Face(self.real.images[i], self.real.landmarks[i].astype(np.float32), str(self.real.identity[i]))
 
     def donor(self, i: int, rng: np.random.Generator) -> forge.Face:
         """A crop of another person."""
+        ids, n = self.real.identity, len(self.real)
         for _ in range(20):
-            j = int(rng.integers(self._n))
-            if self._ids[j] != self._ids[i]:
+            j = int(rng.integers(n))
+            if ids[j] != ids[i]:
                 return self.face(j)
-        return self.face(int(rng.integers(self._n)))
+        return self.face(int(rng.integers(n)))
 
     def finish(self, img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, flip: bool) -> Tuple[np.ndarray, np.ndarray]:
         """Degrade (label-blind), resize like serving, optionally mirror."""

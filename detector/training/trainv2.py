@@ -163,22 +163,19 @@ def evaluate(model, ev: EvalSet, thr: Optional[float] = None) -> Dict:
     out: Dict = {}
     for name, fams in (("seen", forge.SEEN), ("unseen", forge.UNSEEN)):
         sel = real | np.isin(ev.family, fams)
-        out[f"auc_{name}"] = _r(metrics.auc(ev.y[sel], s[sel]))
-    out["auc_per_family"] = {f: _r(metrics.auc(ev.y[real | (ev.family == f)], s[real | (ev.family == f)]))
+        out[f"auc_{name}"] = metrics.rounded(metrics.auc(ev.y[sel], s[sel]))
+    out["auc_per_family"] = {f: metrics.rounded(metrics.auc(ev.y[real | (ev.family == f)], s[real | (ev.family == f)]))
                              for f in forge.FAMILIES if (ev.family == f).any()}
     loc = [metrics.localisation(h[i], ev.masks[i].astype(np.float32)) for i in np.flatnonzero(~real)]
     if loc:
-        out["pointing_game"] = _r(np.mean([d["pointing"] for d in loc]))
-        out["attention_iou"] = _r(np.mean([d["iou_rel"] for d in loc]))
-        out["outside_mass"] = _r(np.mean([d["outside"] for d in loc]))
+        out["pointing_game"] = metrics.rounded(np.mean([d["pointing"] for d in loc]))
+        out["attention_iou"] = metrics.rounded(np.mean([d["iou_rel"] for d in loc]))
+        out["outside_mass"] = metrics.rounded(np.mean([d["outside"] for d in loc]))
     if thr is not None:
-        out["fpr"] = _r(float((s[real] >= thr).mean()))
-        out["tpr"] = _r(float((s[~real] >= thr).mean()))
+        out["fpr"] = metrics.rounded(float((s[real] >= thr).mean()))
+        out["tpr"] = metrics.rounded(float((s[~real] >= thr).mean()))
     return out
 
-
-def _r(v):
-    return None if v is None else round(float(v), 4)
 
 
 def make_pool(sampler: Sampler, cfg: Config, seed: int) -> EvalSet:
@@ -189,7 +186,8 @@ def make_pool(sampler: Sampler, cfg: Config, seed: int) -> EvalSet:
 def al_round(model, pool: EvalSet, revealed: List[int], k: int, round_no: int, work: str, log=print) -> List[Dict]:
     """Score the unrevealed pool, pick k by the active.py criterion, export the annotation batch,
     paint it with the oracle, import it; returns the picks (their pool indices are revealed)."""
-    cand = np.array([i for i in range(len(pool.y)) if i not in set(revealed)], np.int64)
+    done = set(revealed)
+    cand = np.array([i for i in range(len(pool.y)) if i not in done], np.int64)
     if len(cand) == 0 or k <= 0:
         return []
     s, h = predict(model, pool.x[cand])
@@ -264,8 +262,8 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print, out_dir:
                                masked=pool.subset(sel), use_masks=True, lr_scale=cfg.arm_lr_scale, log=log)
             thr = metrics.fpr_threshold(predict(net, val.x[val.y == 0])[0], 0.05)
             arms[tag] = {"train": info, "val": evaluate(net, val, thr), "test": evaluate(net, test, thr),
-                         "threshold_val_fpr5": _r(thr), "masks": len(picks),
-                         "mask_fraction": _r(len(picks) / samples_per_epoch)}
+                         "threshold_val_fpr5": metrics.rounded(thr), "masks": len(picks),
+                         "mask_fraction": metrics.rounded(len(picks) / samples_per_epoch)}
             if arm == "lae":
                 arms[tag]["picks"] = picks
             log(f"{tag}: test {json.dumps(arms[tag]['test'])}")
@@ -273,7 +271,7 @@ def run(real_dir: str, work: str, cfg: Config, version: str, log=print, out_dir:
                        os.path.join(work, f"{tag}.pt"))
             if tag == "lae-s0":
                 release = net
-    gains = {s: _r(arms[f"lae-s{s}"]["test"]["auc_unseen"] - arms[f"baseline-s{s}"]["test"]["auc_unseen"])
+    gains = {s: metrics.rounded(arms[f"lae-s{s}"]["test"]["auc_unseen"] - arms[f"baseline-s{s}"]["test"]["auc_unseen"])
              for s in cfg.seeds}
     card = {
         "model": {"name": NAME, "version": version, "input_size": cfg.size, "mean": list(common.MEAN),
