@@ -67,7 +67,7 @@ func (a *aggregator) finish(ctx context.Context, key videoKey, incomplete string
 	}
 	if err := a.store(ctx, v, data); err != nil {
 		a.stats.StoreErrors.Add(1)
-		a.o.Metrics.Error("aggregator", "store")
+		a.hookError("store")
 		a.log.Warn("store verdict (will retry)", zap.Stringer("video", key), zap.Error(err))
 		return
 	}
@@ -81,7 +81,9 @@ func (a *aggregator) finish(ctx context.Context, key videoKey, incomplete string
 	delete(a.states, key)
 	a.done[key] = a.now()
 	a.stats.Verdicts.Add(1)
-	a.o.Metrics.Verdict(v.Verdict)
+	if a.o.Hooks.Verdict != nil {
+		a.o.Hooks.Verdict(&v)
+	}
 	a.log.Info("verdict", zap.String("video", v.VideoID), zap.Int("revision", v.Revision),
 		zap.String("verdict", v.Verdict), zap.Float64("score", v.Score), zap.Uint64("crops", v.CropsScored),
 		zap.Uint64("faces_too_small", v.FacesTooSmall),
@@ -161,7 +163,7 @@ func (a *aggregator) evidence(ctx context.Context, key videoKey, st *state, top 
 		case errors.Is(err, evidence.ErrNothingToDraw):
 		case err != nil:
 			a.stats.EvidenceErrors.Add(1)
-			a.o.Metrics.Error("aggregator", "evidence")
+			a.hookError("evidence")
 			a.log.Warn("render evidence", zap.Stringer("video", key), zap.Error(err))
 		default:
 			name := laev1.EvidenceObjectName(s.GetVideoId(), int(key.revision), s.GetFrameIndex(), s.GetFaceIndex())

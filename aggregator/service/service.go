@@ -67,9 +67,23 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/aggregator/verdict"
-	"github.com/lae-screening/lae/internal/metrics"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
+
+// Hooks let the caller observe the aggregator (metrics) without the aggregator knowing what
+// observes it. Every field is optional (nil = not called). They run on the aggregator's one
+// goroutine, between messages: they must not block.
+type Hooks struct {
+	// Verdict is called once for every final verdict stored and published, forced and error
+	// verdicts included, at the moment it counts in Stats.Verdicts; rolling verdicts are not
+	// reported, since each is replaced by the next and counting them would count a video many
+	// times. v is the aggregator's: read it, do not keep or modify it.
+	Verdict func(v *laev1.Verdict)
+	// Error is called once per counted error, by kind: "malformed" (a message terminated),
+	// "store" (a verdict that could not be stored, retried on the next tick) and "evidence"
+	// (an evidence image that could not be rendered).
+	Error func(kind string)
+}
 
 // Options configures Run. Threshold is required (from the model card); the rest has defaults.
 type Options struct {
@@ -91,8 +105,8 @@ type Options struct {
 	OnVerdict func(laev1.Verdict)
 	// Stats, when set, is updated with counters (for tests and status pages).
 	Stats *Stats
-	// Metrics, when set, counts verdicts by label and errors by kind (stage "aggregator").
-	Metrics *metrics.Metrics
+	// Hooks observe verdicts and errors (metrics).
+	Hooks Hooks
 
 	// StallTimeout is how long a video whose end-of-stream has arrived may go without a new
 	// score before its scores are replayed from the stream. 0 = 60s.
@@ -119,9 +133,17 @@ type Options struct {
 
 // Stats counts what the aggregator did. Fields are updated atomically; read them with Load.
 type Stats struct {
+	// Scores and EOS count the messages folded in; Duplicates and Late those dropped (a crop
+	// already scored, a video already finished); Malformed those terminated.
 	Scores, EOS, Duplicates, Late, Malformed atomic.Int64
+	// Verdicts counts final verdicts stored; EvidenceImages the evidence images stored and
+	// EvidenceErrors those that could not be located, rendered or stored (the verdict goes
+	// out without them).
 	Verdicts, EvidenceImages, EvidenceErrors atomic.Int64
-	Replays, Forced, StoreErrors, Rolling    atomic.Int64
+	// Replays counts the replays of a video's scores from the stream; Forced the verdicts given
+	// before every crop was scored; StoreErrors the verdict stores that failed (and were
+	// retried); Rolling the rolling verdicts published.
+	Replays, Forced, StoreErrors, Rolling atomic.Int64
 }
 
 // doneTTL is how long finished videos are remembered, so that late or redelivered messages of
@@ -328,10 +350,16 @@ func newAggregator(ctx context.Context, js jetstream.JetStream, o Options) (*agg
 // terminate stops redelivery of a message that can never be handled, and counts it.
 func (a *aggregator) terminate(m jetstream.Msg, reason string) {
 	a.stats.Malformed.Add(1)
-	a.o.Metrics.Error("aggregator", "malformed")
+	a.hookError("malformed")
 	a.log.Warn("terminating malformed message", zap.String("subject", m.Subject()), zap.String("reason", reason))
 	if err := m.TermWithReason(reason); err != nil {
 		a.log.Warn("term", zap.String("subject", m.Subject()), zap.Error(err))
+	}
+}
+
+func (a *aggregator) hookError(kind string) {
+	if a.o.Hooks.Error != nil {
+		a.o.Hooks.Error(kind)
 	}
 }
 

@@ -40,7 +40,11 @@ type harness struct {
 	stats    *Stats
 	mu       sync.Mutex
 	verdicts []laev1.Verdict
-	stop     func()
+	// hooked is what Hooks.Verdict saw ("<id> <label> final=<bool>"); hookErrors what
+	// Hooks.Error counted by kind.
+	hooked     []string
+	hookErrors map[string]int
+	stop       func()
 }
 
 func startServer(t testing.TB) *harness {
@@ -48,7 +52,7 @@ func startServer(t testing.TB) *harness {
 	srv, err := natsembed.Start(context.Background(), natsembed.Options{Retention: laev1.Retention{Memory: true}})
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
-	return &harness{srv: srv, js: srv.JS, nc: srv.NC, stats: &Stats{}}
+	return &harness{srv: srv, js: srv.JS, nc: srv.NC, stats: &Stats{}, hookErrors: map[string]int{}}
 }
 
 // run starts an aggregator; stop (also run at cleanup) cancels it and checks it returned nil.
@@ -60,6 +64,14 @@ func (h *harness) run(t testing.TB, o Options) {
 		h.mu.Lock()
 		h.verdicts = append(h.verdicts, v)
 		h.mu.Unlock()
+	}
+	o.Hooks = Hooks{
+		Verdict: func(v *laev1.Verdict) {
+			h.mu.Lock()
+			h.hooked = append(h.hooked, fmt.Sprintf("%s %s final=%v", v.VideoID, v.Verdict, v.Final))
+			h.mu.Unlock()
+		},
+		Error: func(kind string) { h.mu.Lock(); h.hookErrors[kind]++; h.mu.Unlock() },
 	}
 	if o.Tick == 0 {
 		o.Tick = 50 * time.Millisecond
@@ -497,6 +509,9 @@ func TestMalformedMessagesAreTerminated(t *testing.T) {
 	h.publishEOS(t, v.eos)
 	got, _ := waitVerdict(t, sub)
 	assert.Equal(t, uint64(len(v.scores)), got.CropsScored)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	assert.Equal(t, map[string]int{"malformed": 3}, h.hookErrors, "every terminated message reported once")
 }
 
 func TestMissingFrameImageDrawsOnHeatmap(t *testing.T) {
@@ -638,6 +653,9 @@ func TestRollingVerdictsBeforeTheEnd(t *testing.T) {
 	var stored laev1.Verdict
 	require.NoError(t, json.Unmarshal(entry.Value(), &stored))
 	assert.True(t, stored.Final, "the final verdict is the one left in the bucket")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	assert.Equal(t, []string{"live-1 fake final=true"}, h.hooked, "Hooks.Verdict sees the final verdict only")
 }
 
 func TestRunRefusesBadOptions(t *testing.T) {

@@ -118,7 +118,13 @@ func ingestCmd(ctx context.Context, args []string) error {
 			Concurrency: c.Concurrency, DefaultSampleFPS: c.SampleFPS, ShutdownTimeout: env.cfg.ShutdownTimeout,
 			Pipeline: pipeline.Options{MaxDuration: c.MaxDuration, FaceModel: c.FaceModel, MinEyePx: c.MinEyePx,
 				Source: source.Options{OpenTimeout: c.OpenTimeout, ReadTimeout: c.OpenTimeout}},
-			Logger: env.log, Metrics: env.metrics,
+			Logger: env.log,
+			Hooks: ingestworker.Hooks{
+				Done: func(_ string, e *laev1.EndOfStream, err error) {
+					env.metrics.IngestDone(err == nil, e.GetFramesDecoded(), e.GetFramesSampled(), e.GetFaces(), e.GetCropsPublished())
+				},
+				Error: env.metrics.StageErrors("ingest"),
+			},
 		})
 		if serr := <-errc; err == nil {
 			err = serr
@@ -176,7 +182,11 @@ func aggregateCmd(ctx context.Context, args []string) error {
 		go env.metrics.WatchConsumer(ctx, env.js, laev1.StreamScores, laev1.ConsumerAggregator, 5*time.Second)
 		return service.Run(ctx, env.js, service.Options{
 			Rule: c.Rule, TopK: c.TopK, Threshold: threshold, EvidenceFrames: c.EvidenceFrames, Model: name,
-			RollingEvery: c.RollingEvery, Logger: env.log, Metrics: env.metrics,
+			RollingEvery: c.RollingEvery, Logger: env.log,
+			Hooks: service.Hooks{
+				Verdict: func(v *laev1.Verdict) { env.metrics.Verdict(v.Verdict) },
+				Error:   env.metrics.StageErrors("aggregator"),
+			},
 		})
 	})
 }

@@ -12,6 +12,9 @@
 //     retried;
 //   - when inference fails the batch's crops are negatively acknowledged with a delay and come
 //     back (MaxDeliver bounds the retries).
+//
+// The model is reached through the Scorer interface, so that this policy can be tested with a
+// fake model and without ONNX Runtime.
 package worker
 
 import (
@@ -38,6 +41,21 @@ const (
 	DefaultNakDelay       = 2 * time.Second
 	DefaultPublishTimeout = 10 * time.Second
 )
+
+// Scorer is what the worker needs of a model; *model.Model is the production one. It is an
+// interface so that tests can check the delivery policy (what is published, acked, redelivered
+// when scoring fails) with a fake whose results and failures they choose.
+type Scorer interface {
+	// Metadata is read once, when Run starts: Name and Version label every score, and
+	// HeatmapW and HeatmapH give the size of each Prediction's Heatmap.
+	Metadata() model.Metadata
+	// Predict scores a batch: one Prediction per crop, in order, or an error for the whole
+	// batch, whose crops are then redelivered (a result of the wrong length counts as an
+	// error). It is called from Options.Workers goroutines at once.
+	Predict(crops []model.Crop) ([]model.Prediction, error)
+}
+
+var _ Scorer = (*model.Model)(nil)
 
 // Hooks receive events for metrics. Every field is optional; they are called from the worker
 // goroutines, so they must be safe for concurrent use.
@@ -128,8 +146,9 @@ func Consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, 
 // Run scores crops until ctx is cancelled, then stops pulling, finishes the crops it already
 // holds, acknowledges them and returns nil. It returns an error when the consumer cannot be
 // set up or the subscription ends for another reason (connection closed, consumer deleted).
-func Run(ctx context.Context, js jetstream.JetStream, m *model.Model, o Options) error {
-	if m == nil {
+func Run(ctx context.Context, js jetstream.JetStream, s Scorer, o Options) error {
+	// A nil *model.Model in the interface is not nil, and would panic at Metadata.
+	if mm, ok := s.(*model.Model); s == nil || ok && mm == nil {
 		return errors.New("detector worker: no model")
 	}
 	o = o.withDefaults()
@@ -140,8 +159,8 @@ func Run(ctx context.Context, js jetstream.JetStream, m *model.Model, o Options)
 			return fmt.Errorf("detector worker: %w", err)
 		}
 	}
-	md := m.Metadata()
-	w := &worker{js: js, m: m, o: o, log: o.Logger, modelName: md.Name, modelVersion: md.Version,
+	md := s.Metadata()
+	w := &worker{js: js, s: s, o: o, log: o.Logger, modelName: md.Name, modelVersion: md.Version,
 		heatW: uint32(md.HeatmapW), heatH: uint32(md.HeatmapH)}
 	w.log.Info("detector worker started", zap.String("model", md.Name), zap.String("version", md.Version),
 		zap.Int("batch_size", o.BatchSize), zap.Duration("batch_timeout", o.BatchTimeout), zap.Int("workers", o.Workers))
@@ -180,7 +199,7 @@ func Run(ctx context.Context, js jetstream.JetStream, m *model.Model, o Options)
 
 type worker struct {
 	js                      jetstream.JetStream
-	m                       *model.Model
+	s                       Scorer
 	o                       Options
 	log                     *zap.Logger
 	modelName, modelVersion string
@@ -272,8 +291,13 @@ func (w *worker) process(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		start := time.Now()
 		var err error
-		preds, err = w.m.Predict(crops)
+		preds, err = w.s.Predict(crops)
 		took := time.Since(start)
+		if err == nil && len(preds) != len(crops) {
+			// Indexing a short result would panic; a long one would pair scores with the
+			// wrong crops. Either way the batch is not trustworthy.
+			err = fmt.Errorf("scorer returned %d predictions for %d crops", len(preds), len(crops))
+		}
 		if err != nil {
 			w.log.Error("inference failed; crops will be redelivered", zap.Int("crops", len(good)), zap.Error(err))
 			w.hookFailed("inference", len(good), err)

@@ -134,7 +134,7 @@ func consumerInfo(t testing.TB, js jetstream.JetStream) *jetstream.ConsumerInfo 
 
 // runWorker starts Run in the background and returns a stop function that cancels it and
 // returns Run's error.
-func runWorker(t testing.TB, js jetstream.JetStream, m *model.Model, o Options) func() error {
+func runWorker(t testing.TB, js jetstream.JetStream, m Scorer, o Options) func() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, js, m, o) }()
@@ -406,6 +406,8 @@ func TestRunFailsClearlyWithoutStream(t *testing.T) {
 	err := Run(context.Background(), s.JS, loadTiny(t), Options{})
 	require.ErrorContains(t, err, laev1.StreamFaces)
 	require.ErrorContains(t, Run(context.Background(), s.JS, nil, Options{}), "no model")
+	require.ErrorContains(t, Run(context.Background(), s.JS, (*model.Model)(nil), Options{}), "no model",
+		"a nil model in the interface is still no model")
 }
 
 // Rescoring: a given consumer (here over one video's archived crops) replaces the shared one,

@@ -15,9 +15,28 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lae-screening/lae/ingest/pipeline"
-	"github.com/lae-screening/lae/internal/metrics"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
+
+// Hooks let the caller observe the worker (metrics, progress displays) without the worker
+// knowing what observes it. Every field is optional (nil = not called). They are called from
+// the goroutines of the videos in hand, several at once: they must be safe for concurrent use
+// and must not block, since a video waits for its hooks.
+type Hooks struct {
+	// Done is called once per video after its pipeline ended, successfully or not: err is the
+	// pipeline's error, and eos the end-of-stream event with the video's counts, nil when the
+	// pipeline could not produce one. It is called before the submission is acknowledged or
+	// handed back, so a video whose end-of-stream was not published is reported each time it
+	// is tried.
+	Done func(videoID string, eos *laev1.EndOfStream, err error)
+	// Error is called once per counted error, by kind: "malformed_submission" (a work item
+	// that is not a valid submission, terminated) and "eos_not_published" (the video's
+	// end-of-stream could not be stored, so it is handed back to run again).
+	Error func(kind string)
+	// Progress is called with the video's id after every sampled frame, from the video's
+	// pipeline (pipeline.Options.Progress); the id lets one observer follow many videos.
+	Progress func(videoID string, p pipeline.Progress)
+}
 
 // Options configures Run.
 type Options struct {
@@ -26,13 +45,16 @@ type Options struct {
 	// DefaultSampleFPS applies when a submission does not say (the product default is 5).
 	DefaultSampleFPS float64
 	// Pipeline is the template of every video's pipeline options (SampleFPS and MaxDuration
-	// are taken from the submission when it sets them).
+	// are taken from the submission when it sets them). Its Progress, when set, is called for
+	// every video, as well as Hooks.Progress.
 	Pipeline pipeline.Options
 	// ShutdownTimeout bounds how long videos in hand may run after ctx ends; then they are
 	// cut short and end with a failure event (live streams never end by themselves).
 	ShutdownTimeout time.Duration
-	Logger          *zap.Logger
-	Metrics         *metrics.Metrics
+	// Logger receives structured logs; nil = no logs.
+	Logger *zap.Logger
+	// Hooks observe videos and errors (metrics).
+	Hooks Hooks
 }
 
 // Run consumes submissions until ctx ends, then waits for the videos in hand.
@@ -114,11 +136,13 @@ func next(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
 	return nil, nil
 }
 
+// handle runs one submission and settles its work item: acknowledged once the video's
+// end-of-stream is published, handed back when it is not, terminated when it is malformed.
 func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, o Options) {
 	var req laev1.SubmitRequest
 	if err := json.Unmarshal(msg.Data(), &req); err != nil || laev1.ValidateVideoID(req.VideoID) != nil || req.URL == "" {
 		o.Logger.Warn("malformed submission terminated", zap.ByteString("data", msg.Data()))
-		o.Metrics.Error("ingest", "malformed_submission")
+		o.hookError("malformed_submission")
 		_ = msg.TermWithReason("malformed submission")
 		return
 	}
@@ -149,22 +173,15 @@ func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, o Op
 		po.MaxDuration = time.Duration(req.MaxDurationSeconds * float64(time.Second))
 	}
 	po.Logger = log
+	po.Progress = progress(req.VideoID, o.Pipeline.Progress, o.Hooks.Progress)
 	start := time.Now()
 	eos, err := pipeline.Run(ctx, js, req.VideoID, req.URL, po)
 	stopHB()
-	outcome := "ok"
 	if err != nil {
-		outcome = "failed"
 		log.Warn("ingest failed", zap.Error(err))
 	}
-	if o.Metrics != nil {
-		o.Metrics.VideosIngested.WithLabelValues(outcome).Inc()
-		if eos != nil {
-			o.Metrics.FramesDecoded.Add(float64(eos.FramesDecoded))
-			o.Metrics.FramesSampled.Add(float64(eos.FramesSampled))
-			o.Metrics.Faces.Add(float64(eos.Faces))
-			o.Metrics.CropsPublished.Add(float64(eos.CropsPublished))
-		}
+	if o.Hooks.Done != nil {
+		o.Hooks.Done(req.VideoID, eos, err)
 	}
 	if eos != nil {
 		log.Info("ingest done", zap.Uint64("frames_sampled", eos.FramesSampled), zap.Uint64("crops", eos.CropsPublished),
@@ -172,12 +189,34 @@ func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, o Op
 	}
 	if errors.Is(err, pipeline.ErrEOSNotPublished) {
 		// Without its end-of-stream the video would never get a verdict: hand it back.
-		o.Metrics.Error("ingest", "eos_not_published")
+		o.hookError("eos_not_published")
 		_ = msg.NakWithDelay(5 * time.Second)
 		return
 	}
 	// The end-of-stream event is published (success or failure), so the submission is done.
 	if err := msg.DoubleAck(context.WithoutCancel(ctx)); err != nil {
 		log.Warn("ack submission", zap.Error(err))
+	}
+}
+
+func (o Options) hookError(kind string) {
+	if o.Hooks.Error != nil {
+		o.Hooks.Error(kind)
+	}
+}
+
+// progress is one video's pipeline Progress: the template's and the hook's, tagged with the
+// video id. It is nil when neither is set, so that the pipeline skips the call per frame.
+func progress(videoID string, template func(pipeline.Progress), hook func(string, pipeline.Progress)) func(pipeline.Progress) {
+	switch {
+	case hook == nil:
+		return template
+	case template == nil:
+		return func(p pipeline.Progress) { hook(videoID, p) }
+	default:
+		return func(p pipeline.Progress) {
+			template(p)
+			hook(videoID, p)
+		}
 	}
 }

@@ -4,17 +4,18 @@ import (
 	"context"
 	"image"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/lae-screening/lae/ingest/pipeline"
 	"github.com/lae-screening/lae/ingest/submit"
 	"github.com/lae-screening/lae/ingest/testvideo"
-	"github.com/lae-screening/lae/internal/metrics"
 	"github.com/lae-screening/lae/internal/natsembed"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -48,12 +49,42 @@ func TestWorkerIngestsEachSubmissionOnce(t *testing.T) {
 	_, err = srv.JS.Publish(ctx, laev1.SubjectIngestWork, []byte("garbage"))
 	require.NoError(t, err)
 
-	// Two ingest processes share the work queue: each video is taken by exactly one.
+	// Two ingest processes share the work queue: each video is taken by exactly one. Both
+	// report to the same hooks, as two processes report to one Prometheus.
+	var mu sync.Mutex
+	ended := map[string]int{}                   // Done calls by video
+	endedEOS := map[string]*laev1.EndOfStream{} // what Done got
+	errs := map[string]int{}                    // Error calls by kind
+	last := map[string]pipeline.Progress{}      // the last Progress by video
+	var templateCalls atomic.Int64
+	hooks := Hooks{
+		Done: func(id string, e *laev1.EndOfStream, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			ended[id]++
+			endedEOS[id] = e
+			if id == "three" {
+				assert.Error(t, err, "a missing file fails")
+			} else {
+				assert.NoError(t, err)
+			}
+		},
+		Error: func(kind string) { mu.Lock(); errs[kind]++; mu.Unlock() },
+		Progress: func(id string, p pipeline.Progress) {
+			mu.Lock()
+			defer mu.Unlock()
+			assert.GreaterOrEqual(t, p.FramesSampled, last[id].FramesSampled, "%s: progress only grows", id)
+			last[id] = p
+		},
+	}
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 2)
-	ms := []*metrics.Metrics{metrics.New(prometheus.NewRegistry()), metrics.New(prometheus.NewRegistry())}
-	for _, m := range ms {
-		go func() { done <- Run(wctx, srv.JS, Options{Concurrency: 2, DefaultSampleFPS: 5, Metrics: m}) }()
+	for i := 0; i < 2; i++ {
+		// The template's Progress is still called next to the hook.
+		tmpl := pipeline.Options{Progress: func(pipeline.Progress) { templateCalls.Add(1) }}
+		go func() {
+			done <- Run(wctx, srv.JS, Options{Concurrency: 2, DefaultSampleFPS: 5, Pipeline: tmpl, Hooks: hooks})
+		}()
 	}
 
 	eos := map[string]*laev1.EndOfStream{}
@@ -92,11 +123,15 @@ func TestWorkerIngestsEachSubmissionOnce(t *testing.T) {
 	stop()
 	require.NoError(t, <-done)
 	require.NoError(t, <-done)
-	ingested := 0.0
-	for _, m := range ms {
-		for _, outcome := range []string{"ok", "failed"} {
-			ingested += testutil.ToFloat64(m.VideosIngested.WithLabelValues(outcome))
-		}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, map[string]int{"one": 1, "two": 1, "three": 1}, ended, "each video ended once across both processes")
+	require.Equal(t, map[string]int{"malformed_submission": 1}, errs)
+	for _, id := range []string{"one", "two"} {
+		require.True(t, proto.Equal(eos[id], endedEOS[id]), "%s: Done gets the published end-of-stream", id)
+		require.Equal(t, eos[id].FramesSampled, last[id].FramesSampled, "%s: the last progress is the final count", id)
 	}
-	require.Equal(t, float64(len(reqs)), ingested, "each submission ingested once across both processes")
+	require.NotContains(t, last, "three", "no frame of a missing file")
+	require.Equal(t, int64(eos["one"].FramesSampled+eos["two"].FramesSampled), templateCalls.Load(),
+		"the template's Progress is called once per sampled frame")
 }

@@ -1,6 +1,11 @@
 // Package metrics defines the Prometheus metrics of the lae roles in one place, so names and
 // labels stay consistent across ingest, detector and aggregator. A nil *Metrics is valid and
 // records nothing, so library code and tests need no registry.
+//
+// The roles do not import this package: each exposes Hooks (ingest/worker, detector/worker,
+// aggregator/service), and the composition site connects them to the methods here, which take
+// plain values. So this package stays a leaf that knows no role's types, and a role can be
+// observed by something other than Prometheus (a progress display, a test).
 package metrics
 
 import (
@@ -13,17 +18,25 @@ import (
 
 // Metrics holds every collector; each role uses the ones that concern it.
 type Metrics struct {
+	// FramesDecoded, FramesSampled, Faces and CropsPublished are ingest's totals, added when a
+	// video ends (IngestDone) rather than per frame: the end-of-stream event is the one place
+	// where they are final.
 	FramesDecoded  prometheus.Counter
 	FramesSampled  prometheus.Counter
 	Faces          prometheus.Counter
 	CropsPublished prometheus.Counter
-	VideosIngested *prometheus.CounterVec // by outcome: ok, failed
-	BatchSize      prometheus.Histogram
-	Inference      prometheus.Histogram
-	CropsScored    prometheus.Counter
-	Verdicts       *prometheus.CounterVec // by verdict
-	Errors         *prometheus.CounterVec // by stage and kind
-	ConsumerLag    *prometheus.GaugeVec   // pending messages by consumer
+	// VideosIngested counts videos by outcome: ok, failed.
+	VideosIngested *prometheus.CounterVec
+	// BatchSize, Inference and CropsScored describe the detector's batches (Batch).
+	BatchSize   prometheus.Histogram
+	Inference   prometheus.Histogram
+	CropsScored prometheus.Counter
+	// Verdicts counts final verdicts by label.
+	Verdicts *prometheus.CounterVec
+	// Errors counts errors by stage and kind.
+	Errors *prometheus.CounterVec
+	// ConsumerLag is the messages waiting for a consumer, by consumer (WatchConsumer).
+	ConsumerLag *prometheus.GaugeVec
 	// AckPending is what a consumer's clients hold, delivered and not yet acknowledged: for
 	// consumer "detector" these are the crops in flight across all detectors.
 	AckPending *prometheus.GaugeVec
@@ -56,12 +69,46 @@ func New(reg prometheus.Registerer) *Metrics {
 
 // Error counts one error of a stage.
 func (m *Metrics) Error(stage, kind string) {
-	if m != nil {
-		m.Errors.WithLabelValues(stage, kind).Inc()
+	m.ErrorN(stage, kind, 1)
+}
+
+// ErrorN counts n errors of a stage at once: the detector reports failures per batch, and a
+// loop of Error calls would be n label lookups for one event.
+func (m *Metrics) ErrorN(stage, kind string, n int) {
+	if m != nil && n > 0 {
+		m.Errors.WithLabelValues(stage, kind).Add(float64(n))
 	}
 }
 
-// Verdict counts one published verdict.
+// StageErrors returns an error hook for one stage: the roles report errors by kind alone
+// (their Hooks.Error), and the stage label is the composition site's knowledge. It is nil
+// when m is nil, so a role without metrics pays no call at all.
+func (m *Metrics) StageErrors(stage string) func(kind string) {
+	if m == nil {
+		return nil
+	}
+	return func(kind string) { m.Error(stage, kind) }
+}
+
+// IngestDone records one video whose ingest ended, ok or not, with the counts of its
+// end-of-stream event (zeros when there is none). It takes plain values so that this package
+// need not know the ingest types.
+func (m *Metrics) IngestDone(ok bool, framesDecoded, framesSampled, faces, crops uint64) {
+	if m == nil {
+		return
+	}
+	outcome := "ok"
+	if !ok {
+		outcome = "failed"
+	}
+	m.VideosIngested.WithLabelValues(outcome).Inc()
+	m.FramesDecoded.Add(float64(framesDecoded))
+	m.FramesSampled.Add(float64(framesSampled))
+	m.Faces.Add(float64(faces))
+	m.CropsPublished.Add(float64(crops))
+}
+
+// Verdict counts one published verdict by its label (real, fake, unknown, error).
 func (m *Metrics) Verdict(v string) {
 	if m != nil {
 		m.Verdicts.WithLabelValues(v).Inc()

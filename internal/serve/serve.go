@@ -227,7 +227,13 @@ func (s *Server) startStages(modelName string) {
 			Concurrency: o.IngestConcurrency, DefaultSampleFPS: o.SampleFPS, ShutdownTimeout: o.ShutdownTimeout,
 			Pipeline: pipeline.Options{MaxDuration: o.MaxDuration, FaceModel: o.FaceModel, MinEyePx: o.MinEyePx,
 				Source: source.Options{OpenTimeout: o.OpenTimeout, ReadTimeout: o.OpenTimeout}},
-			Logger: s.log.Named("ingest"), Metrics: mt,
+			Logger: s.log.Named("ingest"),
+			Hooks: ingestworker.Hooks{
+				Done: func(_ string, e *laev1.EndOfStream, err error) {
+					mt.IngestDone(err == nil, e.GetFramesDecoded(), e.GetFramesSampled(), e.GetFaces(), e.GetCropsPublished())
+				},
+				Error: mt.StageErrors("ingest"),
+			},
 		})
 	})
 	s.goStage(&s.stagesWG, "detector", func() error {
@@ -247,7 +253,11 @@ func (s *Server) startStages(modelName string) {
 	s.goStage(&s.stagesWG, "aggregator", func() error {
 		return service.Run(stagesCtx, js, service.Options{
 			Rule: o.Rule, TopK: o.TopK, Threshold: s.o.Threshold, EvidenceFrames: o.EvidenceFrames, Model: modelName,
-			RollingEvery: rolling, Logger: s.log.Named("aggregator"), Metrics: mt,
+			RollingEvery: rolling, Logger: s.log.Named("aggregator"),
+			Hooks: service.Hooks{
+				Verdict: func(v *laev1.Verdict) { mt.Verdict(v.Verdict) },
+				Error:   mt.StageErrors("aggregator"),
+			},
 		})
 	})
 	for _, c := range [][2]string{{laev1.StreamIngest, laev1.ConsumerIngest}, {laev1.StreamFaces, laev1.ConsumerDetector},
