@@ -34,7 +34,7 @@ func (c *clientFlags) connect(name string) (*nats.Conn, error) {
 		return nil, err
 	}
 	if c.natsURL != "" {
-		cfg.NATS.URLs = splitList(c.natsURL)
+		cfg.NATS.URLs = config.SplitList(c.natsURL)
 	}
 	return ops.Connect(cfg.NATS, name, zap.NewNop())
 }

@@ -11,10 +11,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/lae-screening/lae/detector/model"
 	"github.com/lae-screening/lae/ingest/submit"
+	"github.com/lae-screening/lae/internal/config"
+	"github.com/lae-screening/lae/internal/core"
 	"github.com/lae-screening/lae/internal/rescore"
-	"github.com/lae-screening/lae/internal/scanner"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -74,13 +74,14 @@ func rescoreCmd(ctx context.Context, args []string) error {
 		fs.Usage()
 		return exitError{2}
 	}
-	path := *modelPath
-	if path == "" {
-		path = scanner.DefaultModelPath()
+	d := config.Default().Detector
+	d.Model, d.ORTLib, d.Provider = *modelPath, *ortLib, *provider
+	if err := (config.Config{Detector: d}).ValidateDetector(); err != nil {
+		return err
 	}
-	m, err := model.Load(model.Options{Path: path, LibPath: *ortLib, Provider: *provider})
+	m, err := core.LoadModel(d)
 	if err != nil {
-		return fmt.Errorf("load model: %w", err)
+		return err
 	}
 	defer m.Close()
 	nc, err := cf.connect("lae-rescore")

@@ -9,15 +9,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-
 	"github.com/lae-screening/lae/aggregator/report"
+	"github.com/lae-screening/lae/detector/model"
 	"github.com/lae-screening/lae/ingest/pipeline"
-	"github.com/lae-screening/lae/internal/scanner"
+	"github.com/lae-screening/lae/internal/config"
+	"github.com/lae-screening/lae/internal/core"
+	"github.com/lae-screening/lae/internal/ops"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -38,133 +39,208 @@ func reportFile(path string, i, n int) string {
 	return fmt.Sprintf("%s-%d%s", strings.TrimSuffix(path, ext), i+1, ext)
 }
 
-func writeReport(ctx context.Context, sc *scanner.Scanner, v laev1.Verdict, path string) error {
-	images, err := sc.EvidenceImages(ctx, v)
+func writeReport(ctx context.Context, st *core.Stack, v laev1.Verdict, path string) error {
+	images, err := st.EvidenceImages(ctx, v)
 	if err != nil {
 		return err
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("report: %w", err)
+		return fmt.Errorf("create report: %w", err)
 	}
-	fps, faceModel, modelPath := sc.Settings()
-	err = report.Write(f, v, images, report.Settings{SampleFPS: fps, SampleFPSSet: true, FaceModel: faceModel,
-		ModelPath: modelPath, Generator: "lae scan"})
+	c := st.Config()
+	err = report.Write(f, v, images, report.Settings{SampleFPS: c.Ingest.SampleFPS, SampleFPSSet: true,
+		FaceModel: c.Ingest.FaceModel, ModelPath: model.PathOrDefault(c.Detector.Model), Generator: "lae scan"})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("report %s: %w", path, err)
+		return fmt.Errorf("write report %s: %w", path, err)
 	}
 	return nil
 }
 
+// scanOutput are the scan flags that shape its output rather than the stack.
+type scanOutput struct {
+	json, quiet, verbose bool
+	evidenceDir, report  string
+}
+
+var scanCommand = config.Command{
+	Name:     "scan",
+	Synopsis: "scan [flags] <file|dir|url|->...",
+	Doc: `Scans each input for manipulated faces and prints a verdict per input. A directory is
+scanned recursively (media files only); "-" reads one video from stdin. Flags may follow the
+inputs. Ctrl-C prints what is known so far of each unfinished input (final: false).
+Exit status: 0 when every input was scanned (whatever the verdicts), 1 when any input failed,
+2 on a usage error, 130 when interrupted.`,
+}
+
 func scanCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("scan", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: lae scan [flags] <file-or-url>...\n\nScans each input for manipulated faces and prints a verdict per input.\nExit status: 0 when every input was scanned (whatever the verdicts), 1 when any input failed.\n\nflags:\n")
-		fs.PrintDefaults()
+	var out scanOutput
+	cmd := scanCommand
+	cmd.Bind = func(fs *flag.FlagSet, c *config.Config) {
+		config.StackFlags(fs, c)
+		fs.BoolVar(&out.json, "json", false, "print one JSON object per input instead of text")
+		fs.StringVar(&out.evidenceDir, "evidence-dir", "", "write the evidence images (frame + heatmap overlay) into this directory")
+		fs.StringVar(&out.report, "report", "", "write a self-contained HTML report (several inputs: PATH-1.html, PATH-2.html, ...)")
+		fs.BoolVar(&out.quiet, "quiet", false, "no progress line on stderr")
+		fs.BoolVar(&out.verbose, "v", false, "log the stages' work to stderr (same as --log-level debug)")
 	}
-	var (
-		jsonOut     = fs.Bool("json", false, "print one JSON object per input instead of text")
-		evidenceDir = fs.String("evidence-dir", "", "write the evidence images (frame + heatmap overlay) into this directory")
-		reportPath  = fs.String("report", "", "write a self-contained HTML report (several inputs: PATH-1.html, PATH-2.html, ...)")
-		fps         = fs.Float64("fps", 5, "frames per second to sample by presentation time (0 = every frame)")
-		maxDur      = fs.Duration("max-duration", 0, "stop each input after this much media time (0 = no limit)")
-		faceModel   = fs.String("face-model", "", "face detector: yunet (embedded), haar-alt, haar, lbp, or a YuNet .onnx file (default: yunet)")
-		minEyePx    = fs.Float64("min-eye-px", pipeline.DefaultMinEyePx, "faces whose eyes are closer than this many source pixels are too small to judge: counted (faces_too_small), not scored (0 = score every face)")
-		modelPath   = fs.String("model", "", "LAE ONNX model (default: the shipped detector/models/lae-v2.onnx)")
-		ortLib      = fs.String("ort-lib", os.Getenv("LAE_ORT_LIB"), "ONNX Runtime shared library (env LAE_ORT_LIB; default .cache/ort/libonnxruntime.so.1)")
-		provider    = fs.String("provider", "cpu", "ONNX Runtime execution provider: cpu, cuda or tensorrt")
-		rule        = fs.String("rule", "", "verdict rule: mean, topk_mean or max_face_mean (default: the aggregator's)")
-		topK        = fs.Int("topk", 0, "k for the topk_mean rule (0 = default)")
-		threshold   = fs.Float64("threshold", -1, "decision threshold on the video score (default: the model card's calibrated one)")
-		evFrames    = fs.Int("evidence-frames", 3, "number of top frames to keep as evidence")
-		openTimeout = fs.Duration("open-timeout", 15*time.Second, "bound on opening a source and on a stalled read")
-		quiet       = fs.Bool("quiet", false, "no progress on stderr")
-		verbose     = fs.Bool("v", false, "log the stages' work to stderr")
-	)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	inputs := fs.Args()
-	if len(inputs) == 0 {
-		fs.Usage()
-		return exitError{2}
-	}
-	fpsSet, minEyeSet := false, false
-	fs.Visit(func(f *flag.Flag) {
-		fpsSet = fpsSet || f.Name == "fps"
-		minEyeSet = minEyeSet || f.Name == "min-eye-px"
-	})
-
-	logger := zap.NewNop()
-	if *verbose {
-		cfg := zap.NewDevelopmentConfig()
-		cfg.Level = zap.NewAtomicLevelAt(zapcore.DebugLevel)
-		cfg.DisableStacktrace = true
-		logger, _ = cfg.Build()
-		routeFFmpegLog(logger.Named("ffmpeg"))
-	}
-	defer func() { _ = logger.Sync() }()
-
-	sc, err := scanner.New(ctx, scanner.Options{
-		Model: *modelPath, ORTLib: *ortLib, Provider: *provider,
-		SampleFPS: *fps, SampleFPSSet: fpsSet, MaxDuration: *maxDur, FaceModel: *faceModel,
-		MinEyePx: *minEyePx, MinEyePxSet: minEyeSet,
-		Rule: *rule, TopK: *topK, Threshold: *threshold, EvidenceFrames: *evFrames,
-		OpenTimeout: *openTimeout, Logger: logger,
-	})
+	cfg, args, err := config.Parse(cmd, args)
 	if err != nil {
 		return err
 	}
-	defer sc.Close()
+	if len(args) == 0 {
+		return config.Usagef("no input given (a file, directory, URL or -)")
+	}
+	if out.verbose {
+		cfg.Log.Level = "debug"
+	}
+	if err := cfg.Validate(config.AllRoles); err != nil {
+		return err
+	}
+	inputs, err := expandInputs(args)
+	if err != nil {
+		return err
+	}
+	log, err := ops.NewLogger(cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	if out.verbose {
+		routeFFmpegLog(log.Named("ffmpeg"))
+	}
+	st, err := core.Start(context.WithoutCancel(ctx), core.Options{Config: cfg, Roles: config.AllRoles, Name: "scan", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close(ctx)
+	return runScan(ctx, st, inputs, out)
+}
 
-	showProgress := !*quiet && !*jsonOut && isTerminal(os.Stderr)
-	failed := 0
-	for i, input := range inputs {
-		if ctx.Err() != nil {
-			return ctx.Err()
+// scanJob is one input in flight: its latest rolling verdict, then its final one.
+type scanJob struct {
+	in      input
+	videoID string
+	mu      sync.Mutex
+	latest  laev1.Verdict
+	seen    bool
+	done    chan struct{}
+	final   laev1.Verdict
+	err     error
+}
+
+func (j *scanJob) partial() laev1.Verdict {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.latest
+}
+
+// runScan submits every input at once (ingest takes them Ingest.Concurrency at a time, as in
+// production), then prints the verdicts in input order.
+func runScan(ctx context.Context, st *core.Stack, inputs []input, out scanOutput) error {
+	jobs := make([]*scanJob, len(inputs))
+	for i, in := range inputs {
+		j := &scanJob{in: in, done: make(chan struct{})}
+		jobs[i] = j
+		url, err := in.url(st.StoreDir())
+		if err == nil {
+			j.videoID, err = st.Submit(ctx, laev1.SubmitRequest{URL: url, Reference: in.name})
 		}
-		prog := newProgressLine(os.Stderr, input, showProgress)
-		v, err := sc.Scan(ctx, input, prog.update)
-		prog.done()
-		res := scanResult{Verdict: v}
 		if err != nil {
-			res.Verdict = laev1.Verdict{Input: input, Verdict: laev1.VerdictError, Error: err.Error(), Threshold: sc.Threshold(), Model: sc.ModelInfo().Name}
+			j.err = err
+			close(j.done)
+			continue
 		}
+		go func() {
+			defer close(j.done)
+			j.final, j.err = st.WaitFinal(ctx, j.videoID, func(v laev1.Verdict) {
+				j.mu.Lock()
+				j.latest, j.seen = v, true
+				j.mu.Unlock()
+			})
+		}()
+	}
+	showProgress := !out.quiet && !out.json && isTerminal(os.Stderr)
+	failed, interrupted := 0, false
+	for i, j := range jobs {
+		var res scanResult
+		if !interrupted {
+			prog := newProgressLine(os.Stderr, j.in.name, showProgress)
+			stop := st.FollowProgress(j.videoID, prog.update)
+			<-j.done
+			stop()
+			prog.done()
+		}
+		switch {
+		case j.err == nil:
+			res.Verdict = j.final
+		case ctx.Err() != nil:
+			interrupted = true
+			res.Verdict = interruptedVerdict(j, st)
+		default:
+			res.Verdict = laev1.Verdict{VideoID: j.videoID, Verdict: laev1.VerdictError, Error: j.err.Error(),
+				Threshold: st.Card.Threshold, Model: st.Card.Name, ModelVersion: st.Card.Version}
+		}
+		res.Input = j.in.name
 		if res.Evidence == nil {
 			res.Evidence = []laev1.Evidence{}
 		}
-		if *evidenceDir != "" && len(res.Evidence) > 0 {
-			files, err := sc.WriteEvidence(ctx, res.Verdict, *evidenceDir)
-			res.EvidenceFiles = files
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "lae scan: %s: %v\n", input, err)
-			}
-		}
-		if *reportPath != "" {
-			p := reportFile(*reportPath, i, len(inputs))
-			if err := writeReport(ctx, sc, res.Verdict, p); err != nil {
-				fmt.Fprintf(os.Stderr, "lae scan: %s: %v\n", input, err)
-			} else {
-				res.Report = p
-			}
+		if !interrupted {
+			writeOutputs(ctx, st, &res, out, i, len(jobs))
 		}
 		if res.Verdict.Verdict == laev1.VerdictError {
 			failed++
 		}
-		if *jsonOut {
+		if out.json {
 			b, _ := json.Marshal(res)
 			fmt.Println(string(b))
 		} else {
 			printVerdict(os.Stdout, res)
 		}
 	}
-	if failed > 0 {
+	switch {
+	case interrupted:
+		return exitError{130}
+	case failed > 0:
 		return exitError{1}
 	}
 	return nil
+}
+
+// interruptedVerdict is what an unfinished input has to show: its latest rolling verdict
+// (the rule over every score so far), or an unknown one when no score arrived yet. Either
+// way final is false.
+func interruptedVerdict(j *scanJob, st *core.Stack) laev1.Verdict {
+	v := j.partial()
+	if !j.seen {
+		v = laev1.Verdict{VideoID: j.videoID, Verdict: laev1.VerdictUnknown, Threshold: st.Card.Threshold,
+			Model: st.Card.Name, ModelVersion: st.Card.Version}
+	}
+	v.Final = false
+	v.Error = "interrupted: partial result"
+	return v
+}
+
+// writeOutputs writes the evidence files and the report of one result.
+func writeOutputs(ctx context.Context, st *core.Stack, res *scanResult, out scanOutput, i, n int) {
+	if out.evidenceDir != "" && len(res.Evidence) > 0 {
+		files, err := st.WriteEvidence(ctx, res.Verdict, out.evidenceDir)
+		res.EvidenceFiles = files
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "lae scan: %s: %v\n", res.Input, err)
+		}
+	}
+	if out.report != "" {
+		p := reportFile(out.report, i, n)
+		if err := writeReport(ctx, st, res.Verdict, p); err != nil {
+			fmt.Fprintf(os.Stderr, "lae scan: %s: %v\n", res.Input, err)
+		} else {
+			res.Report = p
+		}
+	}
 }
 
 func printVerdict(w io.Writer, r scanResult) {
@@ -247,7 +323,7 @@ func newProgressLine(w io.Writer, input string, enabled bool) *progressLine {
 	return &progressLine{w: w, input: input, enabled: enabled, start: time.Now()}
 }
 
-func (p *progressLine) update(pr scanner.Progress) {
+func (p *progressLine) update(pr pipeline.Progress) {
 	if !p.enabled {
 		return
 	}

@@ -61,6 +61,18 @@ func Enqueue(ctx context.Context, js jetstream.JetStream, req *laev1.SubmitReque
 
 // Serve answers requests on lae.submit until ctx ends.
 func Serve(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger) error {
+	stop, err := Listen(ctx, nc, js, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return stop()
+}
+
+// Listen subscribes the responder and returns once the server has the subscription, so a
+// request sent right after it returns is answered; stop drains it. Requests are handled
+// with ctx.
+func Listen(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger) (stop func() error, err error) {
 	sub, err := nc.QueueSubscribe(laev1.SubjectSubmit, QueueGroup, func(m *nats.Msg) {
 		reply := handle(ctx, js, m.Data)
 		if reply.Error != "" {
@@ -74,10 +86,13 @@ func Serve(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log *zap.
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", laev1.SubjectSubmit, err)
+		return nil, fmt.Errorf("subscribe %s: %w", laev1.SubjectSubmit, err)
 	}
-	<-ctx.Done()
-	return sub.Drain()
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribe %s: %w", laev1.SubjectSubmit, err)
+	}
+	return sub.Drain, nil
 }
 
 func handle(ctx context.Context, js jetstream.JetStream, data []byte) laev1.SubmitReply {

@@ -32,11 +32,26 @@ type NATS struct {
 	TLSKey  string `yaml:"tls_key"`
 	// Name is the connection name shown by the server (default: the role).
 	Name string `yaml:"name"`
+	// ListenHost and ListenPort are where the nats-server embedded by `lae scan` and `lae
+	// serve` listens for outside clients (`lae submit`, `lae watch`): port 0 = in-process
+	// only, -1 = a free port. The distributed roles connect to URLs instead.
+	ListenHost string `yaml:"listen_host"`
+	ListenPort int    `yaml:"listen_port"`
 }
 
 // HTTP is the operations endpoint: /metrics, /healthz, /readyz (and the API for serve).
 type HTTP struct {
+	// Addr is host:port; "" = no endpoint (`lae scan`), ":0" = a free port.
 	Addr string `yaml:"addr"`
+}
+
+// Serve configures what `lae serve` adds over the stack: its HTTP API's limits.
+type Serve struct {
+	// AllowLocalPaths lets JSON submissions name files on the server's machine (off: an HTTP
+	// caller must not make the server read its files; uploads are always accepted).
+	AllowLocalPaths bool `yaml:"allow_local_paths"`
+	// MaxUpload is the largest accepted upload in bytes.
+	MaxUpload int64 `yaml:"max_upload"`
 }
 
 // Log configures zap.
@@ -49,49 +64,63 @@ type Log struct {
 
 // Ingest configures the ingest role.
 type Ingest struct {
-	SampleFPS   float64       `yaml:"sample_fps"`
+	// SampleFPS is the sampling rate of submissions that do not set one (0 = every frame).
+	SampleFPS float64 `yaml:"sample_fps"`
+	// MaxDuration caps the media time ingested per video (0 = whole source).
 	MaxDuration time.Duration `yaml:"max_duration"`
-	FaceModel   string        `yaml:"face_model"`
+	// FaceModel is the face detector: yunet (embedded), haar-alt, haar, lbp, or a YuNet .onnx file.
+	FaceModel string `yaml:"face_model"`
 	// MinEyePx is the tiny-face limit: faces whose eyes are closer than this many source
-	// pixels are counted (verdict faces_too_small), not scored; 0 keeps every face. Default
-	// 16 (pipeline.DefaultMinEyePx; not imported here to keep config free of OpenCV).
+	// pixels are counted (verdict faces_too_small), not scored; 0 keeps every face.
 	MinEyePx float64 `yaml:"min_eye_px"`
 	// Concurrency is how many videos one ingest process decodes at once.
-	Concurrency int           `yaml:"concurrency"`
+	Concurrency int `yaml:"concurrency"`
+	// OpenTimeout bounds opening a source and a stalled read.
 	OpenTimeout time.Duration `yaml:"open_timeout"`
 }
 
 // Detector configures the detector role.
 type Detector struct {
-	Model        string        `yaml:"model"`
-	ORTLib       string        `yaml:"ort_lib"`
-	Provider     string        `yaml:"provider"`
+	// Model is the LAE ONNX file; "" = the shipped model (model.DefaultPath). Its card
+	// (model.CardPath) gives the calibrated threshold to every role, the aggregator included.
+	Model string `yaml:"model"`
+	// ORTLib is the ONNX Runtime library ("" = $LAE_ORT_LIB, then .cache/ort).
+	ORTLib string `yaml:"ort_lib"`
+	// Provider is the execution provider: cpu, cuda or tensorrt.
+	Provider string `yaml:"provider"`
+	// BatchSize is the most crops per inference; BatchTimeout how long a partial batch waits.
 	BatchSize    int           `yaml:"batch_size"`
 	BatchTimeout time.Duration `yaml:"batch_timeout"`
-	Workers      int           `yaml:"workers"`
+	// Workers is how many batches one process scores at once.
+	Workers int `yaml:"workers"`
 }
 
 // Aggregator configures the aggregator role.
 type Aggregator struct {
+	// Rule is a verdict rule (aggregator/verdict.Rules); "" = verdict.DefaultRule.
 	Rule string `yaml:"rule"`
-	TopK int    `yaml:"topk"`
-	// Threshold < 0 takes the model card's calibrated threshold.
-	Threshold      float64 `yaml:"threshold"`
-	EvidenceFrames int     `yaml:"evidence_frames"`
-	// ModelCard is read for the threshold when Threshold < 0.
-	ModelCard string `yaml:"model_card"`
+	// TopK is k of the topk_mean rule; 0 = the rule's default.
+	TopK int `yaml:"topk"`
+	// Threshold is the decision threshold on the video score; 0 = unset, the model card's
+	// calibrated threshold (model.ResolveCard).
+	Threshold float64 `yaml:"threshold"`
+	// EvidenceFrames is how many top frames get evidence images.
+	EvidenceFrames int `yaml:"evidence_frames"`
 	// RollingEvery publishes a rolling verdict (final=false) at most this often for a video
 	// still being ingested (live streams): the rule over every score so far. 0 = off.
 	RollingEvery time.Duration `yaml:"rolling_every"`
 }
 
-// Retention bounds the streams (the crop archive that rescoring replays in particular).
+// Retention bounds the streams (the crop archive that rescoring replays in particular); zero
+// values take laev1.DefaultRetention, the contract's defaults.
 type Retention struct {
 	FacesMaxAge    time.Duration `yaml:"faces_max_age"`
 	FacesMaxBytes  int64         `yaml:"faces_max_bytes"`
 	FramesMaxAge   time.Duration `yaml:"frames_max_age"`
 	FramesMaxBytes int64         `yaml:"frames_max_bytes"`
 	Replicas       int           `yaml:"replicas"`
+	// Memory keeps the streams in memory instead of on disk (tests, throw-away scans).
+	Memory bool `yaml:"memory"`
 }
 
 // Config is the whole configuration.
@@ -103,26 +132,54 @@ type Config struct {
 	Detector   Detector   `yaml:"detector"`
 	Aggregator Aggregator `yaml:"aggregator"`
 	Retention  Retention  `yaml:"retention"`
+	Serve      Serve      `yaml:"serve"`
+	// Store is the directory of the embedded JetStream and of uploads (`lae scan`, `lae
+	// serve`); "" = a temporary directory removed on exit.
+	Store string `yaml:"store"`
 	// ShutdownTimeout bounds the drain of in-flight work on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
-// Default is the configuration a role runs with when nothing is set.
+// Default is the configuration a distributed role runs with when nothing is set; it is the
+// one source of defaults (ForCommand adjusts the few that differ per command).
 func Default() Config {
 	return Config{
-		NATS:            NATS{URLs: []string{"nats://127.0.0.1:4222"}},
+		NATS:            NATS{URLs: []string{"nats://127.0.0.1:4222"}, ListenHost: "127.0.0.1"},
 		HTTP:            HTTP{Addr: ":9090"},
 		Log:             Log{Level: "info", Format: "json"},
 		Ingest:          Ingest{SampleFPS: 5, MinEyePx: 16, Concurrency: 2, OpenTimeout: 15 * time.Second},
 		Detector:        Detector{Provider: "cpu", BatchSize: 16, BatchTimeout: 20 * time.Millisecond, Workers: 1},
-		Aggregator:      Aggregator{Rule: "", Threshold: -1, EvidenceFrames: 3, RollingEvery: 10 * time.Second},
+		Aggregator:      Aggregator{EvidenceFrames: 3, RollingEvery: 10 * time.Second},
+		Serve:           Serve{MaxUpload: 2 << 30},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }
 
-// Load reads the defaults, then the YAML file (when path is not empty), then the environment.
-func Load(path string) (Config, error) {
+// ForCommand is Default with the settings that differ for a command: `lae scan` has no
+// operations endpoint, keeps NATS in-process and publishes rolling verdicts often (they are
+// its partial result when interrupted); `lae serve` listens for NATS clients and serves its
+// page on loopback and logs for people.
+func ForCommand(cmd string) Config {
 	c := Default()
+	switch cmd {
+	case "scan":
+		c.HTTP.Addr = ""
+		c.Log = Log{Level: "error", Format: "console"}
+		c.Aggregator.RollingEvery = time.Second
+	case "serve":
+		c.HTTP.Addr = "127.0.0.1:8080"
+		c.NATS.ListenPort = 4222
+		c.Log.Format = "console"
+		c.Aggregator.RollingEvery = 2 * time.Second
+	}
+	return c
+}
+
+// Load reads the defaults, then the YAML file (when path is not empty), then the environment.
+func Load(path string) (Config, error) { return LoadOver(Default(), path) }
+
+// LoadOver is Load starting from c instead of Default.
+func LoadOver(c Config, path string) (Config, error) {
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -192,13 +249,7 @@ func setValue(fv reflect.Value, s string) error {
 		fv.SetInt(int64(d))
 		return nil
 	case []string:
-		var parts []string
-		for _, p := range strings.Split(s, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				parts = append(parts, p)
-			}
-		}
-		fv.Set(reflect.ValueOf(parts))
+		fv.Set(reflect.ValueOf(SplitList(s)))
 		return nil
 	}
 	switch fv.Kind() {

@@ -74,7 +74,7 @@ func TestExampleFileIsTheDefaults(t *testing.T) {
 	require.NoError(t, err)
 	d := Default()
 	// The example documents the shipped paths and limits, which Default leaves to the roles.
-	d.Detector.Model, d.Aggregator.ModelCard = c.Detector.Model, c.Aggregator.ModelCard
+	d.Detector.Model = c.Detector.Model
 	d.Retention = c.Retention
 	d.NATS.Creds, d.NATS.NKey = c.NATS.Creds, c.NATS.NKey
 	require.Equal(t, d, c)

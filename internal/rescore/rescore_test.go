@@ -10,10 +10,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/lae-screening/lae/detector/model"
 	"github.com/lae-screening/lae/ingest/testvideo"
+	"github.com/lae-screening/lae/internal/config"
+	"github.com/lae-screening/lae/internal/core"
 	"github.com/lae-screening/lae/internal/rescore"
-	"github.com/lae-screening/lae/internal/scanner"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -42,21 +42,23 @@ func clip(t *testing.T, seed int64) string {
 func TestRescoreSelections(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	sc, err := scanner.New(ctx, scanner.Options{Model: shippedModel(t)})
+	c := config.ForCommand("scan")
+	c.Detector.Model, c.Retention.Memory = shippedModel(t), true
+	sc, err := core.Start(ctx, core.Options{Config: c, Roles: config.AllRoles})
 	require.NoError(t, err)
-	defer sc.Close()
+	defer sc.Close(ctx)
 	start := time.Now().Add(-time.Second)
 	var first []laev1.Verdict
 	for _, seed := range []int64{1, 3} {
-		v, err := sc.Scan(ctx, clip(t, seed), nil)
+		v, err := sc.Scan(ctx, clip(t, seed))
 		require.NoError(t, err)
 		require.NotZero(t, v.Faces)
 		first = append(first, v)
 	}
-	m, err := model.Load(model.Options{Path: shippedModel(t)})
+	m, err := core.LoadModel(c.Detector)
 	require.NoError(t, err)
 	defer m.Close()
-	js := sc.JetStream()
+	js := sc.JS
 
 	ids, err := rescore.Select(ctx, js, rescore.Selection{Since: time.Now().Add(time.Hour)})
 	require.NoError(t, err)
@@ -77,7 +79,7 @@ func TestRescoreSelections(t *testing.T) {
 	require.Equal(t, first[0].Faces, res[0].Crops)
 
 	var progress []int
-	res, err = rescore.Run(ctx, js, m, rescore.Options{Progress: func(done, total int, _ rescore.Result) { progress = append(progress, done) }})
+	res, err = rescore.Run(ctx, js, m, rescore.Options{Progress: func(done, _ int, _ rescore.Result) { progress = append(progress, done) }})
 	require.NoError(t, err)
 	require.Len(t, res, 2)
 	require.Equal(t, []int{1, 2}, progress)

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lae-screening/lae/aggregator/report"
+	"github.com/lae-screening/lae/detector/model"
 	"github.com/lae-screening/lae/ingest/submit"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -32,8 +33,7 @@ var webFS embed.FS
 // requestTimeout bounds the NATS work of one API request.
 const requestTimeout = 30 * time.Second
 
-func (s *Server) routes() {
-	mux := s.ops.Mux
+func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/scans", s.handleSubmit)
 	mux.HandleFunc("GET /api/scans", s.handleList)
 	mux.HandleFunc("GET /api/scans/{id}", s.handleVerdict)
@@ -99,7 +99,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusBadRequest, fmt.Sprintf("malformed submit request: %v", err))
 			return
 		}
-		if !s.o.AllowLocalPaths && isLocal(req.URL) {
+		if !s.o.Config.Serve.AllowLocalPaths && isLocal(req.URL) {
 			httpError(w, http.StatusBadRequest, "local paths are not accepted over HTTP: upload the file, or start lae serve with --allow-local-paths")
 			return
 		}
@@ -126,7 +126,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	// Tracked before it is queued, so the scan never appears without its upload's name.
 	s.tracker.submitted(req, name)
-	if err := submit.Enqueue(ctx, s.nats.JS, &req); err != nil {
+	if err := submit.Enqueue(ctx, s.js, &req); err != nil {
 		s.dropUpload(name, req.VideoID)
 		s.log.Warn("queue submission", zap.String("video_id", req.VideoID), zap.Error(err))
 		httpError(w, http.StatusServiceUnavailable, err.Error())
@@ -158,7 +158,7 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // submission for it. Fields before or after the file are accepted.
 func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request) (laev1.SubmitRequest, string, error) {
 	req := laev1.SubmitRequest{VideoID: laev1.NewVideoID()}
-	r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxUploadBytes)
+	r.Body = http.MaxBytesReader(w, r.Body, s.o.Config.Serve.MaxUpload)
 	mr, err := r.MultipartReader()
 	if err != nil {
 		return req, "", fmt.Errorf("read upload: %w", err)
@@ -555,8 +555,9 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 		images[e.Image] = b
 	}
 	tracked, _ := s.tracker.get(id)
-	st := report.Settings{SampleFPS: s.o.SampleFPS, SampleFPSSet: true, FaceModel: s.o.FaceModel, ModelPath: s.o.Model,
-		Generator: "lae serve"}
+	c := s.o.Config
+	st := report.Settings{SampleFPS: c.Ingest.SampleFPS, SampleFPSSet: true, FaceModel: c.Ingest.FaceModel,
+		ModelPath: model.PathOrDefault(c.Detector.Model), Generator: "lae serve"}
 	if tracked.SampleFPS != nil {
 		st.SampleFPS = *tracked.SampleFPS
 	}

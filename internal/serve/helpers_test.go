@@ -20,7 +20,7 @@ import (
 	"github.com/lae-screening/lae/internal/testenv"
 
 	"github.com/lae-screening/lae/ingest/testvideo"
-	laev1 "github.com/lae-screening/lae/schemas/v1"
+	"github.com/lae-screening/lae/internal/config"
 )
 
 // TestMain silences FFmpeg's process-wide logging (encoder statistics).
@@ -46,11 +46,10 @@ func testModel(t testing.TB) string {
 // startServer starts a server on free ports with a memory-backed JetStream.
 func startServer(t testing.TB, mod func(*Options)) *Server {
 	t.Helper()
-	o := Options{
-		NATSPort: -1, HTTPAddr: "127.0.0.1:0", StoreDir: t.TempDir(), Model: testModel(t),
-		Retention: laev1.Retention{Memory: true}, SampleFPS: 5, RollingEvery: 500 * time.Millisecond,
-		ShutdownTimeout: 10 * time.Second,
-	}
+	c := config.ForCommand("serve")
+	c.NATS.ListenPort, c.HTTP.Addr, c.Store, c.Detector.Model = -1, "127.0.0.1:0", t.TempDir(), testModel(t)
+	c.Retention.Memory, c.Aggregator.RollingEvery, c.ShutdownTimeout = true, 500*time.Millisecond, 10*time.Second
+	o := Options{Config: c}
 	if mod != nil {
 		mod(&o)
 	}

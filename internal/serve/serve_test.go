@@ -268,7 +268,7 @@ func TestExternalNATSClient(t *testing.T) {
 
 // TestSubmitRejections checks the answers to bad submissions; none reaches the pipeline.
 func TestSubmitRejections(t *testing.T) {
-	s := startServer(t, func(o *Options) { o.MaxUploadBytes = 1 << 20 })
+	s := startServer(t, func(o *Options) { o.Config.Serve.MaxUpload = 1 << 20 })
 	url := baseURL(s) + "/api/scans"
 	for _, c := range []struct {
 		name string
@@ -322,7 +322,7 @@ func TestSubmitRejections(t *testing.T) {
 
 // TestLocalPathsWhenAllowed: with AllowLocalPaths a JSON submission may name a file.
 func TestLocalPathsWhenAllowed(t *testing.T) {
-	s := startServer(t, func(o *Options) { o.AllowLocalPaths = true })
+	s := startServer(t, func(o *Options) { o.Config.Serve.AllowLocalPaths = true })
 	code, body := postJSON(t, baseURL(s)+"/api/scans", laev1.SubmitRequest{URL: filepath.Join(t.TempDir(), "missing.mp4")})
 	require.Equal(t, http.StatusAccepted, code, "%s", body)
 	var sub submitted

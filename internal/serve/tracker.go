@@ -229,7 +229,7 @@ func (t *tracker) flush() {
 // end-of-stream events (progress), and the verdicts KV bucket (rolling and final verdicts).
 // Core subscriptions see what JetStream stores without consuming it.
 func (s *Server) startWatch(ctx context.Context) error {
-	nc := s.nats.NC
+	nc := s.stack.NC
 	tr := s.tracker
 	var subs []*nats.Subscription
 	sub := func(subject string, h nats.MsgHandler) error {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/natsembed"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -204,7 +205,7 @@ func FuzzUpload(f *testing.F) {
 	f.Add([]byte("--BOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nxx"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		dir := t.TempDir()
-		s := &Server{o: Options{MaxUploadBytes: 1 << 16}, upDir: dir}
+		s := &Server{o: Options{Config: config.Config{Serve: config.Serve{MaxUpload: 1 << 16}}}, upDir: dir}
 		r := httptest.NewRequest(http.MethodPost, "/api/scans", bytes.NewReader(body))
 		r.Header.Set("Content-Type", "multipart/form-data; boundary=BOUNDARY")
 		req, _, err := s.receiveUpload(httptest.NewRecorder(), r)
@@ -235,7 +236,7 @@ func TestShutdownFinishesScan(t *testing.T) {
 	// A generous bound: on a loaded machine ingest must not be cut short, which would end the
 	// scan in an "error" verdict and hide whether the drain works.
 	s := startServer(t, func(o *Options) {
-		o.StoreDir, o.Retention, o.ShutdownTimeout = store, laev1.Retention{}, 2*time.Minute
+		o.Config.Store, o.Config.Retention.Memory, o.Config.ShutdownTimeout = store, false, 2*time.Minute
 	})
 	video := faceVideo(t, t.TempDir(), "clip.mp4", 50)
 	f, err := os.Open(video)

@@ -1,4 +1,4 @@
-package scanner
+package core
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lae-screening/lae/ingest/track"
+	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 	"google.golang.org/protobuf/proto"
@@ -73,12 +74,37 @@ func countSubject(t testing.TB, js jetstream.JetStream, stream, subject string) 
 	return info.State.Subjects[subject]
 }
 
-func newScanner(t testing.TB) *Scanner {
+// scanConfig is `lae scan`'s configuration with the shipped model and in-memory streams.
+func scanConfig(t testing.TB) config.Config {
+	c := config.ForCommand("scan")
+	c.Detector.Model = shippedModel(t)
+	c.Retention.Memory = true
+	return c
+}
+
+// startStack starts every stage on an embedded server, as `lae scan` does.
+func startStack(t testing.TB, c config.Config) *Stack {
 	t.Helper()
-	sc, err := New(context.Background(), Options{Model: shippedModel(t)})
+	st, err := Start(context.Background(), Options{Config: c, Roles: config.AllRoles, Name: "test"})
 	require.NoError(t, err)
-	t.Cleanup(sc.Close)
-	return sc
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		st.Close(ctx)
+	})
+	return st
+}
+
+func newScanner(t testing.TB) *Stack { return startStack(t, scanConfig(t)) }
+
+// kvGet reads a video's stored verdict JSON.
+func kvGet(t testing.TB, st *Stack, id string) []byte {
+	t.Helper()
+	kv, err := st.JS.KeyValue(context.Background(), laev1.BucketVerdicts)
+	require.NoError(t, err)
+	e, err := kv.Get(context.Background(), id)
+	require.NoError(t, err)
+	return e.Value()
 }
 
 func TestScanEndToEnd(t *testing.T) {
@@ -87,16 +113,15 @@ func TestScanEndToEnd(t *testing.T) {
 	path, truth := faceVideo(t, t.TempDir(), 75)
 	sc := newScanner(t)
 
-	v, err := sc.Scan(ctx, path, nil)
+	v, err := sc.Scan(ctx, path)
 	require.NoError(t, err)
 	require.Contains(t, []string{laev1.VerdictReal, laev1.VerdictFake}, v.Verdict, "error: %s", v.Error)
 	require.True(t, v.Final)
-	require.Equal(t, path, v.Input)
-	require.Equal(t, sc.Threshold(), v.Threshold)
+	require.Equal(t, sc.Card.Threshold, v.Threshold)
 	require.NotEmpty(t, v.Model)
 
 	// Every published crop was scored exactly once and counted in the verdict.
-	js := sc.JetStream()
+	js := sc.JS
 	published := countSubject(t, js, laev1.StreamFaces, laev1.FacesSubject(v.VideoID))
 	scored := countSubject(t, js, laev1.StreamScores, laev1.ScoresSubject(v.VideoID))
 	require.NotZero(t, published)
@@ -117,9 +142,7 @@ func TestScanEndToEnd(t *testing.T) {
 	require.GreaterOrEqual(t, float64(v.FramesWithFace), 0.8*float64(v.FramesSampled))
 
 	// The verdict JSON is what the schema says.
-	b, err := sc.kv.Get(ctx, v.VideoID)
-	require.NoError(t, err)
-	validateVerdictJSON(t, b.Value())
+	validateVerdictJSON(t, kvGet(t, sc, v.VideoID))
 
 	// Evidence lies inside the frame and on the face.
 	require.NotEmpty(t, v.Evidence)
@@ -154,7 +177,7 @@ func TestScanNoFaceIsUnknown(t *testing.T) {
 	testvideo.CloseFrames(mats)
 
 	sc := newScanner(t)
-	v, err := sc.Scan(ctx, p, nil)
+	v, err := sc.Scan(ctx, p)
 	require.NoError(t, err)
 	require.Equal(t, laev1.VerdictUnknown, v.Verdict)
 	require.Zero(t, v.Faces)
@@ -184,7 +207,7 @@ func TestScanTinyFacesAreUnknown(t *testing.T) {
 	testvideo.CloseFrames(mats)
 
 	sc := newScanner(t)
-	v, err := sc.Scan(ctx, p, nil)
+	v, err := sc.Scan(ctx, p)
 	require.NoError(t, err)
 	require.Equal(t, laev1.VerdictUnknown, v.Verdict, "error: %s", v.Error)
 	require.Empty(t, v.Error)
@@ -195,17 +218,16 @@ func TestScanTinyFacesAreUnknown(t *testing.T) {
 	require.Zero(t, v.CropsScored)
 	require.Zero(t, v.Score)
 	require.Empty(t, v.Evidence)
-	require.Zero(t, countSubject(t, sc.JetStream(), laev1.StreamFaces, laev1.FacesSubject(v.VideoID)), "nothing published")
-	b, err := sc.kv.Get(ctx, v.VideoID)
-	require.NoError(t, err)
-	validateVerdictJSON(t, b.Value())
-	require.Contains(t, string(b.Value()), fmt.Sprintf(`"faces_too_small":%d`, v.FacesTooSmall))
+	require.Zero(t, countSubject(t, sc.JS, laev1.StreamFaces, laev1.FacesSubject(v.VideoID)), "nothing published")
+	b := kvGet(t, sc, v.VideoID)
+	validateVerdictJSON(t, b)
+	require.Contains(t, string(b), fmt.Sprintf(`"faces_too_small":%d`, v.FacesTooSmall))
 
 	// The limit off (--min-eye-px 0): the same faces are scored, every one exactly once.
-	all, err := New(ctx, Options{Model: shippedModel(t), MinEyePx: 0, MinEyePxSet: true})
-	require.NoError(t, err)
-	t.Cleanup(all.Close)
-	v0, err := all.Scan(ctx, p, nil)
+	c := scanConfig(t)
+	c.Ingest.MinEyePx = 0
+	all := startStack(t, c)
+	v0, err := all.Scan(ctx, p)
 	require.NoError(t, err)
 	require.Contains(t, []string{laev1.VerdictReal, laev1.VerdictFake}, v0.Verdict, "error: %s", v0.Error)
 	require.Zero(t, v0.FacesTooSmall)
@@ -219,17 +241,24 @@ func TestScanBadInputIsErrorVerdict(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sc := newScanner(t)
-	for _, in := range []string{filepath.Join(t.TempDir(), "missing.mp4"), "foo://example/x.mp4"} {
-		v, err := sc.Scan(ctx, in, nil)
-		require.NoError(t, err)
-		require.Equal(t, laev1.VerdictError, v.Verdict, in)
-		require.NotEmpty(t, v.Error, in)
-	}
+	// A file that cannot be read is accepted, then ends in a final "error" verdict.
+	v, err := sc.Scan(ctx, filepath.Join(t.TempDir(), "missing.mp4"))
+	require.NoError(t, err)
+	require.Equal(t, laev1.VerdictError, v.Verdict)
+	require.True(t, v.Final)
+	require.NotEmpty(t, v.Error)
+	// A URL no source can open is refused at submission, with the reason.
+	_, err = sc.Scan(ctx, "foo://example/x.mp4")
+	require.ErrorContains(t, err, "foo")
 }
 
 func TestMissingModelIsClearError(t *testing.T) {
-	_, err := New(context.Background(), Options{Model: filepath.Join(t.TempDir(), "nope.onnx")})
+	c := scanConfig(t)
+	c.Detector.Model = filepath.Join(t.TempDir(), "nope.onnx")
+	_, err := Start(context.Background(), Options{Config: c, Roles: config.AllRoles})
 	require.ErrorContains(t, err, "nope.onnx")
+	var ue config.UsageError
+	require.ErrorAs(t, err, &ue, "a missing model is a usage error, found before anything starts")
 }
 
 func rect(r laev1.Rect) image.Rectangle {

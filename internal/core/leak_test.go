@@ -1,4 +1,4 @@
-package scanner
+package core
 
 import (
 	"context"
@@ -40,13 +40,13 @@ func TestRepeatedScansDoNotLeak(t *testing.T) {
 	sc := newScanner(t)
 
 	scan := func() {
-		v, err := sc.Scan(ctx, path, nil)
+		v, err := sc.Scan(ctx, path)
 		require.NoError(t, err)
 		require.NotZero(t, v.Faces)
 		// The streams keep every crop by design (the archive); purge them so that what the
 		// server retains is not mistaken for a leak of the stages.
 		for _, name := range []string{laev1.StreamFaces, laev1.StreamFrames, laev1.StreamScores, laev1.StreamVerdicts} {
-			st, err := sc.JetStream().Stream(ctx, name)
+			st, err := sc.JS.Stream(ctx, name)
 			require.NoError(t, err)
 			require.NoError(t, st.Purge(ctx))
 		}

@@ -1,6 +1,6 @@
 //go:build !matprofile
 
-package scanner
+package core
 
 // liveMats is constant without -tags matprofile; the RSS bound still applies.
 func liveMats() int { return 0 }

@@ -1,6 +1,6 @@
 //go:build matprofile
 
-package scanner
+package core
 
 import "gocv.io/x/gocv"
 

@@ -1,0 +1,415 @@
+// Package core builds the lae stack from one validated configuration and owns its lifecycle:
+// NATS (embedded or external), the submit responder and ingest worker, the detector workers
+// and the aggregator, and the operations endpoint. `lae scan`, `lae serve` and every
+// distributed role start their stages here and nowhere else.
+//
+// Stages start in dependency order (NATS, aggregator, detector, ingest) and stop in reverse:
+// ingest stops taking videos and finishes the ones in hand, the detector and aggregator
+// drain what ingest published, then NATS closes. The first stage that stops on its own is
+// reported on Failed, so the caller ends the run with that error instead of waiting forever.
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/lae-screening/lae/aggregator/service"
+	"github.com/lae-screening/lae/detector/model"
+	"github.com/lae-screening/lae/detector/worker"
+	"github.com/lae-screening/lae/ingest/pipeline"
+	"github.com/lae-screening/lae/ingest/source"
+	"github.com/lae-screening/lae/ingest/submit"
+	ingestworker "github.com/lae-screening/lae/ingest/worker"
+	"github.com/lae-screening/lae/internal/config"
+	"github.com/lae-screening/lae/internal/metrics"
+	"github.com/lae-screening/lae/internal/natsembed"
+	"github.com/lae-screening/lae/internal/ops"
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// Options configures Start.
+type Options struct {
+	// Config must have passed Validate(Roles); Start validates it again.
+	Config config.Config
+	// Roles picks the stages and whether NATS is embedded.
+	Roles config.Roles
+	// Name names the process in logs and its NATS connection ("scan", "serve", "ingest", ...).
+	Name   string
+	Logger *zap.Logger
+	// Prepare (optional) runs once NATS is connected, before the stages and the operations
+	// endpoint start: `lae serve` opens its buckets, starts following scans and adds its
+	// routes to Stack.Ops.Mux there, so that it misses no event and serves no 404.
+	Prepare func(ctx context.Context, s *Stack) error
+}
+
+// Stack is a running set of stages. Its fields are valid until Close.
+type Stack struct {
+	cfg   config.Config
+	roles config.Roles
+	log   *zap.Logger
+
+	embedded *natsembed.Server
+	// NC and JS reach the stack's NATS (embedded or external).
+	NC *nats.Conn
+	JS jetstream.JetStream
+	// Ops is the operations endpoint (/metrics, /healthz, /readyz), nil when Config.HTTP.Addr
+	// is empty; `lae serve` adds its API routes to Ops.Mux.
+	Ops *ops.Server
+	// Metrics records the stages' work (nil without Ops).
+	Metrics *metrics.Metrics
+	// Card is the model identity and the decision threshold every verdict uses.
+	Card  model.CardInfo
+	model *model.Model
+
+	storeDir, tempDir string
+
+	progressMu sync.Mutex
+	progress   map[string]func(pipeline.Progress)
+
+	failed     chan struct{}
+	failedErr  error
+	failedOnce sync.Once
+
+	cancelIngest, cancelStages, cancelWatch context.CancelFunc
+	ingestWG, stagesWG                      sync.WaitGroup
+	closeOnce                               sync.Once
+}
+
+// LoadModel loads the detector's model as configured: the one model.Load call of the
+// product (the stack's detector and `lae rescore` use it).
+func LoadModel(d config.Detector) (*model.Model, error) {
+	m, err := model.Load(model.Options{Path: model.PathOrDefault(d.Model), LibPath: d.ORTLib, Provider: d.Provider, MaxBatch: d.BatchSize})
+	if err != nil {
+		return nil, fmt.Errorf("load model: %w", err)
+	}
+	return m, nil
+}
+
+// Start validates the configuration and starts the stack. On error everything started is
+// stopped again.
+func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+	if err := o.Config.Validate(o.Roles); err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	s := &Stack{cfg: o.Config, roles: o.Roles, log: o.Logger, failed: make(chan struct{}),
+		progress: map[string]func(pipeline.Progress){}, cancelIngest: func() {}, cancelStages: func() {}, cancelWatch: func() {}}
+	defer func() {
+		if err != nil {
+			s.stop(context.Background(), true)
+		}
+	}()
+	c := o.Config
+	if c.Aggregator.Threshold > 0 || o.Roles.Aggregate || o.Roles.Detect {
+		if s.Card, err = model.ResolveCard(c.Detector.Model, c.Aggregator.Threshold); err != nil && o.Roles.Aggregate {
+			return nil, err
+		}
+		err = nil
+	}
+	if c.HTTP.Addr != "" {
+		s.Ops = ops.NewServer()
+		s.Metrics = metrics.New(s.Ops.Registry)
+	}
+	if o.Roles.Detect {
+		if s.model, err = LoadModel(c.Detector); err != nil {
+			return nil, err
+		}
+		if s.Card.Name == "" {
+			md := s.model.Metadata()
+			s.Card.Name, s.Card.Version = md.Name, md.Version
+		}
+	}
+	if err := s.connect(ctx, o.Name); err != nil {
+		return nil, err
+	}
+	if o.Prepare != nil {
+		if err := o.Prepare(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+	if s.Ops != nil {
+		s.Ops.AddReadyCheck("nats", ops.NATSReady(s.NC))
+		s.Ops.AddReadyCheck("stages", s.stagesReady)
+		if err := s.Ops.Start(c.HTTP.Addr); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.startStages(); err != nil {
+		return nil, err
+	}
+	s.log.Info("started", zap.String("nats", s.NATSURL()), zap.String("http", s.HTTPAddr()),
+		zap.String("model", s.Card.Name), zap.String("model_version", s.Card.Version), zap.Float64("threshold", s.Card.Threshold))
+	return s, nil
+}
+
+// connect starts the embedded server or connects to the configured one, and provisions the
+// streams either way (idempotent: every role may be the first to start).
+func (s *Stack) connect(ctx context.Context, name string) error {
+	c := s.cfg
+	retention := laev1.Retention{FacesMaxAge: c.Retention.FacesMaxAge, FacesMaxBytes: c.Retention.FacesMaxBytes,
+		FramesMaxAge: c.Retention.FramesMaxAge, FramesMaxBytes: c.Retention.FramesMaxBytes, Replicas: c.Retention.Replicas,
+		Memory: c.Retention.Memory}
+	if !s.roles.Embedded {
+		nc, err := ops.Connect(c.NATS, "lae-"+name, s.log)
+		if err != nil {
+			return err
+		}
+		s.NC = nc
+		if s.JS, err = jetstream.New(nc); err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return laev1.Provision(pctx, s.JS, retention)
+	}
+	s.storeDir = c.Store
+	if s.storeDir == "" {
+		dir, err := os.MkdirTemp("", "lae-"+name+"-")
+		if err != nil {
+			return fmt.Errorf("temporary store: %w", err)
+		}
+		s.storeDir, s.tempDir = dir, dir
+	}
+	no := natsembed.Options{StoreDir: filepath.Join(s.storeDir, "nats"), Retention: retention}
+	if c.NATS.ListenPort != 0 {
+		no.Host, no.Port = c.NATS.ListenHost, c.NATS.ListenPort
+	}
+	srv, err := natsembed.Start(ctx, no)
+	if err != nil {
+		return err
+	}
+	s.embedded, s.NC, s.JS = srv, srv.NC, srv.JS
+	return nil
+}
+
+// startStages starts the aggregator and the detector (they drain last) and then the submit
+// responder and ingest (they stop first).
+func (s *Stack) startStages() error {
+	c, js, mt := s.cfg, s.JS, s.Metrics
+	stagesCtx, cancelStages := context.WithCancel(context.Background())
+	ingestCtx, cancelIngest := context.WithCancel(context.Background())
+	watchCtx, cancelWatch := context.WithCancel(context.Background())
+	s.cancelStages, s.cancelIngest, s.cancelWatch = cancelStages, cancelIngest, cancelWatch
+	watch := func(stream, consumer string) {
+		if mt != nil {
+			go mt.WatchConsumer(watchCtx, js, stream, consumer, 5*time.Second)
+		}
+	}
+	if s.roles.Aggregate {
+		watch(laev1.StreamScores, laev1.ConsumerAggregator)
+		s.goStage(&s.stagesWG, "aggregator", func() error {
+			return service.Run(stagesCtx, js, service.Options{
+				Rule: c.Aggregator.Rule, TopK: c.Aggregator.TopK, Threshold: s.Card.Threshold,
+				EvidenceFrames: c.Aggregator.EvidenceFrames, Model: s.Card.Name, RollingEvery: c.Aggregator.RollingEvery,
+				Logger: s.log.Named("aggregator"), Hooks: aggregatorHooks(mt),
+			})
+		})
+	}
+	if s.roles.Detect {
+		watch(laev1.StreamFaces, laev1.ConsumerDetector)
+		s.goStage(&s.stagesWG, "detector", func() error {
+			return worker.Run(stagesCtx, js, s.model, worker.Options{
+				BatchSize: c.Detector.BatchSize, BatchTimeout: c.Detector.BatchTimeout, Workers: c.Detector.Workers,
+				Logger: s.log.Named("detector"), Hooks: detectorHooks(mt),
+			})
+		})
+	}
+	if s.roles.Ingest {
+		watch(laev1.StreamIngest, laev1.ConsumerIngest)
+		stopSubmit, err := submit.Listen(ingestCtx, s.NC, js, s.log.Named("submit"))
+		if err != nil {
+			return err
+		}
+		s.goStage(&s.ingestWG, "submit", func() error {
+			<-ingestCtx.Done()
+			return stopSubmit()
+		})
+		s.goStage(&s.ingestWG, "ingest", func() error {
+			in := c.Ingest
+			return ingestworker.Run(ingestCtx, js, ingestworker.Options{
+				Concurrency: in.Concurrency, DefaultSampleFPS: in.SampleFPS, ShutdownTimeout: c.ShutdownTimeout,
+				Pipeline: pipeline.Options{MaxDuration: in.MaxDuration, FaceModel: in.FaceModel, MinEyePx: in.MinEyePx,
+					Source: source.Options{OpenTimeout: in.OpenTimeout, ReadTimeout: in.OpenTimeout}},
+				Logger: s.log.Named("ingest"), Hooks: ingestHooks(mt, s.reportProgress),
+			})
+		})
+	}
+	return nil
+}
+
+// goStage runs a stage; a stage that stops with an error (not by cancellation) is the
+// stack's failure.
+func (s *Stack) goStage(wg *sync.WaitGroup, name string, run func() error) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := run(); err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Error("stage stopped", zap.String("stage", name), zap.Error(err))
+			s.fail(fmt.Errorf("%s stage stopped: %w", name, err))
+		}
+	}()
+}
+
+func (s *Stack) fail(err error) {
+	s.failedOnce.Do(func() {
+		s.progressMu.Lock()
+		s.failedErr = err
+		s.progressMu.Unlock()
+		close(s.failed)
+	})
+}
+
+// stagesReady fails readiness once a stage has died, so a supervisor restarts the process.
+func (s *Stack) stagesReady() error {
+	s.progressMu.Lock()
+	defer s.progressMu.Unlock()
+	return s.failedErr
+}
+
+// Failed is closed when a stage has stopped on its own; Err says why.
+func (s *Stack) Failed() <-chan struct{} { return s.failed }
+
+// Err is the first stage failure, or nil.
+func (s *Stack) Err() error { return s.stagesReady() }
+
+// Config is the configuration the stack runs with.
+func (s *Stack) Config() config.Config { return s.cfg }
+
+// StoreDir is the embedded store's directory (a temporary one when none was configured).
+func (s *Stack) StoreDir() string { return s.storeDir }
+
+// NATSURL is the embedded server's client URL ("" when it does not listen or is external).
+func (s *Stack) NATSURL() string {
+	if s.embedded == nil || s.cfg.NATS.ListenPort == 0 {
+		return ""
+	}
+	return s.embedded.ClientURL()
+}
+
+// HTTPAddr is the operations endpoint's address ("" when there is none).
+func (s *Stack) HTTPAddr() string {
+	if s.Ops == nil {
+		return ""
+	}
+	return s.Ops.Addr()
+}
+
+// FollowProgress calls f with the ingest progress of videoID until the returned stop is
+// called (in-process ingest only).
+func (s *Stack) FollowProgress(videoID string, f func(pipeline.Progress)) (stop func()) {
+	s.progressMu.Lock()
+	s.progress[videoID] = f
+	s.progressMu.Unlock()
+	return func() {
+		s.progressMu.Lock()
+		delete(s.progress, videoID)
+		s.progressMu.Unlock()
+	}
+}
+
+func (s *Stack) reportProgress(videoID string, p pipeline.Progress) {
+	s.progressMu.Lock()
+	f := s.progress[videoID]
+	s.progressMu.Unlock()
+	if f != nil {
+		f(p)
+	}
+}
+
+// Close stops the stack in reverse order: ingest finishes the videos in hand (up to
+// ShutdownTimeout), the detector and aggregator drain what was published (up to
+// ShutdownTimeout, and never past ctx), then the stages, the model, the endpoint and NATS
+// stop. With ctx already done nothing waits: a user who pressed Ctrl-C gets the prompt back.
+// It is idempotent.
+func (s *Stack) Close(ctx context.Context) { s.stop(ctx, ctx.Err() != nil) }
+
+func (s *Stack) stop(ctx context.Context, abort bool) {
+	s.closeOnce.Do(func() {
+		if s.Ops != nil {
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := s.Ops.Shutdown(hctx); err != nil {
+				s.log.Warn("http shutdown", zap.Error(err))
+			}
+			cancel()
+		}
+		s.cancelIngest()
+		if !abort {
+			s.ingestWG.Wait()
+			s.log.Debug("ingest stopped")
+			// Only a process that also ingests knows its published work is complete; a
+			// detector among many must not wait on the shared consumers (its in-flight
+			// batches finish when its context ends).
+			if s.embedded != nil {
+				s.drain(ctx)
+			}
+		}
+		s.log.Debug("drained")
+		s.cancelStages()
+		s.stagesWG.Wait()
+		if abort {
+			s.ingestWG.Wait()
+		}
+		s.cancelWatch()
+		if s.embedded != nil {
+			s.embedded.Close()
+		} else if s.NC != nil {
+			_ = s.NC.Drain()
+		}
+		if s.model != nil {
+			_ = s.model.Close()
+		}
+		if s.tempDir != "" {
+			_ = os.RemoveAll(s.tempDir)
+		}
+		s.log.Info("stopped")
+	})
+}
+
+// drain waits until the detector and aggregator consumers have nothing pending or
+// unacknowledged, so a graceful stop finishes the videos ingest completed.
+func (s *Stack) drain(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+	defer cancel()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var consumers [][2]string
+	if s.roles.Detect {
+		consumers = append(consumers, [2]string{laev1.StreamFaces, laev1.ConsumerDetector})
+	}
+	if s.roles.Aggregate {
+		consumers = append(consumers, [2]string{laev1.StreamScores, laev1.ConsumerAggregator})
+	}
+	for len(consumers) > 0 {
+		busy := false
+		for _, c := range consumers {
+			cons, err := s.JS.Consumer(ctx, c[0], c[1])
+			if err != nil {
+				continue // never created: nothing to drain
+			}
+			info, err := cons.Info(ctx)
+			if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
+				busy = true
+			}
+		}
+		if !busy {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Warn("shutdown: pipeline not drained in time; the rest resumes on the next start with the same store")
+			return
+		case <-t.C:
+		}
+	}
+}
