@@ -51,6 +51,9 @@ type Options struct {
 	// ShutdownTimeout bounds how long videos in hand may run after ctx ends; then they are
 	// cut short and end with a failure event (live streams never end by themselves).
 	ShutdownTimeout time.Duration
+	// Abort, when closed, cuts the videos in hand at once (an interrupted `lae scan`): they
+	// end with a failure event as after ShutdownTimeout.
+	Abort <-chan struct{}
 	// Logger receives structured logs; nil = no logs.
 	Logger *zap.Logger
 	// Hooks observe videos and errors (metrics).
@@ -80,6 +83,8 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 		go func() {
 			select {
 			case <-t.C:
+				cancelWork()
+			case <-o.Abort:
 				cancelWork()
 			case <-workCtx.Done():
 				t.Stop()
@@ -120,7 +125,9 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 
 // next fetches one submission, or nil when none arrived within the poll interval.
 func next(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	// A submission is delivered as soon as it arrives whatever the wait; a short wait only
+	// bounds how long a stop waits for the pending fetch.
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return nil, nil
@@ -172,7 +179,7 @@ func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, o Op
 	if req.MaxDurationSeconds > 0 {
 		po.MaxDuration = time.Duration(req.MaxDurationSeconds * float64(time.Second))
 	}
-	po.Logger = log
+	po.Logger = o.Logger // the pipeline adds the video's keys itself
 	po.Progress = progress(req.VideoID, o.Pipeline.Progress, o.Hooks.Progress)
 	start := time.Now()
 	eos, err := pipeline.Run(ctx, js, req.VideoID, req.URL, po)
