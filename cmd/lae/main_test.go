@@ -63,9 +63,14 @@ func runLae(t *testing.T, timeout time.Duration, args ...string) (stdout, stderr
 }
 
 // writeVideo writes a generated clip: with a synthetic face when withFace, an empty scene otherwise.
-func writeVideo(t *testing.T, path string, withFace bool) {
+func writeVideo(t *testing.T, path string, withFace bool) { writeClip(t, path, withFace, 15) }
+
+// writeLongVideo writes a clip with a face that takes a while to scan at every frame.
+func writeLongVideo(t *testing.T, path string, frames int) { writeClip(t, path, true, frames) }
+
+func writeClip(t *testing.T, path string, withFace bool, frames int) {
 	t.Helper()
-	spec := testvideo.VideoSpec{Width: 320, Height: 240, Frames: 15, Background: testvideo.Noise}
+	spec := testvideo.VideoSpec{Width: 320, Height: 240, Frames: frames, Background: testvideo.Noise}
 	if withFace {
 		face := testvideo.SyntheticFace(160, 3)
 		defer face.Close()
@@ -157,14 +162,22 @@ func TestScanTextOutput(t *testing.T) {
 	require.Contains(t, string(failedPage), "no such file")
 }
 
+// TestScanModelErrors: a missing model is a usage error found before anything starts (2), a
+// corrupt one fails to load (1); either way one line naming the file.
 func TestScanModelErrors(t *testing.T) {
 	dir := t.TempDir()
 	corrupt := filepath.Join(dir, "corrupt.onnx")
 	require.NoError(t, os.WriteFile(corrupt, bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 1000), 0o644))
-	for name, model := range map[string]string{"missing": filepath.Join(dir, "missing.onnx"), "corrupt": corrupt} {
+	// The card keeps the corrupt model past validation, to the loader.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "corrupt.card.json"), []byte(`{"threshold":0.5}`), 0o644))
+	for name, tc := range map[string]struct {
+		model string
+		code  int
+	}{"missing": {filepath.Join(dir, "missing.onnx"), 2}, "corrupt": {corrupt, 1}} {
 		t.Run(name, func(t *testing.T) {
+			model := tc.model
 			_, stderr, code := runLae(t, time.Minute, "scan", "--model", model, "whatever.mp4")
-			require.Equal(t, 1, code)
+			require.Equal(t, tc.code, code, stderr)
 			lines := strings.Split(strings.TrimSpace(stderr), "\n")
 			require.Len(t, lines, 1, "one-line error: %s", stderr)
 			require.Contains(t, stderr, model)

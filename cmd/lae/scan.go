@@ -174,12 +174,18 @@ func runScan(ctx context.Context, st *core.Stack, inputs []input, out scanOutput
 			stop()
 			prog.done()
 		}
+		finished := false
+		select {
+		case <-j.done:
+			finished = j.err == nil || ctx.Err() == nil
+		default: // interrupted before this input finished
+		}
 		switch {
-		case j.err == nil:
-			res.Verdict = j.final
-		case ctx.Err() != nil:
+		case !finished:
 			interrupted = true
 			res.Verdict = interruptedVerdict(j, st)
+		case j.err == nil:
+			res.Verdict = j.final
 		default:
 			res.Verdict = laev1.Verdict{VideoID: j.videoID, Verdict: laev1.VerdictError, Error: j.err.Error(),
 				Threshold: st.Card.Threshold, Model: st.Card.Name, ModelVersion: st.Card.Version}

@@ -250,7 +250,7 @@ func (r *run) work(parent context.Context, url string, src *source.Reconnecting,
 				return
 			}
 			if err != nil {
-				readErr = fmt.Errorf("decode %s: %w", url, err)
+				readErr = err // the source's errors already name the URL
 				return
 			}
 			select {

@@ -183,6 +183,7 @@ func open(ctx context.Context, url string, o Options) (_ *Source, err error) {
 	}
 
 	s := &Source{url: url, opts: o, streamIdx: -1, startPTS: astiav.NoPtsValue}
+	liveSources.Add(1)
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -689,6 +690,14 @@ func fullRangeFormat(pf astiav.PixelFormat, cr astiav.ColorRange) astiav.PixelFo
 	return pf
 }
 
+// liveSources counts Sources opened and not closed: each owns all its FFmpeg objects (format
+// and codec contexts, packet, frames, scaler) and frees them in Close, so this is the count
+// leak tests bound.
+var liveSources atomic.Int64
+
+// LiveSources is the number of Sources opened and not yet closed, with their FFmpeg objects.
+func LiveSources() int64 { return liveSources.Load() }
+
 // Close frees every FFmpeg object of the source. It is safe to call more than
 // once; frames already returned stay valid (the caller owns their Mats).
 func (s *Source) Close() error {
@@ -696,6 +705,7 @@ func (s *Source) Close() error {
 		return nil
 	}
 	s.closed = true
+	liveSources.Add(-1)
 	if s.stallTimer != nil {
 		s.stallTimer.Stop()
 	}

@@ -80,6 +80,7 @@ type Stack struct {
 	failedOnce sync.Once
 
 	cancelIngest, cancelStages, cancelWatch context.CancelFunc
+	abort                                   chan struct{}
 	ingestWG, stagesWG                      sync.WaitGroup
 	closeOnce                               sync.Once
 }
@@ -87,11 +88,8 @@ type Stack struct {
 // LoadModel loads the detector's model as configured: the one model.Load call of the
 // product (the stack's detector and `lae rescore` use it).
 func LoadModel(d config.Detector) (*model.Model, error) {
-	m, err := model.Load(model.Options{Path: model.PathOrDefault(d.Model), LibPath: d.ORTLib, Provider: d.Provider, MaxBatch: d.BatchSize})
-	if err != nil {
-		return nil, fmt.Errorf("load model: %w", err)
-	}
-	return m, nil
+	// model.Load's errors already say "load model <path>".
+	return model.Load(model.Options{Path: model.PathOrDefault(d.Model), LibPath: d.ORTLib, Provider: d.Provider, MaxBatch: d.BatchSize})
 }
 
 // Start validates the configuration and starts the stack. On error everything started is
@@ -104,7 +102,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		o.Logger = zap.NewNop()
 	}
 	s := &Stack{cfg: o.Config, roles: o.Roles, log: o.Logger, failed: make(chan struct{}),
-		progress: map[string]func(pipeline.Progress){}, cancelIngest: func() {}, cancelStages: func() {}, cancelWatch: func() {}}
+		progress: map[string]func(pipeline.Progress){}, abort: make(chan struct{}), cancelIngest: func() {}, cancelStages: func() {}, cancelWatch: func() {}}
 	defer func() {
 		if err != nil {
 			s.stop(context.Background(), true)
@@ -238,7 +236,7 @@ func (s *Stack) startStages() error {
 		s.goStage(&s.ingestWG, "ingest", func() error {
 			in := c.Ingest
 			return ingestworker.Run(ingestCtx, js, ingestworker.Options{
-				Concurrency: in.Concurrency, DefaultSampleFPS: in.SampleFPS, ShutdownTimeout: c.ShutdownTimeout,
+				Concurrency: in.Concurrency, DefaultSampleFPS: in.SampleFPS, ShutdownTimeout: c.ShutdownTimeout, Abort: s.abort,
 				Pipeline: pipeline.Options{MaxDuration: in.MaxDuration, FaceModel: in.FaceModel, MinEyePx: in.MinEyePx,
 					Source: source.Options{OpenTimeout: in.OpenTimeout, ReadTimeout: in.OpenTimeout}},
 				Logger: s.log.Named("ingest"), Hooks: ingestHooks(mt, s.reportProgress),
@@ -342,6 +340,9 @@ func (s *Stack) stop(ctx context.Context, abort bool) {
 				s.log.Warn("http shutdown", zap.Error(err))
 			}
 			cancel()
+		}
+		if abort {
+			close(s.abort)
 		}
 		s.cancelIngest()
 		if !abort {
