@@ -18,72 +18,67 @@ import (
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
-// clientFlags are the connection flags of the client commands (submit, watch).
-type clientFlags struct {
-	cfgPath, natsURL string
-}
-
-func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.cfgPath, "config", os.Getenv("LAE_CONFIG"), "configuration file for the NATS connection (credentials, TLS); env LAE_CONFIG")
-	fs.StringVar(&c.natsURL, "nats", "", "NATS server URLs, comma-separated (default: config, then nats://127.0.0.1:4222)")
-}
-
-func (c *clientFlags) connect(name string) (*nats.Conn, error) {
-	cfg, err := config.Load(c.cfgPath)
-	if err != nil {
+// connect opens a client's NATS connection from the parsed configuration.
+func connect(cfg config.Config, name string) (*nats.Conn, error) {
+	if err := cfg.Validate(config.Roles{}); err != nil {
 		return nil, err
-	}
-	if c.natsURL != "" {
-		cfg.NATS.URLs = config.SplitList(c.natsURL)
 	}
 	return ops.Connect(cfg.NATS, name, zap.NewNop())
 }
 
 // submitCmd publishes submissions on lae.submit and prints the assigned video ids.
 func submitCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	fps := fs.Float64("fps", -1, "sampling rate (frames per second; 0 = every frame; default: the ingest's)")
-	maxDur := fs.Duration("max-duration", 0, "stop after this much media time (0 = whole source)")
-	priority := fs.Int("priority", 0, "priority recorded with the submission")
-	ref := fs.String("ref", "", "your own reference, echoed in the reply")
-	id := fs.String("id", "", "video id to use (only with one URL; default: assigned)")
-	jsonOut := fs.Bool("json", false, "print the replies as JSON lines")
-	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for each reply")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: lae submit [flags] URL...\n\nQueues each URL for screening and prints its video id (follow it with lae watch).\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	var (
+		fps             float64
+		maxDur, timeout time.Duration
+		priority        int
+		ref, id         string
+		jsonOut         bool
+	)
+	cmd := config.Command{Name: "submit", Synopsis: "submit [flags] URL...",
+		Doc: "Queues each URL for screening and prints its video id (follow it with lae watch).",
+		Bind: func(fs *flag.FlagSet, c *config.Config) {
+			config.ClientFlags(fs, c)
+			fs.Float64Var(&fps, "fps", -1, "sampling rate (frames per second; 0 = every frame; -1 = the ingest's default)")
+			fs.DurationVar(&maxDur, "max-duration", 0, "stop after this much media time (0 = whole source)")
+			fs.IntVar(&priority, "priority", 0, "priority recorded with the submission")
+			fs.StringVar(&ref, "ref", "", "your own reference, echoed in the reply")
+			fs.StringVar(&id, "id", "", "video id to use (only with one URL; \"\" = assigned)")
+			fs.BoolVar(&jsonOut, "json", false, "print the replies as JSON lines")
+			fs.DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for each reply")
+		}}
+	cfg, urls, err := config.Parse(cmd, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 || (*id != "" && fs.NArg() > 1) {
-		fs.Usage()
-		return exitError{2}
+	if len(urls) == 0 {
+		return config.Usagef("no URL given")
 	}
-	nc, err := cf.connect("lae-submit")
+	if id != "" && len(urls) > 1 {
+		return config.Usagef("--id names one video: give one URL")
+	}
+	nc, err := connect(cfg, "lae-submit")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	failed := 0
-	for _, u := range fs.Args() {
-		req := laev1.SubmitRequest{URL: u, VideoID: *id, Priority: *priority, Reference: *ref, MaxDurationSeconds: maxDur.Seconds()}
-		if *fps >= 0 {
-			req.SampleFPS = fps
+	for _, u := range urls {
+		req := laev1.SubmitRequest{URL: u, VideoID: id, Priority: priority, Reference: ref, MaxDurationSeconds: maxDur.Seconds()}
+		if fps >= 0 {
+			req.SampleFPS = &fps
 		}
-		rctx, cancel := context.WithTimeout(ctx, *timeout)
+		rctx, cancel := context.WithTimeout(ctx, timeout)
 		reply, err := submit.Request(rctx, nc, req)
 		cancel()
 		if err != nil {
-			reply = laev1.SubmitReply{Reference: *ref, Error: err.Error()}
+			reply = laev1.SubmitReply{Reference: ref, Error: err.Error()}
 		}
 		if reply.Error != "" {
 			failed++
 		}
 		switch {
-		case *jsonOut:
+		case jsonOut:
 			b, _ := json.Marshal(struct {
 				URL string `json:"url"`
 				laev1.SubmitReply
@@ -104,29 +99,29 @@ func submitCmd(ctx context.Context, args []string) error {
 // watchCmd prints verdicts as they arrive. With video ids it waits for their final verdicts
 // (including ones published before it started) and exits; with --all it follows every video.
 func watchCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	all := fs.Bool("all", false, "follow the verdicts of every video until interrupted")
-	jsonOut := fs.Bool("json", false, "print each verdict as one JSON line")
-	timeout := fs.Duration("timeout", 0, "give up after this long (0 = wait forever)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: lae watch [flags] (VIDEO_ID... | --all)\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	var all, jsonOut bool
+	var timeout time.Duration
+	cmd := config.Command{Name: "watch", Synopsis: "watch [flags] (VIDEO_ID... | --all)",
+		Doc: "Prints verdicts as they arrive. With video ids it waits for their final verdicts (including ones\npublished before it started) and exits; with --all it follows every video.",
+		Bind: func(fs *flag.FlagSet, c *config.Config) {
+			config.ClientFlags(fs, c)
+			fs.BoolVar(&all, "all", false, "follow the verdicts of every video until interrupted")
+			fs.BoolVar(&jsonOut, "json", false, "print each verdict as one JSON line")
+			fs.DurationVar(&timeout, "timeout", 0, "give up after this long (0 = wait forever)")
+		}}
+	cfg, ids, err := config.Parse(cmd, args)
+	if err != nil {
 		return err
 	}
-	if (*all && fs.NArg() > 0) || (!*all && fs.NArg() == 0) {
-		fs.Usage()
-		return exitError{2}
+	if all == (len(ids) > 0) {
+		return config.Usagef("give video ids or --all")
 	}
-	for _, id := range fs.Args() {
+	for _, id := range ids {
 		if err := laev1.ValidateVideoID(id); err != nil {
-			return err
+			return config.UsageError{Err: err}
 		}
 	}
-	nc, err := cf.connect("lae-watch")
+	nc, err := connect(cfg, "lae-watch")
 	if err != nil {
 		return err
 	}
@@ -135,27 +130,27 @@ func watchCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if *timeout > 0 {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
-	if *all {
-		cfg.FilterSubjects = []string{laev1.SubjectVerdictsPrefix + ">"}
+	cc := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
+	if all {
+		cc.FilterSubjects = []string{laev1.SubjectVerdictsPrefix + ">"}
 	} else {
 		// Ids given: their latest verdicts may already be stored; start from them.
-		cfg.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
-		for _, id := range fs.Args() {
-			cfg.FilterSubjects = append(cfg.FilterSubjects, laev1.VerdictSubject(id))
+		cc.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
+		for _, id := range ids {
+			cc.FilterSubjects = append(cc.FilterSubjects, laev1.VerdictSubject(id))
 		}
 	}
-	cons, err := js.OrderedConsumer(ctx, laev1.StreamVerdicts, cfg)
+	cons, err := js.OrderedConsumer(ctx, laev1.StreamVerdicts, cc)
 	if err != nil {
 		return fmt.Errorf("watch verdicts: %w", err)
 	}
 	waiting := map[string]bool{}
-	for _, id := range fs.Args() {
+	for _, id := range ids {
 		waiting[id] = true
 	}
 	it, err := cons.Messages()
@@ -164,7 +159,7 @@ func watchCmd(ctx context.Context, args []string) error {
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	for *all || len(waiting) > 0 {
+	for all || len(waiting) > 0 {
 		msg, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -180,7 +175,7 @@ func watchCmd(ctx context.Context, args []string) error {
 			fmt.Fprintf(os.Stderr, "lae watch: skipping malformed verdict on %s: %v\n", msg.Subject(), err)
 			continue
 		}
-		if *jsonOut {
+		if jsonOut {
 			fmt.Println(string(msg.Data()))
 		} else {
 			state := "final"

@@ -36,55 +36,54 @@ type rescoreLine struct {
 
 // rescoreCmd replays archived crops through the current model and reports changed verdicts.
 func rescoreCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("rescore", flag.ContinueOnError)
-	var cf clientFlags
-	cf.register(fs)
-	all := fs.Bool("all", false, "rescore every video whose crops are still archived")
-	since := fs.String("since", "", "only videos whose latest verdict is at or after this time (RFC 3339)")
-	until := fs.String("until", "", "only videos whose latest verdict is before this time (RFC 3339)")
-	modelPath := fs.String("model", "", "LAE ONNX model (default: the shipped one)")
-	ortLib := fs.String("ort-lib", os.Getenv("LAE_ORT_LIB"), "ONNX Runtime shared library")
-	provider := fs.String("provider", "cpu", "execution provider: cpu, cuda, tensorrt")
-	jsonOut := fs.Bool("json", false, "one JSON line per video")
-	reingest := fs.String("reingest", "", "JSONL manifest of videos whose crops expired ({\"video_id\", \"url\"} or verdict lines with \"input\"): submit their URLs again for a full scan")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: lae rescore [flags] (VIDEO_ID... | --all | --since T [--until T] | --reingest MANIFEST)\n\nScores the archived face crops of the chosen videos with the current model (no decoding)\nand publishes a new verdict revision for each; earlier revisions stay in the verdict history.\nAn aggregator must be running on the same NATS.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	var (
+		all, jsonOut           bool
+		since, until, reingest string
+	)
+	cmd := config.Command{Name: "rescore", Synopsis: "rescore [flags] (VIDEO_ID... | --all | --since T [--until T] | --reingest MANIFEST)",
+		Doc: `Scores the archived face crops of the chosen videos with the current model (no decoding)
+and publishes a new verdict revision for each; earlier revisions stay in the verdict history.
+An aggregator must be running on the same NATS.`,
+		Bind: func(fs *flag.FlagSet, c *config.Config) {
+			config.ClientFlags(fs, c)
+			config.DetectorFlags(fs, c)
+			fs.BoolVar(&all, "all", false, "rescore every video whose crops are still archived")
+			fs.StringVar(&since, "since", "", "only videos whose latest verdict is at or after this time (RFC 3339)")
+			fs.StringVar(&until, "until", "", "only videos whose latest verdict is before this time (RFC 3339)")
+			fs.BoolVar(&jsonOut, "json", false, "one JSON line per video")
+			fs.StringVar(&reingest, "reingest", "", "JSONL manifest of videos whose crops expired ({\"video_id\", \"url\"} or verdict lines with \"input\"): submit their URLs again for a full scan")
+		}}
+	cfg, ids, err := config.Parse(cmd, args)
+	if err != nil {
 		return err
 	}
-	if *reingest != "" {
-		if fs.NArg() > 0 || *all || *since != "" || *until != "" {
-			fs.Usage()
-			return exitError{2}
+	if reingest != "" {
+		if len(ids) > 0 || all || since != "" || until != "" {
+			return config.Usagef("--reingest takes no video ids, --all, --since or --until")
 		}
-		return reingestManifest(ctx, cf, *reingest, *jsonOut)
+		return reingestManifest(ctx, cfg, reingest, jsonOut)
 	}
-	sel := rescore.Selection{VideoIDs: fs.Args()}
-	var err error
-	if sel.Since, err = parseTime(*since); err != nil {
-		return err
+	sel := rescore.Selection{VideoIDs: ids}
+	if sel.Since, err = parseTime(since); err != nil {
+		return config.UsageError{Err: err}
 	}
-	if sel.Until, err = parseTime(*until); err != nil {
-		return err
+	if sel.Until, err = parseTime(until); err != nil {
+		return config.UsageError{Err: err}
 	}
 	ranged := !sel.Since.IsZero() || !sel.Until.IsZero()
-	if (len(sel.VideoIDs) > 0) == (*all || ranged) {
-		fs.Usage()
-		return exitError{2}
+	if (len(sel.VideoIDs) > 0) == (all || ranged) {
+		return config.Usagef("give video ids, or --all, or --since/--until")
 	}
-	d := config.Default().Detector
-	d.Model, d.ORTLib, d.Provider = *modelPath, *ortLib, *provider
-	if err := (config.Config{Detector: d}).ValidateDetector(); err != nil {
+	if err := cfg.ValidateDetector(); err != nil {
 		return err
 	}
+	d := cfg.Detector
 	m, err := core.LoadModel(d)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	nc, err := cf.connect("lae-rescore")
+	nc, err := connect(cfg, "lae-rescore")
 	if err != nil {
 		return err
 	}
@@ -98,7 +97,7 @@ func rescoreCmd(ctx context.Context, args []string) error {
 		Selection: sel,
 		Progress: func(done, total int, r rescore.Result) {
 			line := toLine(r)
-			if *jsonOut {
+			if jsonOut {
 				b, _ := json.Marshal(line)
 				fmt.Println(string(b))
 				return
@@ -123,7 +122,7 @@ func rescoreCmd(ctx context.Context, args []string) error {
 			changed++
 		}
 	}
-	if !*jsonOut {
+	if !jsonOut {
 		fmt.Printf("rescored %d video(s): %d changed, %d unchanged, %d failed\n", len(results), changed, len(results)-changed-failed, failed)
 	}
 	if err != nil {
@@ -169,7 +168,7 @@ type manifestLine struct {
 
 // reingestManifest submits the URLs of a manifest again. The new scan gets a new video id;
 // the old id travels as the submission's reference, so the reply and logs tie the two.
-func reingestManifest(ctx context.Context, cf clientFlags, path string, jsonOut bool) error {
+func reingestManifest(ctx context.Context, cfg config.Config, path string, jsonOut bool) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("reingest manifest: %w", err)
@@ -191,7 +190,7 @@ func reingestManifest(ctx context.Context, cf clientFlags, path string, jsonOut 
 		}
 		lines = append(lines, l)
 	}
-	nc, err := cf.connect("lae-rescore")
+	nc, err := connect(cfg, "lae-rescore")
 	if err != nil {
 		return err
 	}

@@ -157,8 +157,8 @@ func Default() Config {
 
 // ForCommand is Default with the settings that differ for a command: `lae scan` has no
 // operations endpoint, keeps NATS in-process and publishes rolling verdicts often (they are
-// its partial result when interrupted); `lae serve` listens for NATS clients and serves its
-// page on loopback and logs for people.
+// its partial result when interrupted); the clients serve no endpoint; `lae serve` listens
+// for NATS clients, serves its page on loopback and logs for people.
 func ForCommand(cmd string) Config {
 	c := Default()
 	switch cmd {
@@ -166,6 +166,8 @@ func ForCommand(cmd string) Config {
 		c.HTTP.Addr = ""
 		c.Log = Log{Level: "error", Format: "console"}
 		c.Aggregator.RollingEvery = time.Second
+	case "submit", "watch", "rescore", "version":
+		c.HTTP.Addr = "" // clients serve no endpoint
 	case "serve":
 		c.HTTP.Addr = "127.0.0.1:8080"
 		c.NATS.ListenPort = 4222

@@ -112,10 +112,7 @@ func PrintUsage(w io.Writer, cmd Command, fs *flag.FlagSet) {
 
 // StackFlags binds the flags of the whole stack run in one process (`lae scan`, `lae serve`).
 func StackFlags(fs *flag.FlagSet, c *Config) {
-	fs.StringVar(&c.Detector.Model, "model", c.Detector.Model, "LAE ONNX model; its card (*.card.json) gives the calibrated threshold (\"\" = the shipped detector/models/lae-v2.onnx)")
-	fs.StringVar(&c.Detector.ORTLib, "ort-lib", c.Detector.ORTLib, "ONNX Runtime shared library (\"\" = $LAE_ORT_LIB, then .cache/ort/libonnxruntime.so.1)")
-	fs.StringVar(&c.Detector.Provider, "provider", c.Detector.Provider, "ONNX Runtime execution provider: cpu, cuda or tensorrt")
-	fs.IntVar(&c.Detector.BatchSize, "batch-size", c.Detector.BatchSize, "most face crops per inference batch")
+	DetectorFlags(fs, c)
 	fs.Float64Var(&c.Ingest.SampleFPS, "fps", c.Ingest.SampleFPS, "frames sampled per second of media time (0 = every frame)")
 	fs.DurationVar(&c.Ingest.MaxDuration, "max-duration", c.Ingest.MaxDuration, "stop each input after this much media time (0 = whole source)")
 	fs.StringVar(&c.Ingest.FaceModel, "face-model", c.Ingest.FaceModel, "face detector: yunet (embedded), haar-alt, haar, lbp, or a YuNet .onnx file (\"\" = yunet)")
@@ -135,6 +132,14 @@ func StackFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: console or json")
 }
 
+// DetectorFlags binds the model flags (the stack's, and `lae rescore`'s).
+func DetectorFlags(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.Detector.Model, "model", c.Detector.Model, "LAE ONNX model; its card (*.card.json) gives the calibrated threshold (\"\" = the shipped detector/models/lae-v2.onnx)")
+	fs.StringVar(&c.Detector.ORTLib, "ort-lib", c.Detector.ORTLib, "ONNX Runtime shared library (\"\" = $LAE_ORT_LIB, then .cache/ort/libonnxruntime.so.1)")
+	fs.StringVar(&c.Detector.Provider, "provider", c.Detector.Provider, "ONNX Runtime execution provider: cpu, cuda or tensorrt")
+	fs.IntVar(&c.Detector.BatchSize, "batch-size", c.Detector.BatchSize, "most face crops per inference batch")
+}
+
 // ServeFlags binds what `lae serve` adds: the HTTP API and its limits.
 func ServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.HTTP.Addr, "http", c.HTTP.Addr, "HTTP address of the API, the live page and /metrics, /healthz, /readyz")
@@ -142,11 +147,17 @@ func ServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.Int64Var(&c.Serve.MaxUpload, "max-upload", c.Serve.MaxUpload, "largest accepted upload, in bytes")
 }
 
-// RoleFlags binds the flags of the distributed roles and clients: where NATS is and the
-// operations endpoint (everything else comes from the config file and LAE_* variables).
+// RoleFlags binds the flags of the distributed roles: where NATS is and the operations
+// endpoint (everything else comes from the config file and LAE_* variables).
 func RoleFlags(fs *flag.FlagSet, c *Config) {
-	fs.Var((*listValue)(&c.NATS.URLs), "nats", "NATS server URLs, comma-separated")
+	ClientFlags(fs, c)
 	fs.StringVar(&c.HTTP.Addr, "http", c.HTTP.Addr, "operations endpoint address for /metrics, /healthz, /readyz (\"\" = none)")
+}
+
+// ClientFlags binds where NATS is, for the clients (submit, watch, rescore); credentials and
+// TLS come from the config file and LAE_NATS_* variables.
+func ClientFlags(fs *flag.FlagSet, c *Config) {
+	fs.Var((*listValue)(&c.NATS.URLs), "nats", "NATS server URLs, comma-separated")
 }
 
 // listValue is a comma-separated []string flag.
