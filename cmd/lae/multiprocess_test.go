@@ -122,11 +122,7 @@ func TestMultiProcess(t *testing.T) {
 		t.Skip("multi-process test skipped in -short mode")
 	}
 	dir := t.TempDir()
-	natsBin := filepath.Join(filepath.Dir(laeBin), "nats-server")
-	if _, err := os.Stat(natsBin); err != nil {
-		out, err := exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		require.NoError(t, err, "build nats-server: %s", out)
-	}
+	natsBin := natsServerBin(t)
 	natsPort := freePort(t)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	// The deployment's own server config: JetStream, the LAE account, a user per role with

@@ -46,6 +46,11 @@ const (
 // make the second run's publishes de-duplicate against the first's).
 var ErrEOSNotPublished = errors.New("end-of-stream not published")
 
+// ErrPublish marks a failure to store the video's crops or frames in NATS (an outage, a full
+// reconnect buffer): the source is fine, so the video is not failed but handed back to run
+// again (its crops keep their message ids, so what was stored is not stored twice).
+var ErrPublish = errors.New("publish to NATS failed")
+
 // Progress is what Run has done so far; Options.Progress gets it after every sampled frame.
 type Progress struct {
 	FramesDecoded   uint64
@@ -130,6 +135,11 @@ func Run(ctx context.Context, js jetstream.JetStream, videoID, url string, o Opt
 	// Whatever happened, wait for the crops already sent so the EOS counts only stored ones.
 	if werr := r.drain(ctx); werr != nil && err == nil {
 		err = werr
+	}
+	if errors.Is(err, ErrPublish) && ctx.Err() == nil {
+		// No failure EOS: it would turn a passing NATS outage into a final "error" verdict.
+		log.Warn("ingest interrupted by NATS; the video will run again", zap.Error(err))
+		return eos, fmt.Errorf("%w: %w", ErrEOSNotPublished, err)
 	}
 	if err != nil {
 		eos.Failure = err.Error()
@@ -382,7 +392,7 @@ func (r *run) publish(ctx context.Context, m *nats.Msg, id string, crop bool) er
 	}
 	fut, err := r.js.PublishMsgAsync(m, jetstream.WithMsgID(id))
 	if err != nil {
-		return fmt.Errorf("publish %s: %w", id, err)
+		return fmt.Errorf("%w: %s: %w", ErrPublish, id, err)
 	}
 	r.pending = append(r.pending, pending{fut: fut, crop: crop, what: id})
 	return nil
@@ -402,11 +412,11 @@ func (r *run) waitOldest(ctx context.Context) error {
 		}
 		return nil
 	case err := <-p.fut.Err():
-		return fmt.Errorf("publish %s: %w", p.what, err)
+		return fmt.Errorf("%w: %s: %w", ErrPublish, p.what, err)
 	case <-ctx.Done():
 		return fmt.Errorf("publish %s: %w", p.what, ctx.Err())
 	case <-timer.C:
-		return fmt.Errorf("publish %s: no acknowledgement after %s", p.what, ackTimeout)
+		return fmt.Errorf("%w: %s: no acknowledgement after %s", ErrPublish, p.what, ackTimeout)
 	}
 }
 

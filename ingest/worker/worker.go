@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -30,8 +31,9 @@ type Hooks struct {
 	// is tried.
 	Done func(videoID string, eos *laev1.EndOfStream, err error)
 	// Error is called once per counted error, by kind: "malformed_submission" (a work item
-	// that is not a valid submission, terminated) and "eos_not_published" (the video's
-	// end-of-stream could not be stored, so it is handed back to run again).
+	// that is not a valid submission, terminated), "eos_not_published" (the video's
+	// end-of-stream or crops could not be stored, so it is handed back to run again) and
+	// "fetch" (a failed fetch of the work queue, retried with backoff).
 	Error func(kind string)
 	// Progress is called with the video's id after every sampled frame, from the video's
 	// pipeline (pipeline.Options.Progress); the id lets one observer follow many videos.
@@ -93,6 +95,7 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 	})
 	defer stopTimer()
 
+	backoff := minBackoff
 	slots := make(chan struct{}, o.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -108,8 +111,22 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			if fatal(err) {
+				return err
+			}
+			// Transient (an outage, a full reconnect buffer, a leader change): the process
+			// stays useful only if it keeps trying, so back off and fetch again.
+			o.Logger.Warn("fetch submission; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+			o.hookError("fetch")
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
+			continue
 		}
+		backoff = minBackoff
 		if msg == nil {
 			<-slots
 			continue
@@ -121,6 +138,20 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 			handle(workCtx, js, msg, o)
 		}()
 	}
+}
+
+// Backoff between failed fetches: short enough that a brief outage costs little, capped so a
+// long one costs a request every few seconds.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// fatal says a fetch error will not go away by retrying: the connection was closed by this
+// process, or the work queue or its consumer is gone (the process restarts and provisions).
+func fatal(err error) bool {
+	return errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+		errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // next fetches one submission, or nil when none arrived within the poll interval.
