@@ -256,7 +256,7 @@ func FuzzLocateAndRender(f *testing.F) {
 	require.NoError(f, err)
 	f.Add(seed2)
 	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(_ *testing.T, data []byte) {
 		var s laev1.FrameScore
 		if proto.Unmarshal(data, &s) != nil {
 			return

@@ -2,7 +2,8 @@
 # Installs what lae needs on a Debian/Ubuntu machine, idempotently:
 #   - Debian packages: OpenCV 4.6 dev + cascades, FFmpeg 5.1 dev libraries, pkg-config, a C
 #     compiler for cgo, PyTorch/ONNX/OpenCV/pytest for the training code, Chromium (the live
-#     page's browser test), npm (to fetch ONNX Runtime);
+#     page's browser test), protoc (the generated-protobuf check and `task generate`), npm (to
+#     fetch ONNX Runtime);
 #   - the ONNX Runtime 1.24.3 shared library, taken from the onnxruntime-node npm tarball
 #     (no Debian package ships it), checked against a pinned sha256, into .cache/ort/.
 # `setup.sh --check` exits 0 when nothing is missing (Task uses it to skip the work).
@@ -22,6 +23,7 @@ packages=(
   libavfilter-dev libswresample-dev libpostproc-dev
   python3 python3-torch python3-torchvision python3-onnx python3-opencv python3-pytest python3-numpy
   chromium
+  protobuf-compiler
   ffmpeg
   ca-certificates
 )

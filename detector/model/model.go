@@ -208,7 +208,7 @@ func checkSignature(ins, outs []ort.InputOutputInfo) (int, error) {
 		return 0, fmt.Errorf("model outputs are %s: want float32", describe(outs))
 	}
 	sd := len(score.Dimensions)
-	if sd != 1 && !(sd == 2 && score.Dimensions[1] == 1) {
+	if sd != 1 && (sd != 2 || score.Dimensions[1] != 1) {
 		return 0, fmt.Errorf("model output %q is %v: want [N] or [N,1]", ScoreName, score.Dimensions)
 	}
 	if len(heat.Dimensions) != 4 || (heat.Dimensions[1] != 1 && heat.Dimensions[1] > 0) {

@@ -9,12 +9,11 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/lae-screening/lae/ingest/track"
-	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/faces"
+	"github.com/lae-screening/lae/ingest/track"
+	"github.com/lae-screening/lae/internal/testenv"
 )
 
 func dataDir(t testing.TB) string {

@@ -13,14 +13,13 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/align"
 	"github.com/lae-screening/lae/ingest/faces"
 	"github.com/lae-screening/lae/ingest/landmarks"
 	"github.com/lae-screening/lae/ingest/testvideo"
+	"github.com/lae-screening/lae/internal/testenv"
 )
 
 func dataDir(t testing.TB) string {

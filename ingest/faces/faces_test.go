@@ -8,10 +8,10 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/track"
 	"github.com/lae-screening/lae/internal/testenv"
-	"gocv.io/x/gocv"
 )
 
 // dataDir is ../shared/data relative to the repository root.
@@ -237,7 +237,7 @@ func TestONNXInputShape(t *testing.T) {
 func FuzzONNXInputShape(f *testing.F) {
 	f.Add([]byte{0x3a, 0x04, 0x5a, 0x02, 0x12, 0x00})
 	f.Add([]byte("garbage"))
-	f.Fuzz(func(t *testing.T, b []byte) {
+	f.Fuzz(func(_ *testing.T, b []byte) {
 		_, _ = onnxInputShape(b) // must not panic
 	})
 }

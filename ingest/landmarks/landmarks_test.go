@@ -24,7 +24,7 @@ import (
 func openMesh(t testing.TB) *Mesh {
 	t.Helper()
 	if _, err := ortenv.FindLibrary(""); err != nil {
-		t.Skipf("ONNX Runtime library absent (run `go tool task setup`): %v", err)
+		t.Skipf("ONNX Runtime library absent (run `go tool -modfile=tools/go.mod task setup`): %v", err)
 	}
 	m, err := Open(Options{})
 	require.NoError(t, err)

@@ -12,13 +12,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-
-	"github.com/lae-screening/lae/internal/testenv"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/ingest/align"
 	"github.com/lae-screening/lae/ingest/testvideo"
 	"github.com/lae-screening/lae/internal/natsembed"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 

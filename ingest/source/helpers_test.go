@@ -14,12 +14,11 @@ import (
 
 	"github.com/asticode/go-astiav"
 	"github.com/stretchr/testify/require"
-
-	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/source"
 	"github.com/lae-screening/lae/ingest/testvideo"
+	"github.com/lae-screening/lae/internal/testenv"
 )
 
 // TestMain silences FFmpeg's process-wide log output: the deliberately broken

@@ -222,9 +222,9 @@ func LoadFaces(dir string, n int) ([]gocv.Mat, error) {
 }
 
 // FacesOrSynthetic returns n face images: real photos from dir when it has
-// any (real reports true), SyntheticFace(size, seed+i) drawings otherwise, so
+// any (fromPhotos reports true), SyntheticFace(size, seed+i) drawings otherwise, so
 // a test runs with or without the shared data set. The caller owns the Mats.
-func FacesOrSynthetic(dir string, n, size int, seed int64) (faces []gocv.Mat, real bool) {
+func FacesOrSynthetic(dir string, n, size int, seed int64) (faces []gocv.Mat, fromPhotos bool) {
 	if dir != "" {
 		if f, err := LoadFaces(dir, n); err == nil {
 			return f, true

@@ -12,12 +12,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/lae-screening/lae/internal/testenv"
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/source"
 	"github.com/lae-screening/lae/ingest/testvideo"
+	"github.com/lae-screening/lae/internal/testenv"
 )
 
 const lbpCascade = "/usr/share/opencv4/lbpcascades/lbpcascade_frontalface_improved.xml"
@@ -242,9 +241,9 @@ func onFace(d, f image.Rectangle) bool {
 
 func TestFaceVideoWithRealFaces(t *testing.T) {
 	dir := sharedData(t, "faces/lfw")
-	faces, real := testvideo.FacesOrSynthetic(dir, 2, 100, 1)
+	faces, fromPhotos := testvideo.FacesOrSynthetic(dir, 2, 100, 1)
 	defer testvideo.CloseFrames(faces)
-	require.True(t, real)
+	require.True(t, fromPhotos)
 	require.Len(t, faces, 2)
 	frames, boxes, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 640, Height: 360, Frames: 3, Background: testvideo.Noise,
 		Faces: []testvideo.Placement{
@@ -259,9 +258,9 @@ func TestFaceVideoWithRealFaces(t *testing.T) {
 }
 
 func TestFacesOrSyntheticFallsBack(t *testing.T) {
-	faces, real := testvideo.FacesOrSynthetic(t.TempDir(), 3, 64, 7)
+	faces, fromPhotos := testvideo.FacesOrSynthetic(t.TempDir(), 3, 64, 7)
 	defer testvideo.CloseFrames(faces)
-	assert.False(t, real)
+	assert.False(t, fromPhotos)
 	require.Len(t, faces, 3)
 	for _, f := range faces {
 		assert.Equal(t, 64, f.Cols())

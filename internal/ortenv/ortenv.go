@@ -44,8 +44,8 @@ func FindLibrary(explicit string) (string, error) {
 		starts = append(starts, wd)
 	}
 	if exe, err := os.Executable(); err == nil {
-		if real, err := filepath.EvalSymlinks(exe); err == nil {
-			exe = real
+		if resolved, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = resolved
 		}
 		starts = append(starts, filepath.Dir(exe))
 	}
@@ -68,7 +68,7 @@ func FindLibrary(explicit string) (string, error) {
 			dir = parent
 		}
 	}
-	return "", fmt.Errorf("onnx runtime library not found: set $%s or run `go tool task setup`; searched %s",
+	return "", fmt.Errorf("onnx runtime library not found: set $%s or run `go tool -modfile=tools/go.mod task setup`; searched %s",
 		EnvLibPath, strings.Join(searched, ", "))
 }
 
