@@ -41,12 +41,13 @@ var commands = map[string]struct {
 	"watch":     {watchCmd, "print verdicts as they arrive"},
 	"serve":     {serveCmd, "all-in-one: embedded NATS on a port, every stage, HTTP API and live page"},
 	"rescore":   {rescoreCmd, "score archived crops again with the current model (new verdict revisions)"},
+	"provision": {provisionCmd, "create or update the streams and buckets (operators; once per deployment)"},
 	"version":   {versionCmd, "print the version, commit, Go version and the shipped model"},
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: lae <command> [flags] [args]\n\ncommands:\n")
-	for _, name := range []string{"scan", "crops", "ingest", "detect", "aggregate", "serve", "submit", "watch", "rescore", "version"} {
+	for _, name := range []string{"scan", "crops", "ingest", "detect", "aggregate", "serve", "submit", "watch", "rescore", "provision", "version"} {
 		fmt.Fprintf(w, "  %-9s %s\n", name, commands[name].help)
 	}
 	fmt.Fprintf(w, "\nRun 'lae <command> --help' for the flags of a command (every flag has a LAE_* variable and a\nconfig key too: see deploy/README.md). 'lae --version' prints the build.\n")

@@ -132,7 +132,7 @@ func TestMultiProcess(t *testing.T) {
 	confPath := filepath.Join(dir, "nats-server.conf")
 	require.NoError(t, os.WriteFile(confPath, []byte(strings.ReplaceAll(string(conf), "/data/jetstream", filepath.Join(dir, "js"))), 0o644))
 	natsEnv := []string{"SERVER_NAME=lae-test", "LAE_SYS_PASSWORD=sys"}
-	for _, role := range []string{"client", "ingest", "detector", "aggregator", "rescore"} {
+	for _, role := range []string{"admin", "client", "ingest", "detector", "aggregator", "rescore"} {
 		natsEnv = append(natsEnv, "LAE_"+strings.ToUpper(role)+"_PASSWORD=pw-"+role)
 	}
 	startProc(t, dir, "nats-server", natsBin, natsEnv, "-c", confPath, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-m", "0")
@@ -150,6 +150,41 @@ func TestMultiProcess(t *testing.T) {
 		nc.Close()
 		return true
 	}, 30*time.Second, 50*time.Millisecond, "nats-server accepts connections")
+
+	// The operator provisions once; the roles' users may only look the streams up.
+	_, stderr, code := runLae(t, time.Minute, "provision", "--config", asUser("admin"))
+	require.Equal(t, 0, code, stderr)
+	// denied runs one management call as user on a connection of its own (a permissions
+	// violation is reported on the connection, not only to the call) and requires a refusal.
+	denied := func(user, what string, call func(ctx context.Context, js jetstream.JetStream) error) {
+		nc, err := nats.Connect(natsURL, nats.UserInfo(user, "pw-"+user))
+		require.NoError(t, err)
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.Error(t, call(ctx, js), "%s must not %s", user, what)
+	}
+	probes := map[string]func(ctx context.Context, js jetstream.JetStream) error{
+		"delete a stream": func(ctx context.Context, js jetstream.JetStream) error { return js.DeleteStream(ctx, laev1.StreamFaces) },
+		"purge the verdicts": func(ctx context.Context, js jetstream.JetStream) error {
+			kv, err := js.Stream(ctx, "KV_"+laev1.BucketVerdicts)
+			if err != nil {
+				return fmt.Errorf("look up: %w (looking up is allowed: the probe is wrong)", err)
+			}
+			return kv.Purge(ctx)
+		},
+		"change a stream's retention": func(ctx context.Context, js jetstream.JetStream) error {
+			_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: laev1.StreamVerdicts, Subjects: []string{"lae.verdicts.>"}, MaxAge: time.Second})
+			return err
+		},
+	}
+	for _, user := range []string{"client", "ingest", "detector", "aggregator", "rescore"} {
+		for what, call := range probes {
+			denied(user, what, call)
+		}
+	}
 
 	env := []string{"LAE_NATS_URLS=" + natsURL, "LAE_LOG_LEVEL=debug", "LAE_DETECTOR_BATCH_SIZE=4", "LAE_INGEST_SAMPLE_FPS=10"}
 	roles := map[string][]string{"ingest": {"ingest"}, "detect-1": {"detect"}, "detect-2": {"detect"}, "aggregate": {"aggregate"}}
@@ -272,6 +307,18 @@ func TestMultiProcess(t *testing.T) {
 	for _, name := range []string{"ingest", "detect-1", "detect-2", "aggregate"} {
 		procs[name].stop(t)
 	}
+	// Everything above ran within the grants: the server refused nothing the roles do (the
+	// denied() probes excepted, which come first).
+	log, err := os.ReadFile(filepath.Join(dir, "nats-server.log"))
+	require.NoError(t, err)
+	var violations []string
+	for _, l := range strings.Split(string(log), "\n") {
+		if strings.Contains(l, "Permissions Violation") && !strings.Contains(l, "STREAM.DELETE") &&
+			!strings.Contains(l, "STREAM.PURGE.KV_verdicts") && !strings.Contains(l, "STREAM.UPDATE.LAE_VERDICTS") {
+			violations = append(violations, l)
+		}
+	}
+	require.Empty(t, violations, "the roles need subjects their grants lack")
 }
 
 func subjectCount(t *testing.T, js jetstream.JetStream, stream, subject string) uint64 {

@@ -166,7 +166,7 @@ func ForCommand(cmd string) Config {
 		c.HTTP.Addr = ""
 		c.Log = Log{Level: "error", Format: "console"}
 		c.Aggregator.RollingEvery = time.Second
-	case "submit", "watch", "rescore", "version":
+	case "submit", "watch", "rescore", "provision", "version":
 		c.HTTP.Addr = "" // clients serve no endpoint
 	case "serve":
 		c.HTTP.Addr = "127.0.0.1:8080"

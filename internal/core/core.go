@@ -151,13 +151,32 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	return s, nil
 }
 
-// connect starts the embedded server or connects to the configured one, and provisions the
-// streams either way (idempotent: every role may be the first to start).
+// Retention is the contract's retention for the configured one.
+func Retention(r config.Retention) laev1.Retention {
+	return laev1.Retention{FacesMaxAge: r.FacesMaxAge, FacesMaxBytes: r.FacesMaxBytes, FramesMaxAge: r.FramesMaxAge,
+		FramesMaxBytes: r.FramesMaxBytes, Replicas: r.Replicas, Memory: r.Memory}
+}
+
+// ensureProvisioned checks that the streams exist and creates the missing ones when this
+// user may (a development server without permissions). With per-role permissions the roles
+// may only look streams up: an operator provisions once with `lae provision`, which is also
+// how retention changes reach the streams.
+func ensureProvisioned(ctx context.Context, js jetstream.JetStream, r laev1.Retention) error {
+	missing, err := laev1.Provisioned(ctx, js)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	if err := laev1.Provision(ctx, js, r); err != nil {
+		return fmt.Errorf("streams %v are missing and this user may not create them (run lae provision as an operator): %w", missing, err)
+	}
+	return nil
+}
+
+// connect starts the embedded server (which it provisions) or connects to the configured
+// one (which must be provisioned, see ensureProvisioned).
 func (s *Stack) connect(ctx context.Context, name string) error {
 	c := s.cfg
-	retention := laev1.Retention{FacesMaxAge: c.Retention.FacesMaxAge, FacesMaxBytes: c.Retention.FacesMaxBytes,
-		FramesMaxAge: c.Retention.FramesMaxAge, FramesMaxBytes: c.Retention.FramesMaxBytes, Replicas: c.Retention.Replicas,
-		Memory: c.Retention.Memory}
+	retention := Retention(c.Retention)
 	if !s.roles.Embedded {
 		nc, err := ops.Connect(c.NATS, "lae-"+name, s.log)
 		if err != nil {
@@ -169,7 +188,7 @@ func (s *Stack) connect(ctx context.Context, name string) error {
 		}
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		return laev1.Provision(pctx, s.JS, retention)
+		return ensureProvisioned(pctx, s.JS, retention)
 	}
 	s.storeDir = c.Store
 	if s.storeDir == "" {

@@ -2,6 +2,7 @@ package laev1
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -121,7 +122,9 @@ type SubmitReply struct {
 }
 
 // Provision creates or updates every stream, the verdicts bucket and the evidence store.
-// It is idempotent, so every service may call it at start.
+// It is idempotent. In a deployment with per-role permissions only an operator may call it
+// (`lae provision`): the roles' users may look streams up but not create, change or delete
+// them; the roles call Provisioned instead.
 func Provision(ctx context.Context, js jetstream.JetStream, r Retention) error {
 	for _, cfg := range StreamConfigs(r) {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
@@ -135,4 +138,24 @@ func Provision(ctx context.Context, js jetstream.JetStream, r Retention) error {
 		return fmt.Errorf("provision object store %s: %w", BucketEvidence, err)
 	}
 	return nil
+}
+
+// Provisioned reports the streams, buckets and stores that do not exist yet, looking them up
+// only (a role's user may do that and nothing more). An empty result means the deployment
+// is provisioned.
+func Provisioned(ctx context.Context, js jetstream.JetStream) (missing []string, err error) {
+	names := []string{"KV_" + BucketVerdicts, "OBJ_" + BucketEvidence}
+	for _, cfg := range StreamConfigs(Retention{}) {
+		names = append(names, cfg.Name)
+	}
+	for _, name := range names {
+		if _, err := js.Stream(ctx, name); err != nil {
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				missing = append(missing, name)
+				continue
+			}
+			return nil, fmt.Errorf("look up stream %s: %w", name, err)
+		}
+	}
+	return missing, nil
 }
