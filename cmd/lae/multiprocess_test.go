@@ -167,7 +167,9 @@ func TestMultiProcess(t *testing.T) {
 		require.Error(t, call(ctx, js), "%s must not %s", user, what)
 	}
 	probes := map[string]func(ctx context.Context, js jetstream.JetStream) error{
-		"delete a stream": func(ctx context.Context, js jetstream.JetStream) error { return js.DeleteStream(ctx, laev1.StreamFaces) },
+		"delete a stream": func(ctx context.Context, js jetstream.JetStream) error {
+			return js.DeleteStream(ctx, laev1.StreamFaces)
+		},
 		"purge the verdicts": func(ctx context.Context, js jetstream.JetStream) error {
 			kv, err := js.Stream(ctx, "KV_"+laev1.BucketVerdicts)
 			if err != nil {
