@@ -11,6 +11,8 @@ package core
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -201,13 +203,55 @@ func (s *Stack) connect(ctx context.Context, name string) error {
 	no := natsembed.Options{StoreDir: filepath.Join(s.storeDir, "nats"), Retention: retention}
 	if c.NATS.ListenPort != 0 {
 		no.Host, no.Port = c.NATS.ListenHost, c.NATS.ListenPort
+		if no.Token = c.NATS.Token; no.Token == "" {
+			tok, err := newToken()
+			if err != nil {
+				return err
+			}
+			no.Token = tok
+		}
 	}
 	srv, err := natsembed.Start(ctx, no)
 	if err != nil {
 		return err
 	}
 	s.embedded, s.NC, s.JS = srv, srv.NC, srv.JS
+	if no.Token != "" {
+		return s.writeClientConfig(no.Token)
+	}
 	return nil
+}
+
+// newToken makes the per-instance NATS token of a listening embedded server.
+func newToken() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("make NATS token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// ClientConfigName is the client configuration a listening embedded server writes into its
+// store: its URL and token, readable by the owner only, for `lae submit|watch --config`.
+const ClientConfigName = "client.yaml"
+
+func (s *Stack) writeClientConfig(token string) error {
+	c := fmt.Sprintf("# written by lae: the NATS URL and token of this instance (keep it private)\nnats:\n  urls: [%q]\n  token: %q\n",
+		s.embedded.ClientURL(), token)
+	p := filepath.Join(s.storeDir, ClientConfigName)
+	if err := os.WriteFile(p, []byte(c), 0o600); err != nil {
+		return fmt.Errorf("write NATS client config: %w", err)
+	}
+	return os.Chmod(p, 0o600) // WriteFile keeps the mode of a file that exists
+}
+
+// ClientConfig is the path of the client configuration of a listening embedded server ("" when
+// it does not listen).
+func (s *Stack) ClientConfig() string {
+	if s.NATSURL() == "" {
+		return ""
+	}
+	return filepath.Join(s.storeDir, ClientConfigName)
 }
 
 // startStages starts the aggregator and the detector (they drain last) and then the submit

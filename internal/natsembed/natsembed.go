@@ -25,11 +25,16 @@ type Options struct {
 	Port int
 	// Retention of the provisioned streams.
 	Retention laev1.Retention
+	// Token, when set, is required from every client, in-process ones included: a server
+	// that listens must not let any local process submit files, forge verdicts or attach
+	// workers.
+	Token string
 }
 
 // Server is a running embedded nats-server with the lae streams provisioned.
 type Server struct {
 	srv     *server.Server
+	token   string
 	tempDir string
 	NC      *nats.Conn
 	JS      jetstream.JetStream
@@ -37,7 +42,7 @@ type Server struct {
 
 // Start starts the server, waits until it is ready, connects to it and provisions streams.
 func Start(ctx context.Context, o Options) (*Server, error) {
-	s := &Server{}
+	s := &Server{token: o.Token}
 	dir := o.StoreDir
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "lae-nats-")
@@ -47,12 +52,13 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		dir, s.tempDir = tmp, tmp
 	}
 	opts := &server.Options{
-		ServerName: "lae-embedded",
-		JetStream:  true,
-		StoreDir:   dir,
-		NoSigs:     true,
-		NoLog:      true,
-		MaxPayload: laev1.MaxCropPayload,
+		ServerName:    "lae-embedded",
+		JetStream:     true,
+		StoreDir:      dir,
+		NoSigs:        true,
+		NoLog:         true,
+		MaxPayload:    laev1.MaxCropPayload,
+		Authorization: o.Token,
 	}
 	if o.Host == "" && o.Port == 0 {
 		opts.DontListen = true
@@ -91,7 +97,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 
 // Connect opens a new client connection to the server (in-process when it does not listen).
 func (s *Server) Connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(s.srv.ClientURL(), nats.InProcessServer(s.srv), nats.Name(name), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.InProcessServer(s.srv), nats.Name(name), nats.MaxReconnects(-1)}
+	if s.token != "" {
+		opts = append(opts, nats.Token(s.token))
+	}
+	nc, err := nats.Connect(s.srv.ClientURL(), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: connect: %w", err)
 	}

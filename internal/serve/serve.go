@@ -88,7 +88,8 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("serving", zap.String("page", "http://"+s.HTTPAddr()+"/"), zap.String("nats", s.NATSURL()))
+	s.log.Info("serving", zap.String("page", "http://"+s.HTTPAddr()+"/"), zap.String("nats", s.NATSURL()),
+		zap.String("nats_clients", "lae submit|watch --config "+s.stack.ClientConfig()))
 	return s, nil
 }
 
@@ -119,6 +120,9 @@ func (s *Server) HTTPAddr() string { return s.stack.HTTPAddr() }
 
 // NATSURL is the embedded server's client URL ("" when it does not listen).
 func (s *Server) NATSURL() string { return s.stack.NATSURL() }
+
+// ClientConfig is the client configuration (URL and token) of the embedded NATS server.
+func (s *Server) ClientConfig() string { return s.stack.ClientConfig() }
 
 // JetStream is the stack's JetStream context (tests inspect streams).
 func (s *Server) JetStream() jetstream.JetStream { return s.js }

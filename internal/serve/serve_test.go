@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lae-screening/lae/ingest/submit"
+	"github.com/lae-screening/lae/internal/config"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -226,7 +227,16 @@ func itoa(n int) string { return strconv.Itoa(n) }
 func TestExternalNATSClient(t *testing.T) {
 	s := startServer(t, nil)
 	require.NotEmpty(t, s.NATSURL())
-	nc, err := nats.Connect(s.NATSURL())
+	// The port requires the instance's token: an anonymous local process gets nothing.
+	_, err := nats.Connect(s.NATSURL())
+	require.ErrorContains(t, err, "Authorization Violation")
+	cfg, err := config.Load(s.ClientConfig())
+	require.NoError(t, err, "the client config in the store works as lae submit --config")
+	st, err := os.Stat(s.ClientConfig())
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "only the owner reads the token")
+	require.Equal(t, []string{s.NATSURL()}, cfg.NATS.URLs)
+	nc, err := nats.Connect(s.NATSURL(), nats.Token(cfg.NATS.Token))
 	require.NoError(t, err)
 	defer nc.Close()
 	verdicts := make(chan *nats.Msg, 64)
