@@ -7,9 +7,10 @@ import (
 	"gocv.io/x/gocv"
 )
 
-// MaxCropSide bounds the side of an input crop; anything larger is not a face crop and would
-// only cost memory.
-const MaxCropSide = 4096
+// MaxCropSide bounds the side of an input crop: ingest sends 256-pixel crops, so anything
+// much larger is not a face crop and would only cost memory (a small compressed payload can
+// declare a large image: 1024² BGR is 3 MiB, 4096² was 48 MiB).
+const MaxCropSide = 1024
 
 // Crop is one face crop as raw 8-bit BGR pixels, row-major, 3 bytes per pixel, no padding.
 type Crop struct {

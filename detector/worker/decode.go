@@ -47,11 +47,22 @@ func decodeCrop(subject string, header map[string][]string, data []byte) job {
 		return j
 	}
 	j.crop = &c
-	if c.VideoId == "" {
-		c.VideoId = videoFromSubject(subject)
+	// The subject is what the server's permissions control; the payload is whatever the
+	// publisher wrote. A score goes to the subject's video, and a payload naming another
+	// video is answered with an error score instead of being scored for either.
+	fromSubject := videoFromSubject(subject)
+	lying := fromSubject != "" && c.VideoId != "" && c.VideoId != fromSubject
+	if lying {
+		j.reason = fmt.Sprintf("crop names video %q but was published for %q", oneLine(c.VideoId), fromSubject)
+	}
+	if fromSubject != "" {
+		c.VideoId = fromSubject
 	}
 	if laev1.ValidateVideoID(c.VideoId) == nil {
 		j.key = &cropKey{videoID: c.VideoId, frameIndex: c.FrameIndex, faceIndex: c.FaceIndex}
+	}
+	if lying {
+		return j
 	}
 	img, err := cropPixels(&c)
 	if err != nil {

@@ -54,9 +54,29 @@ func TestDecodeCrop(t *testing.T) {
 	badID := validCrop("bad id!", 6)
 	data, err = proto.Marshal(badID)
 	require.NoError(t, err)
-	j = decodeCrop("lae.faces.v1", nil, data)
+	j = decodeCrop("lae.x", nil, data)
 	require.Contains(t, j.reason, "invalid video id")
 	require.Nil(t, j.key)
+
+	// The subject decides the video: a payload naming another one gets an error score on
+	// the subject's video, never a score on the named one.
+	for _, other := range []string{"v2", "bad id!"} {
+		data, err = proto.Marshal(validCrop(other, 6))
+		require.NoError(t, err)
+		j = decodeCrop("lae.faces.v1", nil, data)
+		require.Contains(t, j.reason, "was published for \"v1\"")
+		require.Equal(t, &cropKey{"v1", 6, 0}, j.key)
+		require.Nil(t, j.img.BGR)
+	}
+
+	// A crop far larger than ingest's is refused (a 4096² BGR crop would be 48 MiB).
+	big := validCrop("v1", 8)
+	big.Format = laev1.PixelFormat_PIXEL_FORMAT_JPEG
+	big.Pixels = jpegDeclaring(t, 2048, 2048)
+	data, err = proto.Marshal(big)
+	require.NoError(t, err)
+	j = decodeCrop("lae.faces.v1", nil, data)
+	require.Contains(t, j.reason, "declares 2048x2048")
 
 	// A JPEG that declares an enormous size is refused before OpenCV allocates it.
 	bomb := validCrop("v1", 7)
