@@ -52,6 +52,10 @@ type Serve struct {
 	AllowLocalPaths bool `yaml:"allow_local_paths"`
 	// MaxUpload is the largest accepted upload in bytes.
 	MaxUpload int64 `yaml:"max_upload"`
+	// KeepUploads is how long an uploaded file stays on disk after its scan's final verdict
+	// (0 = deleted at once): the verdict, evidence and report do not need it, and uploads are
+	// what fills a server's disk.
+	KeepUploads time.Duration `yaml:"keep_uploads"`
 }
 
 // Log configures zap.

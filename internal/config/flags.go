@@ -145,6 +145,7 @@ func ServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.HTTP.Addr, "http", c.HTTP.Addr, "HTTP address of the API, the live page and /metrics, /healthz, /readyz")
 	fs.BoolVar(&c.Serve.AllowLocalPaths, "allow-local-paths", c.Serve.AllowLocalPaths, "accept local file paths in HTTP submissions (uploads are always accepted)")
 	fs.Int64Var(&c.Serve.MaxUpload, "max-upload", c.Serve.MaxUpload, "largest accepted upload, in bytes")
+	fs.DurationVar(&c.Serve.KeepUploads, "keep-uploads", c.Serve.KeepUploads, "how long an uploaded file is kept after its scan's final verdict (0 = deleted at once)")
 }
 
 // RoleFlags binds the flags of the distributed roles: where NATS is and the operations

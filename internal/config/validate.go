@@ -48,6 +48,12 @@ func (c Config) Validate(r Roles) error {
 		func() error { return c.checkNATS(r) },
 		func() error { return checkListen("--http", "http.addr", c.HTTP.Addr) },
 		func() error { return positive("--shutdown-timeout", "shutdown_timeout", c.ShutdownTimeout) },
+		func() error {
+			if c.Serve.KeepUploads < 0 {
+				return bad("--keep-uploads", "serve.keep_uploads", c.Serve.KeepUploads, "must be >= 0")
+			}
+			return nil
+		},
 	}
 	if r.Ingest {
 		checks = append(checks, c.checkIngest)

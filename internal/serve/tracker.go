@@ -285,6 +285,9 @@ func (s *Server) startWatch(ctx context.Context) error {
 		}()
 		tick := time.NewTicker(300 * time.Millisecond)
 		defer tick.Stop()
+		sweep := time.NewTicker(sweepEvery)
+		defer sweep.Stop()
+		s.sweepUploads(wctx, time.Now())
 		for {
 			select {
 			case <-wctx.Done():
@@ -304,6 +307,11 @@ func (s *Server) startWatch(ctx context.Context) error {
 					continue
 				}
 				tr.verdict(v)
+				if v.Final {
+					s.uploadFinished(v.VideoID)
+				}
+			case now := <-sweep.C:
+				s.sweepUploads(wctx, now)
 			}
 		}
 	}()
