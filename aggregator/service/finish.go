@@ -65,7 +65,23 @@ func (a *aggregator) finish(ctx context.Context, key videoKey, incomplete string
 			return
 		}
 	}
-	if err := a.store(ctx, v, data); err != nil {
+	err = a.store(ctx, v, data)
+	if errors.Is(err, errSuperseded) {
+		// An old revision's end-of-stream came back after a newer revision's final verdict:
+		// that verdict stays, and this revision is finished without being published again.
+		a.log.Info("verdict of an older revision not stored: a newer final verdict is in the bucket",
+			zap.Stringer("video", key))
+		a.stats.Late.Add(1)
+		if st.eosMsg != nil {
+			if err := st.eosMsg.DoubleAck(ctx); err != nil {
+				a.log.Warn("ack end-of-stream", zap.Stringer("video", key), zap.Error(err))
+			}
+		}
+		delete(a.states, key)
+		a.done[key] = a.now()
+		return
+	}
+	if err != nil {
 		a.stats.StoreErrors.Add(1)
 		a.hookError("store")
 		a.log.Warn("store verdict (will retry)", zap.Stringer("video", key), zap.Error(err))
@@ -74,7 +90,7 @@ func (a *aggregator) finish(ctx context.Context, key videoKey, incomplete string
 	if st.eosMsg != nil {
 		if err := st.eosMsg.DoubleAck(ctx); err != nil {
 			// The verdict is stored; a redelivered end-of-stream is dropped as late or, after
-			// doneTTL, recomputes the same verdict under the same message id.
+			// DoneTTL, recomputes the same verdict under the same message id.
 			a.log.Warn("ack end-of-stream", zap.Stringer("video", key), zap.Error(err))
 		}
 	}
@@ -93,10 +109,23 @@ func (a *aggregator) finish(ctx context.Context, key videoKey, incomplete string
 	}
 }
 
-// rolling publishes a non-final verdict from the scores so far (see Options.RollingEvery).
+// rolling publishes a non-final verdict from the scores so far (see Options.RollingEvery), unless
+// the KV bucket holds a final verdict for the video: a final verdict is only ever replaced by a
+// final one (see Finality in the package doc).
 func (a *aggregator) rolling(ctx context.Context, key videoKey, st *state, now time.Time) {
 	ctx, cancel := context.WithTimeout(ctx, finishTimeout)
 	defer cancel()
+	cur, kvRev, err := a.stored(ctx, key.id)
+	if err != nil {
+		a.log.Warn("rolling verdict (will retry)", zap.Stringer("video", key), zap.Error(err))
+		return
+	}
+	if cur != nil && cur.Final {
+		st.overFinal = true
+		a.log.Info("rolling verdict withheld: a final verdict is in the bucket", zap.Stringer("video", key),
+			zap.Int("final_revision", cur.Revision))
+		return
+	}
 	scores := make([]*laev1.FrameScore, 0, len(st.crops))
 	for _, c := range st.crops {
 		scores = append(scores, c.score)
@@ -112,8 +141,15 @@ func (a *aggregator) rolling(ctx context.Context, key videoKey, st *state, now t
 		a.log.Warn("marshal rolling verdict", zap.Stringer("video", key), zap.Error(err))
 		return
 	}
-	if _, err := a.kv.Put(ctx, v.VideoID, data); err != nil {
-		a.log.Warn("put rolling verdict", zap.Stringer("video", key), zap.Error(err))
+	// Compare-and-set against the entry read above: a final verdict stored in between (by an
+	// instance this one should not share a consumer with, but might) is not overwritten.
+	if kvRev == 0 {
+		_, err = a.kv.Create(ctx, v.VideoID, data)
+	} else {
+		_, err = a.kv.Update(ctx, v.VideoID, data, kvRev)
+	}
+	if err != nil {
+		a.log.Warn("put rolling verdict (will retry)", zap.Stringer("video", key), zap.Error(err))
 		return
 	}
 	id := fmt.Sprintf("%s/partial-%d", VerdictMsgID(v.VideoID, v.Revision), len(scores))
@@ -125,9 +161,20 @@ func (a *aggregator) rolling(ctx context.Context, key videoKey, st *state, now t
 	a.stats.Rolling.Add(1)
 }
 
+// errSuperseded means a final verdict of a newer revision is in the KV bucket.
+var errSuperseded = errors.New("a newer revision's final verdict is stored")
+
 // store puts the verdict into the KV bucket, then publishes it. The KV comes first: a
-// subscriber that sees the message can always read the bucket.
+// subscriber that sees the message can always read the bucket. It returns errSuperseded, and
+// stores nothing, when the bucket holds a final verdict of a newer revision.
 func (a *aggregator) store(ctx context.Context, v laev1.Verdict, data []byte) error {
+	cur, _, err := a.stored(ctx, v.VideoID)
+	if err != nil {
+		return err
+	}
+	if cur != nil && cur.Final && cur.Revision > v.Revision {
+		return errSuperseded
+	}
 	if _, err := a.kv.Put(ctx, v.VideoID, data); err != nil {
 		return fmt.Errorf("put verdict %s into kv %s: %w", v.VideoID, laev1.BucketVerdicts, err)
 	}

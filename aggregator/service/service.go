@@ -23,8 +23,8 @@
 //
 // The state is in the process: run one aggregator per durable consumer. (A second instance
 // would split the scores of a video between them; verdicts stay correct through the replay
-// below, but each pays a replay, the other keeps a partial state until IdleTimeout, and its
-// rolling verdicts could overwrite the final one.)
+// below, but each pays a replay and the other keeps a partial state until IdleTimeout; its
+// rolling verdicts cannot overwrite the final one, see Finality.)
 //
 // The end-of-stream is the one message held unacknowledged, kept alive with in-progress acks,
 // until the verdict is in the KV bucket and published. After a crash the state is gone but the
@@ -44,6 +44,24 @@
 // Messages that cannot be decoded, or whose video id disagrees with their subject, are
 // terminated with a reason (never redelivered) and counted in Stats.Malformed.
 //
+// # Finality
+//
+// A final verdict is only ever replaced by a final verdict of the same or a newer revision:
+// `lae watch` starts from a video's latest verdict and waits until one is final, so a rolling
+// verdict written over a final one would leave it, and every reader of the KV bucket, waiting
+// on a video that will never finish. Three rules keep it so:
+//
+//   - A score that comes after its video revision got its final verdict is late: it is counted
+//     (Stats.Late, Hooks.Error "late_score"), acknowledged and dropped. Finished videos are
+//     remembered for Options.DoneTTL; after that, or after a restart, a score for a video with
+//     no state in memory is checked against the KV bucket before a state is made for it (a
+//     detector that was down longer than DoneTTL sends exactly such scores).
+//   - A rolling verdict is never put over a final one: it is written with a compare-and-set
+//     on the KV entry it saw, and not at all when that entry is final (a rescoring run, whose
+//     new revision is pending while the old one is final, gets no rolling verdicts).
+//   - A final verdict of an older revision (an old end-of-stream redelivered after a rescoring)
+//     does not replace the final verdict of a newer one.
+//
 // # Output
 //
 // The verdict JSON (laev1.Verdict, schemas/v1/verdict.schema.json) is put into the KV bucket
@@ -54,6 +72,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -80,8 +99,9 @@ type Hooks struct {
 	// times. v is the aggregator's: read it, do not keep or modify it.
 	Verdict func(v *laev1.Verdict)
 	// Error is called once per counted error, by kind: "malformed" (a message terminated),
-	// "store" (a verdict that could not be stored, retried on the next tick) and "evidence"
-	// (an evidence image that could not be rendered).
+	// "store" (a verdict that could not be stored, retried on the next tick), "evidence"
+	// (an evidence image that could not be rendered) and "late_score" (a score that came after
+	// its video's final verdict, dropped: a detector that fell far behind, or work lost).
 	Error func(kind string)
 }
 
@@ -122,6 +142,11 @@ type Options struct {
 	// Tick is how often held end-of-stream messages are kept alive and timeouts checked; it
 	// must be well under the consumer's AckWait (30s). 0 = 5s.
 	Tick time.Duration
+	// DoneTTL is how long a finished video revision is remembered in memory, so that its late
+	// or redelivered messages are dropped without a KV read. After it, a late score is still
+	// recognized, by the final verdict in the KV bucket (see Finality in the package doc), so
+	// this trades memory for reads only. 0 = 10m (the streams' de-duplication window).
+	DoneTTL time.Duration
 	// RollingEvery, when positive, publishes a rolling verdict (Final false) at most this
 	// often for every video whose end-of-stream has not arrived yet and that got new scores
 	// since its last update: live streams never end, and a long file shows where it is
@@ -134,7 +159,8 @@ type Options struct {
 // Stats counts what the aggregator did. Fields are updated atomically; read them with Load.
 type Stats struct {
 	// Scores and EOS count the messages folded in; Duplicates and Late those dropped (a crop
-	// already scored, a video already finished); Malformed those terminated.
+	// already scored; a message of a video revision that already has its final verdict, found
+	// in memory or in the KV bucket); Malformed those terminated.
 	Scores, EOS, Duplicates, Late, Malformed atomic.Int64
 	// Verdicts counts final verdicts stored; EvidenceImages the evidence images stored and
 	// EvidenceErrors those that could not be located, rendered or stored (the verdict goes
@@ -146,10 +172,9 @@ type Stats struct {
 	Replays, Forced, StoreErrors, Rolling atomic.Int64
 }
 
-// doneTTL is how long finished videos are remembered, so that late or redelivered messages of
-// a finished video are dropped rather than starting a state that never completes. It matches
-// the streams' de-duplication window.
-const doneTTL = 10 * time.Minute
+// defaultDoneTTL is Options.DoneTTL's default. It matches the streams' de-duplication window:
+// within it a redelivered message is most likely, and costs no KV read.
+const defaultDoneTTL = 10 * time.Minute
 
 // finishTimeout bounds the I/O of one verdict (evidence, KV, publish), including during a
 // graceful shutdown, when the caller's context is already cancelled.
@@ -286,6 +311,10 @@ type state struct {
 	replayed     bool
 	lastRolling  time.Time // when the last rolling verdict was published
 	rolledCrops  int       // crops in the last rolling verdict
+	// overFinal is set once a rolling verdict was withheld because the KV bucket holds a final
+	// verdict for the video: none will ever be allowed for this state, so the check is not
+	// repeated every tick.
+	overFinal bool
 }
 
 type aggregator struct {
@@ -322,6 +351,9 @@ func newAggregator(ctx context.Context, js jetstream.JetStream, o Options) (*agg
 	}
 	if o.Tick <= 0 {
 		o.Tick = 5 * time.Second
+	}
+	if o.DoneTTL <= 0 {
+		o.DoneTTL = defaultDoneTTL
 	}
 	a := &aggregator{js: js, o: o, vo: vo, log: o.Logger, stats: o.Stats,
 		states: make(map[videoKey]*state), done: make(map[videoKey]time.Time), now: time.Now}
@@ -382,8 +414,13 @@ func (a *aggregator) handle(ctx context.Context, m jetstream.Msg) {
 		a.stats.Scores.Add(1)
 		key := videoKey{s.GetVideoId(), s.GetRevision()}
 		if _, ok := a.done[key]; ok {
-			a.stats.Late.Add(1)
-			a.ack(m)
+			a.lateScore(m, key, "finished here")
+			return
+		}
+		if _, ok := a.states[key]; !ok && a.finalStored(ctx, key) {
+			// Remember it, so the rest of a late batch costs no KV read.
+			a.done[key] = a.now()
+			a.lateScore(m, key, "final verdict in the bucket")
 			return
 		}
 		var seq uint64
@@ -421,6 +458,53 @@ func (a *aggregator) handle(ctx context.Context, m jetstream.Msg) {
 	default:
 		a.terminate(m, fmt.Sprintf("unexpected subject %q on %s", subj, laev1.StreamScores))
 	}
+}
+
+// lateScore drops a score whose video revision already has its final verdict (see Finality in
+// the package doc): folding it would start a state whose rolling verdict replaces the final one.
+func (a *aggregator) lateScore(m jetstream.Msg, key videoKey, why string) {
+	a.stats.Late.Add(1)
+	a.hookError("late_score")
+	a.log.Info("late score dropped", zap.Stringer("video", key), zap.String("why", why))
+	a.ack(m)
+}
+
+// storedVerdict is what the finality rules need of the verdict in the KV bucket.
+type storedVerdict struct {
+	Revision int  `json:"revision"`
+	Final    bool `json:"final"`
+}
+
+// stored reads the verdict of a video from the KV bucket: nil (and KV revision 0) when there
+// is none. An entry that is not a verdict reads as a pending one, which every write may replace.
+func (a *aggregator) stored(ctx context.Context, id string) (*storedVerdict, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	e, err := a.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("get verdict %s from kv %s: %w", id, laev1.BucketVerdicts, err)
+	}
+	var v storedVerdict
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		a.log.Warn("verdict in the bucket is not JSON", zap.String("video", id), zap.Error(err))
+		return &storedVerdict{Revision: -1}, e.Revision(), nil
+	}
+	return &v, e.Revision(), nil
+}
+
+// finalStored reports whether the KV bucket holds a final verdict for key's revision or a newer
+// one. When the bucket cannot be read it says no: the score is folded as before, and the
+// rolling and store checks still keep the final verdict in place.
+func (a *aggregator) finalStored(ctx context.Context, key videoKey) bool {
+	v, _, err := a.stored(ctx, key.id)
+	if err != nil {
+		a.log.Warn("check for a final verdict (folding the score)", zap.Stringer("video", key), zap.Error(err))
+		return false
+	}
+	return v != nil && v.Final && v.Revision >= int(key.revision)
 }
 
 func (a *aggregator) state(key videoKey) *state {
@@ -476,8 +560,9 @@ func (a *aggregator) maybeFinish(ctx context.Context, key videoKey) {
 // tick keeps held end-of-stream messages alive and handles stalled and idle videos.
 func (a *aggregator) tick(ctx context.Context, now time.Time) {
 	for key, t := range a.done {
-		if now.Sub(t) > doneTTL {
+		if now.Sub(t) > a.o.DoneTTL {
 			delete(a.done, key)
+			a.log.Debug("finished video forgotten", zap.Stringer("video", key))
 		}
 	}
 	for key, st := range a.states {
@@ -491,7 +576,7 @@ func (a *aggregator) tick(ctx context.Context, now time.Time) {
 		case st.eos == nil && idle > a.o.IdleTimeout:
 			a.log.Warn("dropping idle video without end-of-stream", zap.Stringer("video", key), zap.Int("crops", len(st.crops)))
 			delete(a.states, key)
-		case st.eos == nil && a.o.RollingEvery > 0 && len(st.crops) > st.rolledCrops && now.Sub(st.lastRolling) >= a.o.RollingEvery:
+		case st.eos == nil && a.o.RollingEvery > 0 && !st.overFinal && len(st.crops) > st.rolledCrops && now.Sub(st.lastRolling) >= a.o.RollingEvery:
 			a.rolling(ctx, key, st, now)
 		case st.eos != nil && a.complete(st):
 			// A previous store failed: retry.

@@ -564,8 +564,6 @@ func TestRestartRecoversAcknowledgedScores(t *testing.T) {
 	assert.Positive(t, got.Evidence[0].HotRegion.W)
 }
 
-// TestGiveUpPublishesIncompleteVerdict: a crop that is never scored must not leave the caller
-// waiting forever.
 // TestShutdownHandsOverHeldEndOfStream stops an aggregator that holds an incomplete video's
 // end-of-stream: the next instance gets it at once (not after AckWait), replays the scores the
 // first one acknowledged, and completes the video when the last score arrives.
@@ -591,6 +589,8 @@ func TestShutdownHandsOverHeldEndOfStream(t *testing.T) {
 	assert.Equal(t, laev1.VerdictReal, got.Verdict)
 }
 
+// TestGiveUpPublishesIncompleteVerdict: a crop that is never scored must not leave the caller
+// waiting forever.
 func TestGiveUpPublishesIncompleteVerdict(t *testing.T) {
 	h := startServer(t)
 	h.run(t, Options{StallTimeout: 100 * time.Millisecond, GiveUpAfter: 300 * time.Millisecond})

@@ -1,6 +1,17 @@
 // Package worker is the distributed ingest role's loop: it takes accepted submissions from the
 // LAE_INGEST work queue (one video goes to exactly one ingest process, through the shared
 // durable consumer) and runs the ingest pipeline on each, a few at a time.
+//
+// # Poison submissions
+//
+// A submission whose ingest kills the process (a decoder crash, the OOM killer) is redelivered
+// after AckWait, up to the consumer's MaxDeliver. Past that JetStream drops it silently: no
+// end-of-stream, so no verdict ever, and the caller waits forever. So the last delivery is not
+// run: it means every earlier attempt ended without settling the work item, and running it once
+// more would most likely kill one more process. The worker publishes a failure end-of-stream
+// instead, which the aggregator turns into a final "error" verdict with the reason, and
+// acknowledges the work item. (The delivery count lives in the server, so this holds across
+// restarts of every ingest process and needs no permission beyond the ingest role's own.)
 package worker
 
 import (
@@ -14,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/ingest/pipeline"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
@@ -28,12 +40,15 @@ type Hooks struct {
 	// pipeline's error, and eos the end-of-stream event with the video's counts, nil when the
 	// pipeline could not produce one. It is called before the submission is acknowledged or
 	// handed back, so a video whose end-of-stream was not published is reported each time it
-	// is tried.
+	// is tried. A submission given up on is reported too, with its failure end-of-stream and
+	// ErrGaveUp.
 	Done func(videoID string, eos *laev1.EndOfStream, err error)
 	// Error is called once per counted error, by kind: "malformed_submission" (a work item
 	// that is not a valid submission, terminated), "eos_not_published" (the video's
-	// end-of-stream or crops could not be stored, so it is handed back to run again) and
-	// "fetch" (a failed fetch of the work queue, retried with backoff).
+	// end-of-stream or crops could not be stored, so it is handed back to run again),
+	// "fetch" (a failed fetch of the work queue, retried with backoff) and "gave_up" (a
+	// submission whose earlier deliveries all ended without a result, failed on its last one:
+	// see Poison submissions in the package doc).
 	Error func(kind string)
 	// Progress is called with the video's id after every sampled frame, from the video's
 	// pipeline (pipeline.Options.Progress); the id lets one observer follow many videos.
@@ -62,6 +77,10 @@ type Options struct {
 	Hooks Hooks
 }
 
+// ErrGaveUp is the error Hooks.Done gets for a submission failed without being run, because its
+// earlier deliveries all ended without a result (see Poison submissions in the package doc).
+var ErrGaveUp = errors.New("ingest gave up")
+
 // Run consumes submissions until ctx ends, then waits for the videos in hand.
 func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 	if o.Concurrency <= 0 {
@@ -76,6 +95,11 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 	cons, err := js.CreateOrUpdateConsumer(ctx, laev1.StreamIngest, laev1.IngestConsumerConfig())
 	if err != nil {
 		return fmt.Errorf("ingest consumer: %w", err)
+	}
+	// The server's MaxDeliver, not the contract's: an operator may have changed it.
+	maxDeliver := laev1.IngestConsumerConfig().MaxDeliver
+	if info := cons.CachedInfo(); info != nil {
+		maxDeliver = info.Config.MaxDeliver
 	}
 	// Videos keep running for ShutdownTimeout after ctx ends, so they get their own context.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -135,7 +159,7 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			handle(workCtx, js, msg, o)
+			handle(workCtx, js, msg, maxDeliver, o)
 		}()
 	}
 }
@@ -175,8 +199,9 @@ func next(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
 }
 
 // handle runs one submission and settles its work item: acknowledged once the video's
-// end-of-stream is published, handed back when it is not, terminated when it is malformed.
-func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, o Options) {
+// end-of-stream is published, handed back when it is not, terminated when it is malformed. On
+// the work item's last delivery (maxDeliver) the video is not run but failed (giveUp).
+func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, maxDeliver int, o Options) {
 	var req laev1.SubmitRequest
 	if err := json.Unmarshal(msg.Data(), &req); err != nil || laev1.ValidateVideoID(req.VideoID) != nil || req.URL == "" {
 		o.Logger.Warn("malformed submission terminated", zap.ByteString("data", msg.Data()))
@@ -201,6 +226,10 @@ func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, o Op
 			}
 		}
 	}()
+	if md, err := msg.Metadata(); err == nil && maxDeliver > 1 && md.NumDelivered >= uint64(maxDeliver) {
+		giveUp(ctx, js, msg, req, md.NumDelivered, log, o)
+		return
+	}
 
 	po := o.Pipeline
 	po.SampleFPS = o.DefaultSampleFPS
@@ -232,6 +261,53 @@ func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, o Op
 		return
 	}
 	// The end-of-stream event is published (success or failure), so the submission is done.
+	if err := msg.DoubleAck(context.WithoutCancel(ctx)); err != nil {
+		log.Warn("ack submission", zap.Error(err))
+	}
+}
+
+// giveUp fails a submission on its last delivery: it publishes a failure end-of-stream for the
+// video (the aggregator's final "error" verdict) and acknowledges the work item. The item will
+// never be delivered again, so the end-of-stream is retried until it is stored or the worker
+// stops.
+func giveUp(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, req laev1.SubmitRequest, delivered uint64, log *zap.Logger, o Options) {
+	eos := &laev1.EndOfStream{VideoId: req.VideoID, SourceUrl: req.URL, Failure: fmt.Sprintf(
+		"%s: delivered %d times and the %d earlier attempts ended without a result "+
+			"(the ingest process stopped, crashed or lost NATS while ingesting this video)",
+		ErrGaveUp, delivered, delivered-1)}
+	log.Error("giving up on a submission", zap.Uint64("deliveries", delivered), zap.String("failure", eos.Failure))
+	o.hookError("gave_up")
+	data, err := proto.Marshal(eos)
+	if err != nil {
+		// A message of strings always marshals; nothing to retry if it does not.
+		log.Error("encode failure end-of-stream", zap.Error(err))
+		return
+	}
+	backoff := minBackoff
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ack, err := js.Publish(pctx, laev1.EOSSubject(req.VideoID), data, jetstream.WithMsgID(laev1.EOSMsgID(req.VideoID, 0)))
+		cancel()
+		if err == nil {
+			if ack.Duplicate {
+				// An earlier attempt stored its end-of-stream and died before acknowledging the
+				// work item: its verdict stands.
+				log.Info("an earlier attempt's end-of-stream is stored; failure end-of-stream dropped")
+			}
+			break
+		}
+		log.Warn("publish failure end-of-stream; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			log.Error("stopped before the failure end-of-stream was stored: the submission is lost", zap.Error(err))
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+	if o.Hooks.Done != nil {
+		o.Hooks.Done(req.VideoID, eos, ErrGaveUp)
+	}
 	if err := msg.DoubleAck(context.WithoutCancel(ctx)); err != nil {
 		log.Warn("ack submission", zap.Error(err))
 	}
