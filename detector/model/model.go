@@ -52,6 +52,10 @@ type Options struct {
 	// shares the cores with decoding, face detection and NATS (all in one process for
 	// `lae scan`), and spinning threads take CPU from them for a small latency gain.
 	Spin bool
+	// NoArena frees ONNX Runtime's CPU memory after every run instead of pooling it in its
+	// arena. The arena grows to the largest batch seen, which on a loaded machine can come
+	// late; leak tests turn it off so that growth is not mistaken for a leak.
+	NoArena bool
 }
 
 // Prediction is the model's output for one crop.
@@ -236,6 +240,11 @@ func sessionOptions(o Options, provider, lib string) (*ort.SessionOptions, error
 	if !o.Spin {
 		if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
 			return fail(fmt.Errorf("disable spinning: %w", err))
+		}
+	}
+	if o.NoArena {
+		if err := so.SetCpuMemArena(false); err != nil {
+			return fail(fmt.Errorf("disable the memory arena: %w", err))
 		}
 	}
 	// One graph runs at a time per call; parallelism comes from intra-op threads and from
