@@ -1,7 +1,10 @@
 // Package source opens a video file or stream with FFmpeg (through
 // go-astiav), decodes its first video stream with frame threading, keeps the
 // frames that fall on a presentation-time sampling grid and hands them out as
-// BGR gocv.Mats.
+// BGR gocv.Mats the way a player shows them: upright (the stream's display
+// matrix: phone clips store portrait video as turned landscape pictures),
+// with square pixels (the sample aspect ratio) and no larger than
+// Options.MaxFrameSide.
 //
 // The package logs nothing: every problem is either returned as an error
 // (wrapped with the URL) or, for damage confined to single packets, counted in
@@ -67,20 +70,48 @@ const (
 )
 
 // Options tune Open. The zero value decodes every frame with default
-// timeouts.
+// timeouts and size limits.
 type Options struct {
 	SampleFPS   float64       // frames per second to keep, by presentation time; 0 = every frame. Default 5 is the caller's job.
 	MaxDuration time.Duration // stop after this much media time; 0 = no limit
 	OpenTimeout time.Duration // bound on opening/probing (network sources); 0 = 15s
 	ReadTimeout time.Duration // a stalled source fails after this; 0 = 15s
 	Threads     int           // decoder threads (frame threading); 0 = auto
+
+	// MaxFrameSide bounds the longer side of the frames Next returns: larger
+	// pictures (after the sample aspect ratio is applied) are shrunk, keeping
+	// their shape, in the same swscale pass that converts them to BGR, so no
+	// full-size BGR copy is ever made. The face detectors work on a
+	// downscaled copy anyway; this keeps the frames every later stage holds
+	// at bounded size. 0 = DefaultMaxFrameSide; < 0 = no limit.
+	MaxFrameSide int
+	// MaxFramePixels refuses, with ErrFrameTooLarge, a stream whose coded
+	// pictures have more pixels than this: the decoder keeps several
+	// pictures of that size, which downscaling its output cannot shrink.
+	// Checked at open (before probing when the container declares the size)
+	// and on every frame; the decoder is also told (max_pixels), so it does
+	// not allocate pictures far above it mid-stream.
+	// 0 = DefaultMaxFramePixels; < 0 = no limit.
+	MaxFramePixels int
 }
 
 // Info describes the opened video stream.
 type Info struct {
-	URL      string
-	Width    int
-	Height   int
+	URL string
+	// Width and Height are the size of the frames Next returns (upright,
+	// square pixels, within MaxFrameSide), as declared when the stream was
+	// opened; a stream that changes resolution mid-way changes its frames.
+	Width  int
+	Height int
+	// CodedWidth and CodedHeight are the pictures' size as stored, before
+	// the sample aspect ratio, MaxFrameSide and the display matrix apply.
+	CodedWidth  int
+	CodedHeight int
+	// Rotation is the clockwise turn in degrees (0, 90, 180 or 270) applied
+	// to show the stored pictures upright, from the display matrix; Mirrored
+	// says they are also flipped left-right after turning.
+	Rotation int
+	Mirrored bool
 	FPS      float64       // declared average frame rate; 0 when unknown
 	Duration time.Duration // 0 when unknown (live sources)
 	Codec    string        // decoder name, e.g. "h264"
@@ -115,6 +146,8 @@ type Source struct {
 	intr      astiav.IOInterrupter
 	intrOnce  sync.Once // interruption is final; Once keeps concurrent raisers from racing on the flag
 	dec       *astiav.CodecContext
+	stream    *astiav.Stream // the decoded video stream, owned by fc
+	orient    orientation    // display matrix of the stream, applied to every frame
 	pkt       *astiav.Packet
 	frame     *astiav.Frame
 	bgr       *astiav.Frame
@@ -141,9 +174,12 @@ type Source struct {
 	stats Stats
 }
 
+// swsKey is what the scaler was made for: source geometry and format, and
+// the output size (which changes with the sample aspect ratio).
 type swsKey struct {
-	w, h int
-	pf   astiav.PixelFormat
+	w, h   int
+	pf     astiav.PixelFormat
+	dw, dh int
 }
 
 // Open opens url (see ValidateURL for what is accepted), probes it and
@@ -166,6 +202,12 @@ func open(ctx context.Context, url string, o Options) (_ *Source, err error) {
 	}
 	if o.SampleFPS < 0 || math.IsNaN(o.SampleFPS) || math.IsInf(o.SampleFPS, 0) {
 		return nil, fmt.Errorf("invalid SampleFPS %v", o.SampleFPS)
+	}
+	if o.MaxFrameSide == 0 {
+		o.MaxFrameSide = DefaultMaxFrameSide
+	}
+	if o.MaxFramePixels == 0 {
+		o.MaxFramePixels = DefaultMaxFramePixels
 	}
 	scheme, ffURL, err := parseURL(url)
 	if err != nil {
@@ -212,6 +254,13 @@ func open(ctx context.Context, url string, o Options) (_ *Source, err error) {
 	openErr := s.fc.OpenInput(ffURL, nil, dict)
 	if openErr == nil {
 		s.inputOpen = true
+		// Probing decodes a first picture; refuse an oversized one before
+		// that when the container (mp4, mkv) already declares its size.
+		if vs := firstVideoStream(s.fc); vs != nil {
+			openErr = checkPixels(vs.CodecParameters().Width(), vs.CodecParameters().Height(), o.MaxFramePixels)
+		}
+	}
+	if openErr == nil {
 		openErr = s.fc.FindStreamInfo(nil)
 	}
 	interrupted := !stopWatch()
@@ -317,16 +366,20 @@ func isUnreachable(e astiav.Error) bool {
 		errors.Is(e, astiav.ErrHttpServerError) || errors.Is(e, astiav.ErrHttpBadRequest)
 }
 
+// firstVideoStream is the stream Source decodes, nil when there is none.
+func firstVideoStream(fc *astiav.FormatContext) *astiav.Stream {
+	for _, st := range fc.Streams() {
+		if st.CodecParameters().MediaType() == astiav.MediaTypeVideo {
+			return st
+		}
+	}
+	return nil
+}
+
 // openDecoder picks the first video stream and opens its decoder with frame
 // threading.
 func (s *Source) openDecoder() error {
-	var vs *astiav.Stream
-	for _, st := range s.fc.Streams() {
-		if st.CodecParameters().MediaType() == astiav.MediaTypeVideo {
-			vs = st
-			break
-		}
-	}
+	vs := firstVideoStream(s.fc)
 	if vs == nil {
 		if !hasKnownStream(s.fc) {
 			// What a cut-off mp4 index looks like to the demuxer.
@@ -335,6 +388,9 @@ func (s *Source) openDecoder() error {
 		return ErrNoVideoStream
 	}
 	cp := vs.CodecParameters()
+	if err := checkPixels(cp.Width(), cp.Height(), s.opts.MaxFramePixels); err != nil {
+		return err
+	}
 	codec := astiav.FindDecoder(cp.CodecID())
 	if codec == nil {
 		return fmt.Errorf("%w: no decoder for codec %s", ErrNoVideoStream, cp.CodecID())
@@ -350,9 +406,26 @@ func (s *Source) openDecoder() error {
 	// decode throughput on multi-core machines comes from.
 	s.dec.SetThreadType(astiav.ThreadTypeFrame)
 	s.dec.SetThreadCount(s.opts.Threads)
-	if err := s.dec.Open(codec, nil); err != nil {
+	decOpts := astiav.NewDictionary()
+	defer decOpts.Free()
+	if s.opts.MaxFramePixels > 0 {
+		// FFmpeg checks max_pixels against the width padded to its stride
+		// alignment (at most 63 columns more: under 1/8 for pictures at
+		// least 512 wide), so it gets that headroom and onFrame applies
+		// the exact limit.
+		limit := min(int64(s.opts.MaxFramePixels)+int64(s.opts.MaxFramePixels)/8, math.MaxInt32)
+		if err := decOpts.Set("max_pixels", strconv.FormatInt(limit, 10), 0); err != nil {
+			return fmt.Errorf("set decoder option max_pixels: %w", err)
+		}
+	}
+	if err := s.dec.Open(codec, decOpts); err != nil {
 		return fmt.Errorf("open %s decoder: %w", codec.Name(), err)
 	}
+	s.stream = vs
+	// The display matrix is stream side data (FFmpeg 5.1 does not copy it
+	// onto frames); a per-frame one (H.264's rare display-orientation SEI)
+	// is not looked at.
+	s.orient = orientationOf(vs.SideData(astiav.PacketSideDataTypeDisplaymatrix))
 	s.streamIdx = vs.Index()
 	s.codecName = codec.Name()
 	s.timeBase = vs.TimeBase().Float64()
@@ -392,14 +465,22 @@ func (s *Source) fillInfo(scheme string) {
 	} else if d := s.fc.Duration(); d > 0 && d != astiav.NoPtsValue {
 		dur = time.Duration(d) * time.Microsecond // AV_TIME_BASE units
 	}
+	w, h := scaledSize(cp.Width(), cp.Height(), s.fc.GuessSampleAspectRatio(vs, nil), s.opts.MaxFrameSide)
+	if s.orient.swapsSides() {
+		w, h = h, w
+	}
 	s.info = Info{
-		URL:      s.url,
-		Width:    cp.Width(),
-		Height:   cp.Height(),
-		FPS:      fps,
-		Duration: dur,
-		Codec:    s.codecName,
-		Live:     liveSchemes[scheme] || dur <= 0,
+		URL:         s.url,
+		Width:       w,
+		Height:      h,
+		CodedWidth:  cp.Width(),
+		CodedHeight: cp.Height(),
+		Rotation:    s.orient.degrees(),
+		Mirrored:    s.orient.mirror,
+		FPS:         fps,
+		Duration:    dur,
+		Codec:       s.codecName,
+		Live:        liveSchemes[scheme] || dur <= 0,
 	}
 	if liveSchemes[scheme] {
 		// Whatever FFmpeg estimated from the first packets of a live
@@ -575,7 +656,12 @@ func (s *Source) onFrame() (Frame, bool, error) {
 		// burst of catch-up samples.
 		s.nextSample = (math.Floor(t*fps+sampleEpsilon) + 1) / fps
 	}
-	img, err := s.toBGR()
+	if err := checkPixels(s.frame.Width(), s.frame.Height(), s.opts.MaxFramePixels); err != nil {
+		// A stream that grows mid-way past the limit is refused as a
+		// whole, like one that starts that large.
+		return Frame{}, false, err
+	}
+	img, err := s.picture()
 	if err != nil {
 		// A frame that cannot be converted (zero size, odd format) is
 		// damage, not the end of the stream.
@@ -628,13 +714,27 @@ func (s *Source) frameRate() float64 {
 	return fallbackFPS
 }
 
-// toBGR converts the current decoded frame into a new BGR Mat.
+// picture converts the current decoded frame into a new BGR Mat as a player
+// shows it: square pixels, within MaxFrameSide, upright.
+func (s *Source) picture() (gocv.Mat, error) {
+	img, err := s.toBGR()
+	if err != nil {
+		return gocv.Mat{}, err
+	}
+	return s.orient.apply(img)
+}
+
+// toBGR converts the current decoded frame into a new BGR Mat, resized to
+// square pixels and to fit MaxFrameSide, still in coded orientation.
 func (s *Source) toBGR() (gocv.Mat, error) {
 	w, h := s.frame.Width(), s.frame.Height()
 	if w <= 0 || h <= 0 {
 		return gocv.Mat{}, fmt.Errorf("frame has size %dx%d", w, h)
 	}
-	key := swsKey{w: w, h: h, pf: fullRangeFormat(s.frame.PixelFormat(), s.frame.ColorRange())}
+	// The frame's own SAR (from the bitstream) may change mid-stream; a
+	// container's takes precedence, as in FFmpeg's players.
+	dw, dh := scaledSize(w, h, s.fc.GuessSampleAspectRatio(s.stream, s.frame), s.opts.MaxFrameSide)
+	key := swsKey{w: w, h: h, pf: fullRangeFormat(s.frame.PixelFormat(), s.frame.ColorRange()), dw: dw, dh: dh}
 	if s.sws == nil || key != s.swsKey {
 		if s.sws != nil {
 			s.sws.Free()
@@ -642,20 +742,22 @@ func (s *Source) toBGR() (gocv.Mat, error) {
 		}
 		// The BGR buffer was sized for the previous geometry.
 		s.bgr.Unref()
-		sws, err := astiav.CreateSoftwareScaleContext(w, h, key.pf, w, h, astiav.PixelFormatBgr24,
+		// Resizing here, together with the colour conversion, means the
+		// only full-size pictures are the decoder's own.
+		sws, err := astiav.CreateSoftwareScaleContext(w, h, key.pf, dw, dh, astiav.PixelFormatBgr24,
 			astiav.NewSoftwareScaleContextFlags(astiav.SoftwareScaleContextFlagBilinear))
 		if err != nil {
-			return gocv.Mat{}, fmt.Errorf("create scaler %dx%d %s->bgr24: %w", w, h, key.pf, err)
+			return gocv.Mat{}, fmt.Errorf("create scaler %dx%d %s->bgr24 %dx%d: %w", w, h, key.pf, dw, dh, err)
 		}
 		s.sws, s.swsKey = sws, key
 	}
 	if err := s.sws.ScaleFrame(s.frame, s.bgr); err != nil {
 		return gocv.Mat{}, fmt.Errorf("convert to bgr24: %w", err)
 	}
-	m := gocv.NewMatWithSize(h, w, gocv.MatTypeCV8UC3)
+	m := gocv.NewMatWithSize(dh, dw, gocv.MatTypeCV8UC3)
 	buf, err := m.DataPtrUint8()
-	if err == nil && len(buf) < w*h*3 {
-		err = fmt.Errorf("mat buffer %d bytes, need %d", len(buf), w*h*3)
+	if err == nil && len(buf) < dw*dh*3 {
+		err = fmt.Errorf("mat buffer %d bytes, need %d", len(buf), dw*dh*3)
 	}
 	if err == nil {
 		// align 1 packs the rows, dropping FFmpeg's line padding, which is

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
 	"unsafe"
 
 	"github.com/asticode/go-astiav"
@@ -24,10 +25,118 @@ import (
 // second into an MP4 file at path: H.264 with libx264 when FFmpeg has it,
 // MPEG-4 part 2 otherwise; the index (moov) is written first (faststart). The Mats are only read; the caller still owns them.
 func Write(ctx context.Context, path string, frames []gocv.Mat, fps int) error {
-	if err := write(ctx, path, frames, fps); err != nil {
+	return WriteWith(ctx, path, frames, fps, WriteOptions{})
+}
+
+// WriteOptions choose how WriteWith stores the pictures and the metadata a
+// player needs to show them as given. The zero value stores them as they are.
+type WriteOptions struct {
+	// Rotation (degrees clockwise: 0, 90, 180 or 270) and Mirror (flipped
+	// left-right after turning) are recorded as the stream's display matrix
+	// (the MP4 track matrix), and the pictures are stored turned back, as a
+	// phone does: held upright it records its sensor's landscape pictures
+	// with Rotation 90 (matrix 0 1 -1 0, FFmpeg's "rotation of -90 degrees").
+	Rotation int
+	Mirror   bool
+	// SampleAspect, when set (Num and Den > 0), is recorded as the pixels'
+	// shape (width:height, the MP4 pasp box and H.264 VUI), and the pictures
+	// are stored squeezed to match, as anamorphic video is: 2:1 stores half
+	// the width, 1:2 half the height. The squeezed size must stay even.
+	SampleAspect astiav.Rational
+}
+
+// WriteWith is Write storing the frames as o says (turned, mirrored,
+// anamorphic) with the metadata that shows them as given: the frames are
+// what a viewer should see. The Mats are only read; the caller still owns
+// them.
+func WriteWith(ctx context.Context, path string, frames []gocv.Mat, fps int, o WriteOptions) error {
+	if err := writeWith(ctx, path, frames, fps, o); err != nil {
 		return fmt.Errorf("write test video %s: %w", path, err)
 	}
 	return nil
+}
+
+func writeWith(ctx context.Context, path string, frames []gocv.Mat, fps int, o WriteOptions) error {
+	if o == (WriteOptions{}) {
+		return write(ctx, path, frames, fps, o)
+	}
+	if o.Rotation%90 != 0 || o.Rotation < 0 || o.Rotation >= 360 {
+		return fmt.Errorf("rotation %d: want 0, 90, 180 or 270", o.Rotation)
+	}
+	stored := make([]gocv.Mat, 0, len(frames))
+	defer func() { CloseFrames(stored) }()
+	for i, m := range frames {
+		s, err := storedPicture(m, o)
+		if err != nil {
+			return fmt.Errorf("frame %d: %w", i, err)
+		}
+		stored = append(stored, s)
+	}
+	return write(ctx, path, stored, fps, o)
+}
+
+// storedPicture is what the file stores so that a player shows m: a player
+// stretches the stored pixels to square, turns, then mirrors, so this undoes
+// those in reverse order: unmirror, turn back, squeeze (the sample aspect
+// belongs to the stored, turned pixels). The result is a new Mat.
+func storedPicture(m gocv.Mat, o WriteOptions) (gocv.Mat, error) {
+	out := m.Clone()
+	step := func(f func(src gocv.Mat, dst *gocv.Mat)) {
+		dst := gocv.NewMat()
+		f(out, &dst)
+		out.Close()
+		out = dst
+	}
+	if o.Mirror {
+		step(func(src gocv.Mat, dst *gocv.Mat) { gocv.Flip(src, dst, 1) })
+	}
+	switch o.Rotation {
+	case 90:
+		step(func(src gocv.Mat, dst *gocv.Mat) { gocv.Rotate(src, dst, gocv.Rotate90CounterClockwise) })
+	case 180:
+		step(func(src gocv.Mat, dst *gocv.Mat) { gocv.Rotate(src, dst, gocv.Rotate180Clockwise) })
+	case 270:
+		step(func(src gocv.Mat, dst *gocv.Mat) { gocv.Rotate(src, dst, gocv.Rotate90Clockwise) })
+	}
+	if r := o.SampleAspect; r.Num() > 0 && r.Den() > 0 && r.Num() != r.Den() {
+		w, h := out.Cols(), out.Rows()
+		// A player stretches the short pixel side: width by num/den when
+		// pixels are wide, height by den/num when they are tall. The
+		// squeezed side must be exact, or the stretch would not restore it.
+		var exact bool
+		if r.Num() > r.Den() {
+			exact = w*r.Den()%r.Num() == 0
+			w = w * r.Den() / r.Num()
+		} else {
+			exact = h*r.Num()%r.Den() == 0
+			h = h * r.Num() / r.Den()
+		}
+		if !exact || w <= 0 || h <= 0 || w%2 != 0 || h%2 != 0 {
+			sw, sh := out.Cols(), out.Rows()
+			out.Close()
+			return gocv.Mat{}, fmt.Errorf("sample aspect %d:%d does not squeeze %dx%d to an even size", r.Num(), r.Den(), sw, sh)
+		}
+		step(func(src gocv.Mat, dst *gocv.Mat) { gocv.Resize(src, dst, image.Pt(w, h), 0, 0, gocv.InterpolationArea) })
+	}
+	if out.Empty() {
+		out.Close()
+		return gocv.Mat{}, errors.New("OpenCV returned no image")
+	}
+	return out, nil
+}
+
+// displayMatrix is FFmpeg's display matrix (AV_PKT_DATA_DISPLAYMATRIX) for
+// a clockwise turn by rotation degrees, then mirrored left-right when
+// mirror: av_display_rotation_set, then av_display_matrix_flip's hflip,
+// which negates the first column (a, c, x).
+func displayMatrix(rotation int, mirror bool) []byte {
+	m := astiav.NewDisplayMatrixFromRotation(float64(rotation))
+	if mirror {
+		for _, i := range []int{0, 3, 6} {
+			m[i] = uint32(-int32(m[i]))
+		}
+	}
+	return m.Bytes()
 }
 
 // Encoder reports the encoder Write uses: "libx264" or the fallback "mpeg4".
@@ -46,7 +155,7 @@ func pickEncoder() (*astiav.Codec, bool) {
 	return astiav.FindEncoder(astiav.CodecIDMpeg4), false
 }
 
-func write(ctx context.Context, path string, frames []gocv.Mat, fps int) (err error) {
+func write(ctx context.Context, path string, frames []gocv.Mat, fps int, o WriteOptions) (err error) {
 	if len(frames) == 0 {
 		return errors.New("no frames")
 	}
@@ -93,6 +202,9 @@ func write(ctx context.Context, path string, frames []gocv.Mat, fps int) (err er
 	enc.SetTimeBase(astiav.NewRational(1, fps))
 	enc.SetFramerate(astiav.NewRational(fps, 1))
 	enc.SetGopSize(2 * fps)
+	if r := o.SampleAspect; r.Num() > 0 && r.Den() > 0 {
+		enc.SetSampleAspectRatio(r)
+	}
 	if fc.OutputFormat().Flags().Has(astiav.IOFormatFlagGlobalheader) {
 		enc.SetFlags(enc.Flags().Add(astiav.CodecContextFlagGlobalHeader))
 	}
@@ -118,6 +230,16 @@ func write(ctx context.Context, path string, frames []gocv.Mat, fps int) (err er
 		return fmt.Errorf("set stream parameters: %w", err)
 	}
 	st.SetTimeBase(enc.TimeBase())
+	if r := o.SampleAspect; r.Num() > 0 && r.Den() > 0 {
+		// The muxer refuses a stream SAR that differs from the codec's.
+		st.SetSampleAspectRatio(r)
+	}
+	if o.Rotation != 0 || o.Mirror {
+		// The mp4 muxer writes this side data as the track (tkhd) matrix.
+		if err := st.AddSideData(astiav.PacketSideDataTypeDisplaymatrix, displayMatrix(o.Rotation, o.Mirror)); err != nil {
+			return fmt.Errorf("set display matrix: %w", err)
+		}
+	}
 
 	if !fc.OutputFormat().Flags().Has(astiav.IOFormatFlagNofile) {
 		ioc, err := astiav.OpenIOContext(path, astiav.NewIOContextFlags(astiav.IOContextFlagWrite))
