@@ -14,17 +14,11 @@ import (
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
-// sharedData is ../shared/data next to the repository (see SOURCES.md there).
-func sharedData(t *testing.T) string {
-	t.Helper()
-	return testenv.SharedData(t)
-}
-
 // TestRenderOnRealPhotos draws evidence on real LFW photos (250x250, the face centred) with
 // the hot spot on the face: the image keeps the photo's size, the hot spot turns red, and the
 // corners of the photo, outside the crop, are untouched.
 func TestRenderOnRealPhotos(t *testing.T) {
-	photos, err := filepath.Glob(filepath.Join(sharedData(t), "faces", "lfw", "*.jpg"))
+	photos, err := filepath.Glob(filepath.Join(testenv.SharedData(t), "faces", "lfw", "*.jpg"))
 	require.NoError(t, err)
 	if len(photos) == 0 {
 		t.Skip("no LFW photos in ../shared/data/faces/lfw")

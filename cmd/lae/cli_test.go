@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -110,7 +111,7 @@ func TestScanDirectoryAndStdin(t *testing.T) {
 	require.NoError(t, err)
 	defer f.Close()
 	cmd := exec.Command(laeBin, "scan", "--json", "-")
-	cmd.Dir, cmd.Stdin = repoRoot(), f
+	cmd.Dir, cmd.Stdin = testenv.RepoRoot(), f
 	out, err := cmd.Output()
 	require.NoError(t, err)
 	res = decodeResults(t, string(out))
@@ -126,7 +127,7 @@ func TestScanInterruptPrintsPartialResults(t *testing.T) {
 	long := filepath.Join(dir, "long.mp4")
 	writeLongVideo(t, long, 600)
 	cmd := exec.Command(laeBin, "scan", "--json", "--fps", "0", "--log-level", "info", "--log-format", "json", long, long)
-	cmd.Dir = repoRoot()
+	cmd.Dir = testenv.RepoRoot()
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	stderr, err := cmd.StderrPipe()

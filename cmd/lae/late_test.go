@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -37,7 +38,7 @@ func TestLateScoreKeepsFinalVerdict(t *testing.T) {
 	natsBin := natsServerBin(t)
 	port := freePort(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	conf, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "nats", "nats-server.conf"))
+	conf, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "nats", "nats-server.conf"))
 	require.NoError(t, err)
 	confPath := filepath.Join(dir, "nats-server.conf")
 	require.NoError(t, os.WriteFile(confPath, []byte(strings.ReplaceAll(string(conf), "/data/jetstream", filepath.Join(dir, "js"))), 0o644))

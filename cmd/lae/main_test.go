@@ -16,8 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lae-screening/lae/internal/testenv"
-
-	"github.com/lae-screening/lae/ingest/testvideo"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -40,15 +38,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func repoRoot() string { return testenv.RepoRoot() }
-
 // runLae runs the built binary from the repository root, as a user would.
 func runLae(t *testing.T, timeout time.Duration, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, laeBin, args...)
-	cmd.Dir = repoRoot()
+	cmd.Dir = testenv.RepoRoot()
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -63,23 +59,23 @@ func runLae(t *testing.T, timeout time.Duration, args ...string) (stdout, stderr
 }
 
 // writeVideo writes a generated clip: with a synthetic face when withFace, an empty scene otherwise.
-func writeVideo(t *testing.T, path string, withFace bool) { writeClip(t, path, withFace, 15) }
+func writeVideo(t *testing.T, path string, withFace bool) {
+	c := laeClip(15)
+	if !withFace {
+		c.Size = 0
+	}
+	testenv.WriteClip(t, path, c)
+}
 
 // writeLongVideo writes a clip with a face that takes a while to scan at every frame.
-func writeLongVideo(t *testing.T, path string, frames int) { writeClip(t, path, true, frames) }
+func writeLongVideo(t *testing.T, path string, frames int) {
+	testenv.WriteClip(t, path, laeClip(frames))
+}
 
-func writeClip(t *testing.T, path string, withFace bool, frames int) {
-	t.Helper()
-	spec := testvideo.VideoSpec{Width: 320, Height: 240, Frames: frames, Background: testvideo.Noise}
-	if withFace {
-		face := testvideo.SyntheticFace(160, 3)
-		defer face.Close()
-		spec.Faces = []testvideo.Placement{{Face: face, Size: 150, From: image.Pt(80, 40), To: image.Pt(90, 45)}}
-	}
-	mats, _, err := testvideo.FaceVideo(spec)
-	require.NoError(t, err)
-	defer testvideo.CloseFrames(mats)
-	require.NoError(t, testvideo.Write(context.Background(), path, mats, 10))
+// laeClip is a 320x240 clip at 10 fps of a drawn face drifting over a noisy background.
+func laeClip(frames int) testenv.Clip {
+	return testenv.Clip{Width: 320, Height: 240, Frames: frames, FPS: 10,
+		Face: testenv.Drawn, DrawnRes: 160, Seed: 3, Size: 150, From: image.Pt(80, 40), To: image.Pt(90, 45)}
 }
 
 func TestScanBadInputsEachFailAloneAndTheRestIsScanned(t *testing.T) {

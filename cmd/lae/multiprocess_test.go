@@ -23,7 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/lae-screening/lae/ingest/testvideo"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -51,7 +51,7 @@ func startProc(t *testing.T, dir, name, bin string, env []string, args ...string
 	f, err := os.Create(logPath)
 	require.NoError(t, err)
 	cmd := exec.Command(bin, args...)
-	cmd.Dir = repoRoot()
+	cmd.Dir = testenv.RepoRoot()
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	require.NoError(t, cmd.Start(), name)
@@ -127,7 +127,7 @@ func TestMultiProcess(t *testing.T) {
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	// The deployment's own server config: JetStream, the LAE account, a user per role with
 	// only the subjects it needs. Every process below connects as its role.
-	conf, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "nats", "nats-server.conf"))
+	conf, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "nats", "nats-server.conf"))
 	require.NoError(t, err)
 	confPath := filepath.Join(dir, "nats-server.conf")
 	require.NoError(t, os.WriteFile(confPath, []byte(strings.ReplaceAll(string(conf), "/data/jetstream", filepath.Join(dir, "js"))), 0o644))
@@ -209,14 +209,9 @@ func TestMultiProcess(t *testing.T) {
 	// Three different clips: one face each, different faces and motion.
 	var videos []string
 	for i := 0; i < 3; i++ {
-		face := testvideo.SyntheticFace(160, int64(1+2*i))
-		mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 480, Height: 360, Frames: 20, Background: testvideo.Noise,
-			Faces: []testvideo.Placement{{Face: face, Size: 140 + 10*i, From: image.Pt(100+20*i, 60), To: image.Pt(140, 70)}}})
-		face.Close()
-		require.NoError(t, err)
 		p := filepath.Join(dir, fmt.Sprintf("clip%d.mp4", i))
-		require.NoError(t, testvideo.Write(context.Background(), p, mats, 10))
-		testvideo.CloseFrames(mats)
+		testenv.WriteClip(t, p, testenv.Clip{Width: 480, Height: 360, Frames: 20, FPS: 10, Face: testenv.Drawn, DrawnRes: 160,
+			Seed: int64(1 + 2*i), Size: 140 + 10*i, From: image.Pt(100+20*i, 60), To: image.Pt(140, 70)})
 		videos = append(videos, p)
 	}
 

@@ -5,26 +5,16 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// cpuTime is the CPU time this process has used (all threads, ONNX Runtime's included). On a
-// shared machine wall-clock throughput swings with the neighbours' load; crops per CPU-second
-// does not, so the benchmarks report both.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+	"github.com/lae-screening/lae/internal/testenv"
+)
 
 // reportRates adds crops/s (wall) and crops/cpu-s to a benchmark that processed crops.
 func reportRates(b *testing.B, crops int, cpu0 time.Duration) {
 	b.ReportMetric(float64(crops)/b.Elapsed().Seconds(), "crops/s")
-	if cpu := cpuTime() - cpu0; cpu > 0 {
+	if cpu := testenv.CPUTime() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(crops)/cpu.Seconds(), "crops/cpu-s")
 	}
 }
@@ -60,7 +50,7 @@ func BenchmarkPredict(b *testing.B) {
 			crops[i] = smoothNoise(rng, 256, 256)
 		}
 		b.Run(fmt.Sprintf("batch%d", n), func(b *testing.B) {
-			cpu0 := cpuTime()
+			cpu0 := testenv.CPUTime()
 			for b.Loop() {
 				if _, err := m.Predict(crops); err != nil {
 					b.Fatal(err)
@@ -78,7 +68,7 @@ func BenchmarkRun(b *testing.B) {
 	for _, n := range []int{1, 2, 4, 8, 16, 32} {
 		in := make([]float32, n*3*s*s)
 		b.Run(fmt.Sprintf("batch%d", n), func(b *testing.B) {
-			cpu0 := cpuTime()
+			cpu0 := testenv.CPUTime()
 			for b.Loop() {
 				if _, _, err := m.Run(in, n); err != nil {
 					b.Fatal(err)

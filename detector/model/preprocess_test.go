@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lae-screening/lae/internal/testenv"
 )
 
 // identity keeps pixel values and BGR order, so the preprocessor's output can be compared with
@@ -154,7 +156,7 @@ func BenchmarkPreprocess(b *testing.B) {
 				c := smoothNoise(rand.New(rand.NewPCG(1, 1)), src, src)
 				dst := make([]float32, 3*128*128)
 				b.ReportAllocs()
-				cpu0 := cpuTime()
+				cpu0 := testenv.CPUTime()
 				for b.Loop() {
 					if err := im.fn(dst, c, 128, nm); err != nil {
 						b.Fatal(err)

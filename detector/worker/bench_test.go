@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,31 +14,17 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/detector/model"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
 // benchModelPath picks $LAE_BENCH_MODEL, else the shipped model, else the tiny fixture (which
 // then measures the NATS and preprocessing overhead alone).
-func benchModelPath() string {
+func benchModelPath(b *testing.B) string {
 	if p := os.Getenv("LAE_BENCH_MODEL"); p != "" {
 		return p
 	}
-	if p := filepath.Join("..", "models", "lae-v2.onnx"); fileExists(p) {
-		return p
-	}
-	return filepath.Join("..", "testdata", "tiny.onnx")
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// cpuTime is the CPU time this process has used, all threads (see detector/model's benchmarks:
-// on a shared machine crops per CPU-second is the stable figure).
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return testenv.ServingModel(b)
 }
 
 // BenchmarkEndToEnd measures crops/s through the embedded nats-server: 256x256 BGR crops (what
@@ -48,10 +32,10 @@ func cpuTime() time.Duration {
 // Crops go in rounds of 512 and the faces stream is purged between rounds, so that a long run
 // stays inside the memory stream's limit.
 func BenchmarkEndToEnd(b *testing.B) {
-	path := benchModelPath()
+	path := benchModelPath(b)
 	for _, bs := range []int{1, 8, 16, 32} {
 		b.Run(fmt.Sprintf("batch%d", bs), func(b *testing.B) {
-			s := startNATS(b)
+			s := testenv.StartNATS(b)
 			m, err := model.Load(model.Options{Path: path})
 			if err != nil {
 				b.Fatal(err)
@@ -80,7 +64,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			}
 			t0 := time.Now()
 			b.ResetTimer()
-			cpu0 := cpuTime()
+			cpu0 := testenv.CPUTime()
 			const round = 512
 			for done := 0; done < b.N; {
 				n := min(round, b.N-done)
@@ -111,7 +95,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "crops/s")
 			// Process CPU: worker, ONNX Runtime, the embedded nats-server and the publisher.
-			if cpu := cpuTime() - cpu0; cpu > 0 {
+			if cpu := testenv.CPUTime() - cpu0; cpu > 0 {
 				b.ReportMetric(float64(b.N)/cpu.Seconds(), "crops/cpu-s")
 			}
 		})

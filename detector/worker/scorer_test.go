@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lae-screening/lae/detector/model"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -88,7 +89,7 @@ func TestWorkerWithFakeScorer(t *testing.T) {
 		{name: "a scorer that always fails gets MaxDeliver tries and nothing is published", bad: -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := startNATS(t)
+			s := testenv.StartNATS(t)
 			const n = 10
 			const video = "vid-fake"
 			publishValid(t, s.JS, video, 0, n)

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/detector/model"
-	"github.com/lae-screening/lae/internal/natsembed"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -26,14 +26,6 @@ import (
 // fixture model (detector/testdata/gen_tiny.py): score = sigmoid(0.5*mean(R_norm - B_norm)),
 // so a red crop scores high and a blue one low, which lets the tests check that each score
 // belongs to its crop.
-
-func startNATS(t testing.TB) *natsembed.Server {
-	t.Helper()
-	s, err := natsembed.Start(context.Background(), natsembed.Options{Retention: laev1.Retention{Memory: true}})
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	return s
-}
 
 func loadTiny(t testing.TB) *model.Model {
 	t.Helper()
@@ -156,7 +148,7 @@ func runWorker(t testing.TB, js jetstream.JetStream, m Scorer, o Options) func()
 }
 
 func TestWorkerScoresEveryCropOnce(t *testing.T) {
-	s := startNATS(t)
+	s := testenv.StartNATS(t)
 	m := loadTiny(t)
 	const video = "vid-mixed"
 	publishValid(t, s.JS, video, 0, 20)
@@ -273,7 +265,7 @@ func findFrame(scores []*laev1.FrameScore, frame uint64) *laev1.FrameScore {
 }
 
 func TestWorkerBatchesUnderLoad(t *testing.T) {
-	s := startNATS(t)
+	s := testenv.StartNATS(t)
 	m := loadTiny(t)
 	const n = 200
 	publishValid(t, s.JS, "vid-load", 0, n)
@@ -304,7 +296,7 @@ func TestWorkerBatchesUnderLoad(t *testing.T) {
 // A worker cancelled mid-way finishes what it holds; a second worker does the rest; no crop
 // is scored twice and none is lost.
 func TestWorkerGracefulShutdownAndHandover(t *testing.T) {
-	s := startNATS(t)
+	s := testenv.StartNATS(t)
 	m := loadTiny(t)
 	const n = 300
 	publishValid(t, s.JS, "vid-stop", 0, n)
@@ -334,7 +326,7 @@ func TestWorkerGracefulShutdownAndHandover(t *testing.T) {
 // A worker that dies after publishing scores but before acking: the crops come back after
 // AckWait, the next worker scores them again, and JetStream keeps one score per crop.
 func TestWorkerCrashRedeliversWithoutDuplicates(t *testing.T) {
-	s := startNATS(t)
+	s := testenv.StartNATS(t)
 	m := loadTiny(t)
 	cfg := laev1.DetectorConsumerConfig()
 	cfg.AckWait = time.Second // the test cannot wait the production 30s
@@ -373,7 +365,7 @@ func TestWorkerCrashRedeliversWithoutDuplicates(t *testing.T) {
 
 // When inference fails the crops are not acked: they come back and a healthy worker scores them.
 func TestWorkerInferenceFailureRedelivers(t *testing.T) {
-	s := startNATS(t)
+	s := testenv.StartNATS(t)
 	const n = 12
 	publishValid(t, s.JS, "vid-fail", 0, n)
 	broken := loadTiny(t)
@@ -401,7 +393,7 @@ func TestWorkerInferenceFailureRedelivers(t *testing.T) {
 }
 
 func TestRunFailsClearlyWithoutStream(t *testing.T) {
-	s := startNATS(t)
+	s := testenv.StartNATS(t)
 	require.NoError(t, s.JS.DeleteStream(context.Background(), laev1.StreamFaces))
 	err := Run(context.Background(), s.JS, loadTiny(t), Options{})
 	require.ErrorContains(t, err, laev1.StreamFaces)
@@ -413,7 +405,7 @@ func TestRunFailsClearlyWithoutStream(t *testing.T) {
 // Rescoring: a given consumer (here over one video's archived crops) replaces the shared one,
 // and scores carry the new revision, so they are not de-duplicated against revision 0.
 func TestWorkerWithOwnConsumerAndRevision(t *testing.T) {
-	s := startNATS(t)
+	s := testenv.StartNATS(t)
 	m := loadTiny(t)
 	publishValid(t, s.JS, "vid-a", 0, 6)
 	publishValid(t, s.JS, "vid-b", 0, 4)

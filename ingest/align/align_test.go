@@ -16,11 +16,6 @@ import (
 	"github.com/lae-screening/lae/internal/testenv"
 )
 
-func dataDir(t testing.TB) string {
-	t.Helper()
-	return testenv.SharedData(t)
-}
-
 func TestSimilarity(t *testing.T) {
 	cl, cr := CanonicalEyes(CropSize)
 	cases := []struct {
@@ -213,7 +208,7 @@ func TestAlignErrors(t *testing.T) {
 
 // lfwFaces returns up to n LFW images (150x150, roughly centred faces) upscaled to 300x300.
 func lfwFaces(t testing.TB, n int) []gocv.Mat {
-	dir := filepath.Join(dataDir(t), "faces", "lfw")
+	dir := filepath.Join(testenv.SharedData(t), "faces", "lfw")
 	names, err := filepath.Glob(filepath.Join(dir, "*_0001.jpg"))
 	if err != nil || len(names) == 0 {
 		t.Skipf("no LFW images in %s", dir)

@@ -22,11 +22,6 @@ import (
 	"github.com/lae-screening/lae/internal/testenv"
 )
 
-func dataDir(t testing.TB) string {
-	t.Helper()
-	return testenv.SharedData(t)
-}
-
 func readIndex(t *testing.T, dir string) []Record {
 	f, err := os.Open(filepath.Join(dir, IndexFile))
 	require.NoError(t, err)
@@ -98,7 +93,7 @@ func eyeError(r Record) float64 {
 }
 
 func TestCropsLFW(t *testing.T) {
-	lfw := filepath.Join(dataDir(t), "faces", "lfw")
+	lfw := filepath.Join(testenv.SharedData(t), "faces", "lfw")
 	// A directory input is walked recursively; here a temp dir of links to a few LFW photos, one
 	// nested, plus a non-image file that must be ignored.
 	in := t.TempDir()
@@ -118,7 +113,7 @@ func TestCropsLFW(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, inputs, len(names))
 
-	for _, spec := range []string{faces.SpecHaar, faces.SpecYuNet, filepath.Join(dataDir(t), "models", "yunet", "yunet_s_640_640.onnx")} {
+	for _, spec := range []string{faces.SpecHaar, faces.SpecYuNet, filepath.Join(testenv.SharedData(t), "models", "yunet", "yunet_s_640_640.onnx")} {
 		t.Run(filepath.Base(spec), func(t *testing.T) {
 			out := t.TempDir()
 			w, err := New(Options{Out: out, FaceModel: spec, MaxFacesPerFrame: 1})
@@ -168,7 +163,7 @@ func cropOne(t *testing.T, o Options, input string) int {
 }
 
 func TestCropsVideo(t *testing.T) {
-	clip := filepath.Join(dataDir(t), "videos", "asl", "again.mkv")
+	clip := filepath.Join(testenv.SharedData(t), "videos", "asl", "again.mkv")
 	out := t.TempDir()
 	n := cropOne(t, Options{Out: out, SampleFPS: 2, MaxPerInput: 3}, clip)
 	require.Equal(t, 3, n, "the signer's face is visible throughout")
@@ -187,7 +182,7 @@ func TestCropsVideo(t *testing.T) {
 // TestCropsNoLandmarks: with landmarks off the records carry no landmarks and no mesh_score
 // (the keys are absent from the JSON), and still the source scale.
 func TestCropsNoLandmarks(t *testing.T) {
-	photo := filepath.Join(dataDir(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg")
+	photo := filepath.Join(testenv.SharedData(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg")
 	out := t.TempDir()
 	n := cropOne(t, Options{Out: out, NoLandmarks: true}, photo)
 	require.Equal(t, 1, n)
@@ -205,7 +200,7 @@ func TestCropsNoLandmarks(t *testing.T) {
 // TestRecordFormat pins the JSON keys of a record with landmarks and their layout: 468 [x, y]
 // pairs, values with at most one decimal.
 func TestRecordFormat(t *testing.T) {
-	photo := filepath.Join(dataDir(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg")
+	photo := filepath.Join(testenv.SharedData(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg")
 	out := t.TempDir()
 	cropOne(t, Options{Out: out}, photo)
 	raw, err := os.ReadFile(filepath.Join(out, IndexFile))
@@ -244,7 +239,7 @@ func TestSourceScale(t *testing.T) {
 }
 
 func TestCropsEveryFrame(t *testing.T) {
-	clip := filepath.Join(dataDir(t), "videos", "asl", "again.mkv")
+	clip := filepath.Join(testenv.SharedData(t), "videos", "asl", "again.mkv")
 	out := t.TempDir()
 	n := cropOne(t, Options{Out: out, SampleFPS: 0, MaxPerInput: 4, MaxFacesPerFrame: 1}, clip)
 	require.Equal(t, 4, n)
@@ -372,13 +367,11 @@ func TestSelectJudgeable(t *testing.T) {
 // TestCropsMinEyePx: lae crops writes every face by default (training wants them all, with
 // their source_scale); MinEyePx applies the scanner's tiny-face rule.
 func TestCropsMinEyePx(t *testing.T) {
-	faces, err := testvideo.LoadFaces(filepath.Join(dataDir(t), "faces", "lfw"), 1)
-	require.NoError(t, err)
-	defer testvideo.CloseFrames(faces)
+	face := testenv.LFWFace(t)
 	// One photo 200 px wide (eyes ~45 px apart) and the same 32 px wide (eyes ~10 px apart).
 	frames, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 640, Height: 360, Frames: 1, Faces: []testvideo.Placement{
-		{Face: faces[0], Size: 200, From: image.Pt(40, 60), To: image.Pt(40, 60)},
-		{Face: faces[0], Size: 32, From: image.Pt(450, 150), To: image.Pt(450, 150)}}})
+		{Face: face, Size: 200, From: image.Pt(40, 60), To: image.Pt(40, 60)},
+		{Face: face, Size: 32, From: image.Pt(450, 150), To: image.Pt(450, 150)}}})
 	require.NoError(t, err)
 	defer testvideo.CloseFrames(frames)
 	photo := filepath.Join(t.TempDir(), "two.png")

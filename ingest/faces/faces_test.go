@@ -14,18 +14,9 @@ import (
 	"github.com/lae-screening/lae/internal/testenv"
 )
 
-// dataDir is ../shared/data relative to the repository root.
-func dataDir(t testing.TB) string {
-	t.Helper()
-	return testenv.SharedData(t)
-}
-
+// yunetPath is the data set's YuNet model, skipping the test when it is absent.
 func yunetPath(t testing.TB) string {
-	p := filepath.Join(dataDir(t), "models", "yunet", "yunet_s_640_640.onnx")
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("yunet model absent: %v", err)
-	}
-	return p
+	return testenv.SharedData(t, "models", "yunet", "yunet_s_640_640.onnx")
 }
 
 // recall runs det on every image of a dlib annotation file and counts the boxes matched by a
@@ -69,7 +60,7 @@ func recall(t *testing.T, det Detector, xmlPath string) (found, total, extra int
 // little under the measured values (lbp 9/25, haar 25/25, haar-alt 25/25, yunet 25/25 on testing.xml) so a
 // regression in preprocessing or decoding fails.
 func TestRecallDlib(t *testing.T) {
-	dir := filepath.Join(dataDir(t), "photos", "dlib_annotated")
+	dir := filepath.Join(testenv.SharedData(t), "photos", "dlib_annotated")
 	cases := []struct {
 		spec      string
 		minRecall float64
@@ -107,7 +98,7 @@ func TestRecallDlib(t *testing.T) {
 
 // TestNoFaceOnDogs checks the false-positive side: dlib's dogs.jpg has no human face.
 func TestNoFaceOnDogs(t *testing.T) {
-	img := gocv.IMRead(filepath.Join(dataDir(t), "photos", "dlib_annotated", "dogs.jpg"), gocv.IMReadColor)
+	img := gocv.IMRead(filepath.Join(testenv.SharedData(t), "photos", "dlib_annotated", "dogs.jpg"), gocv.IMReadColor)
 	require.False(t, img.Empty())
 	defer img.Close()
 	// Haar finds one false face on a dog's chest and YuNet the face of one dog (score 0.85),
@@ -133,7 +124,7 @@ func TestYuNetLandmarks(t *testing.T) {
 	det, err := Open(yunetPath(t))
 	require.NoError(t, err)
 	defer det.Close()
-	img := gocv.IMRead(filepath.Join(dataDir(t), "photos", "dlib_annotated", "2008_002506.jpg"), gocv.IMReadColor)
+	img := gocv.IMRead(filepath.Join(testenv.SharedData(t), "photos", "dlib_annotated", "2008_002506.jpg"), gocv.IMReadColor)
 	require.False(t, img.Empty())
 	defer img.Close()
 	got, err := det.Detect(img)
@@ -168,7 +159,7 @@ func TestEmbeddedYuNet(t *testing.T) {
 	det, err := NewYuNet(YuNetOptions{Model: EmbeddedYuNet()})
 	require.NoError(t, err)
 	defer det.Close()
-	img := gocv.IMRead(filepath.Join(dataDir(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg"), gocv.IMReadColor)
+	img := gocv.IMRead(filepath.Join(testenv.SharedData(t), "faces", "lfw", "Aaron_Eckhart_0001.jpg"), gocv.IMReadColor)
 	require.False(t, img.Empty())
 	defer img.Close()
 	got, err := det.Detect(img)
@@ -214,7 +205,7 @@ func TestDetectRejectsBadMats(t *testing.T) {
 }
 
 func TestONNXInputShape(t *testing.T) {
-	dir := filepath.Join(dataDir(t), "models", "yunet")
+	dir := filepath.Join(testenv.SharedData(t), "models", "yunet")
 	cases := []struct {
 		file string
 		want []int64
@@ -250,7 +241,7 @@ func writeTemp(t *testing.T, name string, b []byte) string {
 
 // benchFrame is a 640-wide real frame (a dlib photo resized) so the cascades do real work.
 func benchFrame(b *testing.B) gocv.Mat {
-	img := gocv.IMRead(filepath.Join(dataDir(b), "photos", "dlib_annotated", "2008_002506.jpg"), gocv.IMReadColor)
+	img := gocv.IMRead(filepath.Join(testenv.SharedData(b), "photos", "dlib_annotated", "2008_002506.jpg"), gocv.IMReadColor)
 	if img.Empty() {
 		b.Fatal("cannot read bench image")
 	}

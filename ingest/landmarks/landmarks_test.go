@@ -433,7 +433,7 @@ func TestNoLeaks(t *testing.T) {
 		}
 		require.NoError(t, m.Close())
 	}
-	mats0, haveMats := liveMats()
+	mats0, haveMats := testenv.LiveMats()
 	for i := 0; i < 5; i++ {
 		once()
 	}
@@ -449,7 +449,7 @@ func TestNoLeaks(t *testing.T) {
 	// A leaked session holds the model's 2.4 MB of weights (70 MB over the rounds).
 	require.Less(t, grown, int64(8<<20))
 	if haveMats {
-		mats, _ := liveMats()
+		mats, _ := testenv.LiveMats()
 		require.Equal(t, mats0, mats, "live Mats")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lae-screening/lae/ingest/faces"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -22,16 +23,16 @@ func TestFaceRate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("face rate over 21 clips takes minutes")
 	}
-	clips, _ := filepath.Glob(filepath.Join(dataDir(t), "videos", "asl", "*.mkv"))
+	clips, _ := filepath.Glob(filepath.Join(testenv.SharedData(t), "videos", "asl", "*.mkv"))
 	if len(clips) == 0 {
 		t.Skip("no asl clips")
 	}
-	ham := filepath.Join(dataDir(t), "videos", "hamilton_short.mp4")
+	ham := filepath.Join(testenv.SharedData(t), "videos", "hamilton_short.mp4")
 	models := []string{faces.SpecDefault}
 	if env := os.Getenv("LAE_FACE_RATE_MODELS"); env != "" {
 		models = strings.Split(env, ",")
 	}
-	srv := startNATS(t)
+	srv := testenv.StartNATS(t)
 	for _, model := range models {
 		t.Run(filepath.Base(model), func(t *testing.T) {
 			var sum float64

@@ -4,30 +4,15 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/lae-screening/lae/internal/memstat"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
-
-func rssBytes(t testing.TB) int64 {
-	rss, err := memstat.RSS()
-	if err != nil {
-		t.Skip(err)
-	}
-	return rss
-}
-
-func settledRSS(t testing.TB) int64 {
-	runtime.GC()
-	debug.FreeOSMemory()
-	return rssBytes(t)
-}
 
 // TestNoLeaks ingests the same clip repeatedly, with the cascade (and eye cascade) and with
 // YuNet, plus a failing source: the live Mat count (-tags matprofile) returns to where it
@@ -36,9 +21,9 @@ func TestNoLeaks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("leak test ingests the clip many times")
 	}
-	srv := startNATS(t)
-	clip := video(t, "asl/help.mkv")
-	yunet := filepath.Join(dataDir(t), "models", "yunet", "yunet_s_640_640.onnx")
+	srv := testenv.StartNATS(t)
+	clip := testenv.SharedData(t, "videos", "asl", "help.mkv")
+	yunet := filepath.Join(testenv.SharedData(t), "models", "yunet", "yunet_s_640_640.onnx")
 	// once ingests the clip; warm-up rounds alternate the cascade and YuNet at 3 fps (the Mat
 	// count covers both), measured rounds take every frame with YuNet so that a leak per frame
 	// or per crop would be large against allocator noise.
@@ -61,21 +46,21 @@ func TestNoLeaks(t *testing.T) {
 			require.NoError(t, st.Purge(context.Background()))
 		}
 	}
-	mats0, haveMats := liveMats()
+	mats0, haveMats := testenv.LiveMats()
 	// Warm-up: glibc grows an arena per thread that calls into OpenCV, so RSS only plateaus
 	// after a few rounds (measured: +40 MiB over the first 6, then within +-15 MiB).
 	for i := 0; i < 6; i++ {
 		once(i, false)
 	}
-	rss0, c0, g0 := settledRSS(t), memstat.CHeapInUse(), memstat.GoHeapInUse()
+	rss0, c0, g0 := testenv.SettledRSS(t), memstat.CHeapInUse(), memstat.GoHeapInUse()
 	const rounds = 8
 	for i := 0; i < rounds; i++ {
 		once(i, true)
 		if os.Getenv("LAE_LEAK_TRACE") != "" {
-			t.Logf("round %d: RSS %d MiB, C heap %d MiB", i, settledRSS(t)>>20, memstat.CHeapInUse()>>20)
+			t.Logf("round %d: RSS %d MiB, C heap %d MiB", i, testenv.SettledRSS(t)>>20, memstat.CHeapInUse()>>20)
 		}
 	}
-	rss1, c1, g1 := settledRSS(t), memstat.CHeapInUse(), memstat.GoHeapInUse()
+	rss1, c1, g1 := testenv.SettledRSS(t), memstat.CHeapInUse(), memstat.GoHeapInUse()
 	t.Logf("over %d rounds: C heap %+d KiB, Go heap %+d KiB, RSS %+d KiB", rounds, (c1-c0)>>10, (g1-g0)>>10, (rss1-rss0)>>10)
 	// A measured round decodes 60 frames of 900 KiB and makes ~60 crops of 192 KiB: leaking
 	// either would add 11-53 MiB a round, 90-420 MiB in all. The live heaps are exact; RSS
@@ -84,7 +69,7 @@ func TestNoLeaks(t *testing.T) {
 	require.Less(t, (c1-c0)+(g1-g0), int64(16<<20), "live C + Go heap growth")
 	require.Less(t, rss1-rss0, int64(160<<20), "RSS growth")
 	if haveMats {
-		mats, _ := liveMats()
+		mats, _ := testenv.LiveMats()
 		require.Equal(t, mats0, mats, "live gocv Mats")
 	} else {
 		t.Log("live Mat count not checked: run with -tags matprofile")
@@ -94,9 +79,9 @@ func TestNoLeaks(t *testing.T) {
 // BenchmarkRunPerFrame ingests a single-speaker clip end to end (decode, detect, align, track,
 // publish to an embedded JetStream) and reports the time per sampled frame.
 func BenchmarkRunPerFrame(b *testing.B) {
-	srv := startNATS(b)
-	clip := video(b, "asl/help.mkv")
-	yunet := filepath.Join(dataDir(b), "models", "yunet", "yunet_s_640_640.onnx")
+	srv := testenv.StartNATS(b)
+	clip := testenv.SharedData(b, "videos", "asl", "help.mkv")
+	yunet := filepath.Join(testenv.SharedData(b), "models", "yunet", "yunet_s_640_640.onnx")
 	cases := []struct {
 		name, model string
 		workers     int

@@ -15,33 +15,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/ingest/align"
-	"github.com/lae-screening/lae/ingest/testvideo"
-	"github.com/lae-screening/lae/internal/natsembed"
 	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
-
-func dataDir(t testing.TB) string {
-	t.Helper()
-	return testenv.SharedData(t)
-}
-
-func video(t testing.TB, rel string) string {
-	p := filepath.Join(dataDir(t), "videos", rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("video %s absent: %v", p, err)
-	}
-	return p
-}
-
-func startNATS(t testing.TB) *natsembed.Server {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := natsembed.Start(ctx, natsembed.Options{Retention: laev1.Retention{Memory: true}})
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	return s
-}
 
 // fetchAll reads every message of subject in stream with an ordered consumer.
 func fetchAll(t testing.TB, js jetstream.JetStream, stream, subject string) []jetstream.Msg {
@@ -127,7 +103,7 @@ func checkVideo(t *testing.T, js jetstream.JetStream, videoID string, eos *laev1
 }
 
 func TestRunRealVideos(t *testing.T) {
-	srv := startNATS(t)
+	srv := testenv.StartNATS(t)
 	cases := []struct {
 		name, rel string
 		maxDur    time.Duration
@@ -139,7 +115,7 @@ func TestRunRealVideos(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			id := laev1.NewVideoID()
 			var last Progress
-			eos, err := Run(context.Background(), srv.JS, id, video(t, tc.rel), Options{
+			eos, err := Run(context.Background(), srv.JS, id, testenv.SharedData(t, "videos", tc.rel), Options{
 				SampleFPS: 5, MaxDuration: tc.maxDur, Progress: func(p Progress) { last = p },
 			})
 			require.NoError(t, err)
@@ -158,19 +134,19 @@ func TestRunRealVideos(t *testing.T) {
 // TestRunTwiceDeduplicates re-ingests a video under the same id: JetStream drops the repeated
 // crops by message id, so the stream holds one copy and both EOS report the same counts.
 func TestRunTwiceDeduplicates(t *testing.T) {
-	srv := startNATS(t)
+	srv := testenv.StartNATS(t)
 	id := laev1.NewVideoID()
 	o := Options{SampleFPS: 2, MaxDuration: 2 * time.Second}
-	first, err := Run(context.Background(), srv.JS, id, video(t, "asl/yes.mkv"), o)
+	first, err := Run(context.Background(), srv.JS, id, testenv.SharedData(t, "videos", "asl", "yes.mkv"), o)
 	require.NoError(t, err)
-	second, err := Run(context.Background(), srv.JS, id, video(t, "asl/yes.mkv"), o)
+	second, err := Run(context.Background(), srv.JS, id, testenv.SharedData(t, "videos", "asl", "yes.mkv"), o)
 	require.NoError(t, err)
 	require.Equal(t, first.CropsPublished, second.CropsPublished)
 	checkVideo(t, srv.JS, id, second)
 }
 
 func TestRunFailures(t *testing.T) {
-	srv := startNATS(t)
+	srv := testenv.StartNATS(t)
 	dir := t.TempDir()
 	html := filepath.Join(dir, "page.avi")
 	require.NoError(t, os.WriteFile(html, []byte("<html><body>not a video</body></html>"), 0o600))
@@ -181,7 +157,7 @@ func TestRunFailures(t *testing.T) {
 		{"missing file", filepath.Join(dir, "missing.mp4"), Options{}},
 		{"unknown scheme", "gopher://example.com/x.mp4", Options{}},
 		{"html named avi", html, Options{}},
-		{"missing face model", video(t, "asl/yes.mkv"), Options{FaceModel: filepath.Join(dir, "none.onnx")}},
+		{"missing face model", testenv.SharedData(t, "videos", "asl", "yes.mkv"), Options{FaceModel: filepath.Join(dir, "none.onnx")}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,10 +177,10 @@ func TestRunFailures(t *testing.T) {
 
 // TestRunCancelled stops ingest through ctx: the EOS still goes out, with the failure.
 func TestRunCancelled(t *testing.T) {
-	srv := startNATS(t)
+	srv := testenv.StartNATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	id := laev1.NewVideoID()
-	eos, err := Run(ctx, srv.JS, id, video(t, "hamilton_short.mp4"), Options{
+	eos, err := Run(ctx, srv.JS, id, testenv.SharedData(t, "videos", "hamilton_short.mp4"), Options{
 		SampleFPS: 5, Progress: func(p Progress) {
 			if p.FramesSampled == 3 {
 				cancel()
@@ -221,16 +197,9 @@ func TestRunCancelled(t *testing.T) {
 // pixels wide on a noisy background; the face fills about 60 % of the photo.
 func faceClip(t *testing.T, width int) string {
 	t.Helper()
-	faces, err := testvideo.LoadFaces(filepath.Join(dataDir(t), "faces", "lfw"), 1)
-	require.NoError(t, err)
-	defer testvideo.CloseFrames(faces)
-	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 640, Height: 360, Frames: 10, Background: testvideo.Noise,
-		BackgroundColor: color.RGBA{90, 110, 100, 0},
-		Faces:           []testvideo.Placement{{Face: faces[0], Size: width, From: image.Pt(300, 100), To: image.Pt(310, 105)}}})
-	require.NoError(t, err)
-	defer testvideo.CloseFrames(mats)
 	p := filepath.Join(t.TempDir(), "face.mp4")
-	require.NoError(t, testvideo.Write(context.Background(), p, mats, 5))
+	testenv.WriteClip(t, p, testenv.Clip{Width: 640, Height: 360, Frames: 10, FPS: 5, Tint: color.RGBA{90, 110, 100, 0},
+		Face: testenv.LFW, Size: width, From: image.Pt(300, 100), To: image.Pt(310, 105)})
 	return p
 }
 
@@ -239,7 +208,7 @@ func faceClip(t *testing.T, width int) string {
 // with the limit off the same faces are published, their source_scale showing the upsampling
 // past 4x that the limit refuses; a normal face is unaffected.
 func TestRunTinyFaces(t *testing.T) {
-	srv := startNATS(t)
+	srv := testenv.StartNATS(t)
 	run := func(url string, minEyePx float64) (*laev1.EndOfStream, []*laev1.FaceCrop) {
 		t.Helper()
 		id := laev1.NewVideoID()

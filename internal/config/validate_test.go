@@ -17,7 +17,7 @@ import (
 // shipped is the repository's model, so that Validate's file checks pass by default.
 func shipped(t *testing.T) Config {
 	c := ForCommand("scan")
-	c.Detector.Model = filepath.Join(testenv.RepoRoot(), "detector", "models", "lae-v2.onnx")
+	c.Detector.Model = testenv.ShippedModel(t)
 	return c
 }
 

@@ -11,57 +11,20 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+	"gocv.io/x/gocv"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/ingest/track"
 	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/testenv"
-	"gocv.io/x/gocv"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/lae-screening/lae/ingest/testvideo"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
-// repoRoot is the module root, found from this file's location.
-func repoRoot(t testing.TB) string { return testenv.RepoRoot() }
-
-// sharedData is ../shared/data beside the repository ("" when absent).
-func sharedData(t testing.TB) string {
-	if d, ok := testenv.SharedDataDir(); ok {
-		return d
-	}
-	return ""
-}
-
-func shippedModel(t testing.TB) string {
-	p := filepath.Join(repoRoot(t), "detector", "models", "lae-v2.onnx")
-	require.FileExists(t, p, "the shipped model must be committed")
-	return p
-}
-
-// faceVideo writes a clip with one face drifting across a noisy background and returns the
-// path and the face's ground-truth box per frame. Real LFW faces are used when ../shared/data
-// is present, synthetic drawn faces otherwise.
-func faceVideo(t testing.TB, dir string, frames int) (string, [][]image.Rectangle) {
-	t.Helper()
-	lfw := ""
-	if d := sharedData(t); d != "" {
-		lfw = filepath.Join(d, "faces", "lfw")
-	} else {
-		t.Log("../shared/data absent: using synthetic drawn faces")
-	}
-	faces, _ := testvideo.FacesOrSynthetic(lfw, 1, 200, 7)
-	defer testvideo.CloseFrames(faces)
-	mats, boxes, err := testvideo.FaceVideo(testvideo.VideoSpec{
-		Width: 640, Height: 360, Frames: frames, Background: testvideo.Noise,
-		BackgroundColor: color.RGBA{90, 110, 100, 0},
-		Faces:           []testvideo.Placement{{Face: faces[0], Size: 260, From: image.Pt(120, 40), To: image.Pt(240, 70)}},
-	})
-	require.NoError(t, err)
-	defer testvideo.CloseFrames(mats)
-	p := filepath.Join(dir, "faces.mp4")
-	require.NoError(t, testvideo.Write(context.Background(), p, mats, 25))
-	return p, boxes
+// faceClip is the scans' clip: one face drifting across a noisy background, a real LFW photo
+// when ../shared/data is present, a drawn face otherwise.
+func faceClip(frames int) testenv.Clip {
+	return testenv.Clip{Width: 640, Height: 360, Frames: frames, FPS: 25, Tint: color.RGBA{90, 110, 100, 0},
+		Face: testenv.LFWOrDrawn, DrawnRes: 200, Seed: 7, Size: 260, From: image.Pt(120, 40), To: image.Pt(240, 70)}
 }
 
 // countSubject counts the messages of one subject in a stream.
@@ -77,7 +40,7 @@ func countSubject(t testing.TB, js jetstream.JetStream, stream, subject string) 
 // scanConfig is `lae scan`'s configuration with the shipped model and in-memory streams.
 func scanConfig(t testing.TB) config.Config {
 	c := config.ForCommand("scan")
-	c.Detector.Model = shippedModel(t)
+	c.Detector.Model = testenv.ShippedModel(t)
 	c.Retention.Memory = true
 	return c
 }
@@ -110,7 +73,8 @@ func kvGet(t testing.TB, st *Stack, id string) []byte {
 func TestScanEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	path, truth := faceVideo(t, t.TempDir(), 75)
+	path := filepath.Join(t.TempDir(), "faces.mp4")
+	truth := testenv.WriteClip(t, path, faceClip(75))
 	sc := newScanner(t)
 
 	v, err := sc.Scan(ctx, path)
@@ -170,11 +134,8 @@ func TestScanEndToEnd(t *testing.T) {
 func TestScanNoFaceIsUnknown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 320, Height: 240, Frames: 20, Background: testvideo.Noise})
-	require.NoError(t, err)
 	p := filepath.Join(t.TempDir(), "empty-scene.mp4")
-	require.NoError(t, testvideo.Write(ctx, p, mats, 10))
-	testvideo.CloseFrames(mats)
+	testenv.WriteClip(t, p, testenv.Clip{Width: 320, Height: 240, Frames: 20, FPS: 10})
 
 	sc := newScanner(t)
 	v, err := sc.Scan(ctx, p)
@@ -188,23 +149,14 @@ func TestScanNoFaceIsUnknown(t *testing.T) {
 // apart, under the default 16) is "unknown", with the faces counted in faces_too_small and no
 // crop published or scored; with the limit off the same video gets a real/fake verdict.
 func TestScanTinyFacesAreUnknown(t *testing.T) {
-	d := sharedData(t)
-	if d == "" {
+	if _, ok := testenv.SharedDataDir(); !ok {
 		t.Skip("../shared/data absent: a drawn face this small is not reliably detected")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	faces, err := testvideo.LoadFaces(filepath.Join(d, "faces", "lfw"), 1)
-	require.NoError(t, err)
-	defer testvideo.CloseFrames(faces)
-	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{
-		Width: 640, Height: 360, Frames: 20, Background: testvideo.Noise, BackgroundColor: color.RGBA{90, 110, 100, 0},
-		Faces: []testvideo.Placement{{Face: faces[0], Size: 32, From: image.Pt(300, 100), To: image.Pt(320, 110)}},
-	})
-	require.NoError(t, err)
 	p := filepath.Join(t.TempDir(), "tiny.mp4")
-	require.NoError(t, testvideo.Write(ctx, p, mats, 10))
-	testvideo.CloseFrames(mats)
+	testenv.WriteClip(t, p, testenv.Clip{Width: 640, Height: 360, Frames: 20, FPS: 10, Tint: color.RGBA{90, 110, 100, 0},
+		Face: testenv.LFW, Size: 32, From: image.Pt(300, 100), To: image.Pt(320, 110)})
 
 	sc := newScanner(t)
 	v, err := sc.Scan(ctx, p)

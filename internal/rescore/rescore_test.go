@@ -4,35 +4,23 @@ import (
 	"context"
 	"image"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/lae-screening/lae/ingest/testvideo"
 	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/core"
 	"github.com/lae-screening/lae/internal/rescore"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
-func shippedModel(t *testing.T) string {
-	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(file), "..", "..", "detector", "models", "lae-v2.onnx")
-	require.FileExists(t, p)
-	return p
-}
-
+// clip writes a 1 s clip of a drawn face (pattern seed) drifting over a noisy background.
 func clip(t *testing.T, seed int64) string {
-	face := testvideo.SyntheticFace(160, seed)
-	defer face.Close()
-	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 480, Height: 360, Frames: 10, Background: testvideo.Noise,
-		Faces: []testvideo.Placement{{Face: face, Size: 150, From: image.Pt(120, 60), To: image.Pt(130, 65)}}})
-	require.NoError(t, err)
-	defer testvideo.CloseFrames(mats)
 	p := filepath.Join(t.TempDir(), "clip.mp4")
-	require.NoError(t, testvideo.Write(context.Background(), p, mats, 10))
+	testenv.WriteClip(t, p, testenv.Clip{Width: 480, Height: 360, Frames: 10, FPS: 10,
+		Face: testenv.Drawn, DrawnRes: 160, Seed: seed, Size: 150, From: image.Pt(120, 60), To: image.Pt(130, 65)})
 	return p
 }
 
@@ -43,7 +31,7 @@ func TestRescoreSelections(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	c := config.ForCommand("scan")
-	c.Detector.Model, c.Retention.Memory = shippedModel(t), true
+	c.Detector.Model, c.Retention.Memory = testenv.ShippedModel(t), true
 	sc, err := core.Start(ctx, core.Options{Config: c, Roles: config.AllRoles})
 	require.NoError(t, err)
 	defer sc.Close(ctx)

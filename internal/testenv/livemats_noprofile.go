@@ -1,0 +1,5 @@
+//go:build !matprofile
+
+package testenv
+
+func liveMats() (int, bool) { return 0, false }
