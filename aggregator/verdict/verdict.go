@@ -196,6 +196,28 @@ func label(score, threshold float64) string {
 	return laev1.VerdictReal
 }
 
+// Completeness says whether ingest read the whole source, and which share of it. A source is
+// complete when it ended no earlier than the expected time less a tolerance of three frames
+// (at least half a second: the last frame's end and the declared duration differ by
+// rounding) and ingest did not stop on an error. A rolling verdict (no end-of-stream yet)
+// and a source of unknown length are complete, with no share.
+func Completeness(eos *laev1.EndOfStream) (complete bool, share *float64) {
+	if eos == nil {
+		return true, nil
+	}
+	complete = eos.GetFailure() == ""
+	want, got := eos.GetExpectedSeconds(), eos.GetReadSeconds()
+	if want <= 0 || math.IsNaN(want) || math.IsNaN(got) {
+		return complete, nil
+	}
+	sh := clamp01(got / want)
+	tolerance := 0.5
+	if eos.GetFramesDecoded() > 0 && got > 0 {
+		tolerance = max(tolerance, 3*got/float64(eos.GetFramesDecoded()))
+	}
+	return complete && got >= want-tolerance, &sh
+}
+
 // Compute builds the verdict of one video from its end-of-stream event and its scores (one per
 // crop, already de-duplicated by the caller). eos may be nil only for a rolling (non-final)
 // update. Evidence is left empty (see TopFrames and package evidence); CreatedAt is left zero
@@ -225,6 +247,7 @@ func Compute(eos *laev1.EndOfStream, scores []*laev1.FrameScore, o Options) (lae
 		FacesTooSmall: eos.GetFacesTooSmall(),
 		CropsScored:   uint64(len(scores)),
 	}
+	v.Complete, v.ReadShare = Completeness(eos)
 	frames := make(map[uint64]struct{})
 	modelFromScores := false
 	for _, s := range scores {

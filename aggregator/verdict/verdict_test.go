@@ -265,3 +265,34 @@ func tiny(e *laev1.EndOfStream, faces, tooSmall uint64) *laev1.EndOfStream {
 	e.Faces, e.CropsPublished, e.FacesTooSmall = faces, faces, tooSmall
 	return e
 }
+
+func TestCompleteness(t *testing.T) {
+	share := func(f float64) *float64 { return &f }
+	cases := []struct {
+		name     string
+		eos      *laev1.EndOfStream
+		complete bool
+		share    *float64
+	}{
+		{"rolling", nil, true, nil},
+		{"whole file", &laev1.EndOfStream{ExpectedSeconds: 10, ReadSeconds: 10.04, FramesDecoded: 251}, true, share(1)},
+		{"last frame rounding", &laev1.EndOfStream{ExpectedSeconds: 10, ReadSeconds: 9.6, FramesDecoded: 240}, true, share(0.96)},
+		{"cut at two thirds", &laev1.EndOfStream{ExpectedSeconds: 9, ReadSeconds: 6, FramesDecoded: 150}, false, share(6.0 / 9)},
+		{"long video cut 10 s short", &laev1.EndOfStream{ExpectedSeconds: 600, ReadSeconds: 590, FramesDecoded: 14750}, false, share(590.0 / 600)},
+		{"live", &laev1.EndOfStream{Live: true, ReadSeconds: 30, FramesDecoded: 750}, true, nil},
+		{"failed", &laev1.EndOfStream{ExpectedSeconds: 10, ReadSeconds: 10, FramesDecoded: 250, Failure: "decode: boom"}, false, share(1)},
+		{"failed before reading", &laev1.EndOfStream{Failure: "open: no such file"}, false, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			complete, sh := Completeness(tc.eos)
+			require.Equal(t, tc.complete, complete)
+			if tc.share == nil {
+				require.Nil(t, sh)
+				return
+			}
+			require.NotNil(t, sh)
+			require.InDelta(t, *tc.share, *sh, 1e-9)
+		})
+	}
+}

@@ -131,6 +131,12 @@ func TestScanBadInputsEachFailAloneAndTheRestIsScanned(t *testing.T) {
 	require.NotEqual(t, laev1.VerdictError, cut.Verdict.Verdict, cut.Error)
 	require.Less(t, cut.FramesDecoded, results[good].FramesDecoded, "a file cut short decodes fewer frames")
 	require.NotZero(t, cut.FramesDecoded)
+	require.False(t, cut.Complete, "a file cut short is marked incomplete, not scored as if whole")
+	require.NotNil(t, cut.ReadShare)
+	require.Less(t, *cut.ReadShare, 0.9)
+	require.True(t, results[good].Complete, "the whole file is complete")
+	require.NotNil(t, results[good].ReadShare)
+	require.InDelta(t, 1.0, *results[good].ReadShare, 1e-9)
 }
 
 func TestScanTextOutput(t *testing.T) {

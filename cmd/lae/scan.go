@@ -278,6 +278,13 @@ func printVerdict(w io.Writer, r scanResult) {
 	if v.Verdict == laev1.VerdictUnknown {
 		fmt.Fprintf(w, "  %s: nothing to judge\n", unknownReason(v))
 	}
+	if v.Final && !v.Complete {
+		read := "part"
+		if v.ReadShare != nil {
+			read = fmt.Sprintf("%.0f%%", 100**v.ReadShare)
+		}
+		fmt.Fprintf(w, "  INCOMPLETE: only %s of the source could be read; the verdict covers that part\n", read)
+	}
 	for i, e := range v.Evidence {
 		fmt.Fprintf(w, "  evidence %d: frame %d at %s, track %d, face score %.3f, face box %s, hot region %s",
 			i+1, e.FrameIndex, fmtPTS(e.PTSSeconds), e.TrackID, e.Score, fmtRect(e.FaceBox), fmtRect(e.HotRegion))

@@ -213,6 +213,7 @@ func (r *run) ingest(ctx context.Context, url string) error {
 		} else {
 			r.eos.DurationSeconds = r.prog.PTS
 		}
+		r.eos.ExpectedSeconds, r.eos.ReadSeconds = mediaRead(info, r.o.MaxDuration, r.prog.PTS, st.FramesDecoded)
 	}()
 	workers := make([]*worker, r.o.Workers)
 	for i := range workers {
@@ -234,6 +235,24 @@ func (r *run) ingest(ctx context.Context, url string) error {
 		zap.Float64("fps", info.FPS), zap.Duration("duration", info.Duration), zap.String("codec", info.Codec),
 		zap.Int("workers", len(workers)))
 	return r.work(ctx, url, src, workers)
+}
+
+// mediaRead is the media time ingest meant to read (the declared duration, capped by
+// maxDuration; 0 when unknown) and the time it read: the end of the last frame, from the last
+// sampled frame's time and from the count of decoded frames (whichever is later: the last
+// frames may not have been sampled).
+func mediaRead(info source.Info, maxDuration time.Duration, lastPTS float64, decoded uint64) (expected, read float64) {
+	if info.Duration > 0 && !info.Live {
+		expected = info.Duration.Seconds()
+		if maxDuration > 0 {
+			expected = min(expected, maxDuration.Seconds())
+		}
+	}
+	read = lastPTS
+	if info.FPS > 0 {
+		read = max(lastPTS+1/info.FPS, float64(decoded)/info.FPS)
+	}
+	return expected, read
 }
 
 // sampled is a decoded frame on its way to a worker, numbered in decode order.

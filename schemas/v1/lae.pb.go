@@ -651,6 +651,12 @@ type EndOfStream struct {
 	// source pixels): counted here, never published as crops, so not part of faces or
 	// crops_published.
 	FacesTooSmall uint64 `protobuf:"varint,13,opt,name=faces_too_small,json=facesTooSmall,proto3" json:"faces_too_small,omitempty"`
+	// The media time ingest meant to read: the stream's declared duration, capped by the
+	// submission's max_duration; 0 when unknown (live streams, no declared duration).
+	ExpectedSeconds float64 `protobuf:"fixed64,14,opt,name=expected_seconds,json=expectedSeconds,proto3" json:"expected_seconds,omitempty"`
+	// The media time actually read (up to the end of the last decoded frame). Less than
+	// expected_seconds means the source ended early: a truncated file, a dropped download.
+	ReadSeconds   float64 `protobuf:"fixed64,15,opt,name=read_seconds,json=readSeconds,proto3" json:"read_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -776,6 +782,20 @@ func (x *EndOfStream) GetFacesTooSmall() uint64 {
 	return 0
 }
 
+func (x *EndOfStream) GetExpectedSeconds() float64 {
+	if x != nil {
+		return x.ExpectedSeconds
+	}
+	return 0
+}
+
+func (x *EndOfStream) GetReadSeconds() float64 {
+	if x != nil {
+		return x.ReadSeconds
+	}
+	return 0
+}
+
 var File_schemas_v1_lae_proto protoreflect.FileDescriptor
 
 const file_schemas_v1_lae_proto_rawDesc = "" +
@@ -848,7 +868,7 @@ const file_schemas_v1_lae_proto_rawDesc = "" +
 	"\x05model\x18\x11 \x01(\tR\x05model\x12#\n" +
 	"\rmodel_version\x18\x12 \x01(\tR\fmodelVersion\x12\x14\n" +
 	"\x05error\x18\x13 \x01(\tR\x05error\x12\x1a\n" +
-	"\brevision\x18\x14 \x01(\rR\brevision\"\xa1\x03\n" +
+	"\brevision\x18\x14 \x01(\rR\brevision\"\xef\x03\n" +
 	"\vEndOfStream\x12\x19\n" +
 	"\bvideo_id\x18\x01 \x01(\tR\avideoId\x12\x1d\n" +
 	"\n" +
@@ -864,7 +884,9 @@ const file_schemas_v1_lae_proto_rawDesc = "" +
 	" \x01(\bR\x04live\x12\x16\n" +
 	"\x06tracks\x18\v \x01(\x04R\x06tracks\x12\x1a\n" +
 	"\brevision\x18\f \x01(\rR\brevision\x12&\n" +
-	"\x0ffaces_too_small\x18\r \x01(\x04R\rfacesTooSmall*o\n" +
+	"\x0ffaces_too_small\x18\r \x01(\x04R\rfacesTooSmall\x12)\n" +
+	"\x10expected_seconds\x18\x0e \x01(\x01R\x0fexpectedSeconds\x12!\n" +
+	"\fread_seconds\x18\x0f \x01(\x01R\vreadSeconds*o\n" +
 	"\vPixelFormat\x12\x1c\n" +
 	"\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11PIXEL_FORMAT_BGR8\x10\x01\x12\x15\n" +

@@ -45,8 +45,15 @@ type Verdict struct {
 	// to judge (eyes closer than its minimum distance in source pixels, --min-eye-px): they
 	// are in neither Faces nor CropsScored. A video whose only faces were too small is
 	// "unknown".
-	FacesTooSmall uint64     `json:"faces_too_small"`
-	Tracks        []Track    `json:"tracks"`
+	FacesTooSmall uint64 `json:"faces_too_small"`
+	// Complete is false when ingest read noticeably less of the source than it declared (a
+	// truncated file, a broken download) or stopped on an error: the verdict then speaks
+	// for ReadShare of the video only. Always true for rolling verdicts and live streams.
+	Complete bool `json:"complete"`
+	// ReadShare is the share of the expected media time that was read, in [0,1]; absent when
+	// the expected time is unknown (live streams).
+	ReadShare *float64   `json:"read_share,omitempty"`
+	Tracks    []Track    `json:"tracks"`
 	Evidence      []Evidence `json:"evidence"`
 	// Timeline is the per-sampled-frame max face score, for plots.
 	Timeline  []TimelinePoint `json:"timeline,omitempty"`
