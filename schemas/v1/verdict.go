@@ -54,7 +54,7 @@ type Verdict struct {
 	// the expected time is unknown (live streams).
 	ReadShare *float64   `json:"read_share,omitempty"`
 	Tracks    []Track    `json:"tracks"`
-	Evidence      []Evidence `json:"evidence"`
+	Evidence  []Evidence `json:"evidence"`
 	// Timeline is the per-sampled-frame max face score, for plots.
 	Timeline  []TimelinePoint `json:"timeline,omitempty"`
 	Error     string          `json:"error,omitempty"`
