@@ -77,6 +77,9 @@ type Options struct {
 	OpenTimeout time.Duration // bound on opening/probing (network sources); 0 = 15s
 	ReadTimeout time.Duration // a stalled source fails after this; 0 = 15s
 	Threads     int           // decoder threads (frame threading); 0 = auto
+	// Policy, when set, holds network sources to a source policy (policy.go): submitted URLs
+	// in lae serve and lae ingest. nil = no restriction (lae scan, tools).
+	Policy *Policy
 
 	// MaxFrameSide bounds the longer side of the frames Next returns: larger
 	// pictures (after the sample aspect ratio is applied) are shrunk, keeping
@@ -194,6 +197,7 @@ func Open(ctx context.Context, url string, o Options) (*Source, error) {
 }
 
 func open(ctx context.Context, url string, o Options) (_ *Source, err error) {
+	defer o.Policy.conceal(ctx, url, &err)
 	if o.OpenTimeout <= 0 {
 		o.OpenTimeout = defaultOpenTimeout
 	}
@@ -211,6 +215,10 @@ func open(ctx context.Context, url string, o Options) (_ *Source, err error) {
 	}
 	scheme, ffURL, err := parseURL(url)
 	if err != nil {
+		return nil, err
+	}
+	fopts := formatOptions(scheme, o)
+	if ffURL, err = o.Policy.admit(ctx, scheme, ffURL, fopts); err != nil {
 		return nil, err
 	}
 	if scheme == "file" {
@@ -246,7 +254,7 @@ func open(ctx context.Context, url string, o Options) (_ *Source, err error) {
 
 	dict := astiav.NewDictionary()
 	defer dict.Free()
-	for k, v := range formatOptions(scheme, o) {
+	for k, v := range fopts {
 		if err := dict.Set(k, v, 0); err != nil {
 			return nil, fmt.Errorf("set format option %s: %w", k, err)
 		}

@@ -1,6 +1,7 @@
-// Package submit answers submissions on lae.submit: it validates the request, assigns a video
-// id and queues the job on the LAE_INGEST work queue, from which exactly one ingest worker
-// takes it. Every ingest process runs a responder in one queue group, so a submission is
+// Package submit answers submissions on lae.submit: it validates the request, holds its URL to
+// the source policy when one is set (ingest/source.Policy: no internal addresses for submitted
+// URLs), assigns a video id and queues the job on the LAE_INGEST work queue, from which exactly
+// one ingest worker takes it. Every ingest process runs a responder in one queue group, so a submission is
 // answered once however many ingest processes run.
 package submit
 
@@ -43,6 +44,33 @@ func Validate(req *laev1.SubmitRequest) error {
 	return laev1.ValidateVideoID(req.VideoID)
 }
 
+// Options configures the responder.
+type Options struct {
+	// Policy, when set, is the source policy a submitted URL must pass before it is queued:
+	// fast feedback to the submitter. Ingest holds the URL to the same policy again when it
+	// opens it (a work item can reach the queue without this responder). nil = no policy
+	// (`lae scan`, whose user owns the machine).
+	Policy *source.Policy
+}
+
+// policyTimeout bounds the host lookup of a submission's check.
+const policyTimeout = 10 * time.Second
+
+// Admit is Validate followed by the source policy p (nil = none): a refused scheme is named, a
+// refused or unresolvable host gives source.ErrUnavailable, which does not say which. Nothing
+// is connected.
+func Admit(ctx context.Context, req *laev1.SubmitRequest, p *source.Policy) error {
+	if err := Validate(req); err != nil {
+		return err
+	}
+	if p == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, policyTimeout)
+	defer cancel()
+	return p.Check(ctx, req.URL)
+}
+
 // Enqueue validates req and queues it for ingest. Submitting the same video id twice within
 // the de-duplication window queues it once.
 func Enqueue(ctx context.Context, js jetstream.JetStream, req *laev1.SubmitRequest) error {
@@ -60,8 +88,8 @@ func Enqueue(ctx context.Context, js jetstream.JetStream, req *laev1.SubmitReque
 }
 
 // Serve answers requests on lae.submit until ctx ends.
-func Serve(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger) error {
-	stop, err := Listen(ctx, nc, js, log)
+func Serve(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger, o Options) error {
+	stop, err := Listen(ctx, nc, js, log, o)
 	if err != nil {
 		return err
 	}
@@ -71,10 +99,10 @@ func Serve(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log *zap.
 
 // Listen subscribes the responder and returns once the server has the subscription, so a
 // request sent right after it returns is answered; stop drains it. Requests are handled
-// with ctx.
-func Listen(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger) (stop func() error, err error) {
+// with ctx, and held to o.Policy.
+func Listen(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger, o Options) (stop func() error, err error) {
 	sub, err := nc.QueueSubscribe(laev1.SubjectSubmit, QueueGroup, func(m *nats.Msg) {
-		reply := handle(ctx, js, m.Data)
+		reply := handle(ctx, js, m.Data, o.Policy)
 		if reply.Error != "" {
 			log.Info("submission rejected", zap.String("error", reply.Error))
 		} else {
@@ -95,10 +123,13 @@ func Listen(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log *zap
 	return sub.Drain, nil
 }
 
-func handle(ctx context.Context, js jetstream.JetStream, data []byte) laev1.SubmitReply {
+func handle(ctx context.Context, js jetstream.JetStream, data []byte, p *source.Policy) laev1.SubmitReply {
 	var req laev1.SubmitRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return laev1.SubmitReply{Error: fmt.Sprintf("malformed submit request: %v", err)}
+	}
+	if err := Admit(ctx, &req, p); err != nil {
+		return laev1.SubmitReply{Reference: req.Reference, Error: err.Error()}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -3,12 +3,16 @@ package submit
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/lae-screening/lae/ingest/source"
 	"github.com/lae-screening/lae/internal/natsembed"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -23,7 +27,7 @@ func TestSubmitRequestReply(t *testing.T) {
 	defer srv.Close()
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- Serve(sctx, srv.NC, srv.JS, zap.NewNop()) }()
+	go func() { done <- Serve(sctx, srv.NC, srv.JS, zap.NewNop(), Options{}) }()
 	// The responder is subscribed once a request gets through.
 	require.Eventually(t, func() bool {
 		_, err := Request(ctx, srv.NC, laev1.SubmitRequest{URL: "warmup.mp4", VideoID: "warmup"})
@@ -96,4 +100,100 @@ func FuzzHandle(f *testing.F) {
 			require.NotEmpty(t, req.URL)
 		}
 	})
+}
+
+// mapResolver resolves test names from a map: no DNS query leaves the machine.
+type mapResolver map[string]string
+
+func (m mapResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	a, ok := m[host]
+	if !ok {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	return []netip.Addr{netip.MustParseAddr(a)}, nil
+}
+
+func testPolicy(t *testing.T) *source.Policy {
+	t.Helper()
+	p, err := source.NewPolicy(source.PolicyOptions{
+		Resolver: mapResolver{"cdn.test": "203.0.113.7", "metadata.test": "169.254.169.254", "intranet.test": "10.1.2.3"},
+		Dial: func(_ context.Context, _, addr string) (net.Conn, error) {
+			t.Errorf("a submission made the policy connect to %s", addr)
+			return nil, errors.New("test: no connections")
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func TestAdmit(t *testing.T) {
+	p := testPolicy(t)
+	ctx := context.Background()
+	tests := []struct {
+		url  string
+		want error // nil = accepted
+		msg  string
+	}{
+		{url: "https://cdn.test/live/index.m3u8"},
+		{url: "rtsp://cdn.test:554/cam"},
+		{url: "/uploads/a.mp4"}, // local files are not the network policy's business
+		{url: "http://metadata.test/latest/meta-data/", want: source.ErrUnavailable, msg: "source refused or unavailable"},
+		{url: "http://169.254.169.254/latest/meta-data/", want: source.ErrUnavailable, msg: "source refused or unavailable"},
+		{url: "rtsp://intranet.test/cam", want: source.ErrUnavailable, msg: "source refused or unavailable"},
+		{url: "http://127.0.0.1:6379/", want: source.ErrUnavailable, msg: "source refused or unavailable"},
+		{url: "http://nowhere.test/", want: source.ErrUnavailable, msg: "source refused or unavailable"},
+		{url: "tcp://cdn.test:22", want: source.ErrSchemeNotAllowed, msg: `"tcp" (allowed: http, https, rtsp, rtsps, rtmp, rtmps, srt)`},
+		{url: "udp://cdn.test:1234", want: source.ErrSchemeNotAllowed, msg: `"udp"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.url, func(t *testing.T) {
+			req := laev1.SubmitRequest{URL: tc.url}
+			err := Admit(ctx, &req, p)
+			if tc.want == nil {
+				require.NoError(t, err)
+				require.NotEmpty(t, req.VideoID)
+				return
+			}
+			require.ErrorIs(t, err, tc.want)
+			require.Contains(t, err.Error(), tc.msg)
+			// Without a policy (lae scan) the same URL is accepted.
+			require.NoError(t, Admit(ctx, &laev1.SubmitRequest{URL: tc.url}, nil))
+		})
+	}
+	// Validation comes first: a malformed request is answered as such.
+	require.ErrorContains(t, Admit(ctx, &laev1.SubmitRequest{URL: "http://127.0.0.1/", SampleFPS: ptr(-1.0)}, p), "sample_fps")
+}
+
+// TestResponderHoldsSubmissionsToThePolicy: refused URLs get the generic answer on lae.submit
+// and are never queued.
+func TestResponderHoldsSubmissionsToThePolicy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := natsembed.Start(ctx, natsembed.Options{Retention: laev1.Retention{Memory: true}})
+	require.NoError(t, err)
+	defer srv.Close()
+	stop, err := Listen(ctx, srv.NC, srv.JS, zap.NewNop(), Options{Policy: testPolicy(t)})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, stop()) }()
+
+	for _, u := range []string{"http://metadata.test/latest/meta-data/", "http://[::1]:8080/", "rtsp://10.0.0.8/cam"} {
+		reply, err := Request(ctx, srv.NC, laev1.SubmitRequest{URL: u, Reference: "r"})
+		require.NoError(t, err)
+		require.Equal(t, "source refused or unavailable", reply.Error, u)
+		require.Equal(t, "r", reply.Reference)
+		require.Empty(t, reply.VideoID)
+	}
+	reply, err := Request(ctx, srv.NC, laev1.SubmitRequest{URL: "tcp://cdn.test:22"})
+	require.NoError(t, err)
+	require.Contains(t, reply.Error, "URL scheme not allowed")
+	reply, err = Request(ctx, srv.NC, laev1.SubmitRequest{URL: "https://cdn.test/a.m3u8"})
+	require.NoError(t, err)
+	require.Empty(t, reply.Error)
+
+	st, err := srv.JS.Stream(ctx, laev1.StreamIngest)
+	require.NoError(t, err)
+	info, err := st.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), info.State.Msgs, "only the accepted submission was queued")
 }

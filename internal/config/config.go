@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/lae-screening/lae/ingest/source"
 )
 
 // NATS says how to reach the NATS deployment.
@@ -57,6 +60,31 @@ type Serve struct {
 	// what fills a server's disk.
 	KeepUploads time.Duration `yaml:"keep_uploads"`
 }
+
+// Sources is the source policy of submitted URLs (ingest/source.Policy): which network
+// sources a caller of POST /api/scans or lae.submit may make this deployment connect to. It is
+// enforced when a submission is accepted and again when ingest opens the URL (redirects and HLS
+// playlist entries included). `lae scan` runs with it off: its user owns the machine.
+type Sources struct {
+	// Policy is "on" (lae serve, lae ingest) or "off" (lae scan: any URL, any address).
+	Policy string `yaml:"policy"`
+	// AllowedSchemes are the network schemes submitted URLs may use, among http, https, rtsp,
+	// rtsps, rtmp, rtmps, srt, udp and tcp (raw tcp and udp are off by default). Local files
+	// are not governed here (serve.allow_local_paths).
+	AllowedSchemes []string `yaml:"allowed_schemes"`
+	// AllowCIDRs are address ranges accepted although they are loopback, link-local, private,
+	// multicast or otherwise internal (e.g. a camera network 10.20.0.0/16).
+	AllowCIDRs []string `yaml:"allow_cidrs"`
+}
+
+// Sources.Policy's values.
+const (
+	PolicyOn  = "on"
+	PolicyOff = "off"
+)
+
+// Enforced reports whether the source policy is on.
+func (s Sources) Enforced() bool { return s.Policy == PolicyOn }
 
 // Log configures zap.
 type Log struct {
@@ -137,6 +165,7 @@ type Config struct {
 	Aggregator Aggregator `yaml:"aggregator"`
 	Retention  Retention  `yaml:"retention"`
 	Serve      Serve      `yaml:"serve"`
+	Sources    Sources    `yaml:"sources"`
 	// Store is the directory of the embedded JetStream and of uploads (`lae scan`, `lae
 	// serve`); "" = a temporary directory removed on exit.
 	Store string `yaml:"store"`
@@ -155,14 +184,16 @@ func Default() Config {
 		Detector:        Detector{Provider: "cpu", BatchSize: 16, BatchTimeout: 20 * time.Millisecond, Workers: 1},
 		Aggregator:      Aggregator{EvidenceFrames: 3, RollingEvery: 10 * time.Second},
 		Serve:           Serve{MaxUpload: 2 << 30},
+		Sources:         Sources{Policy: PolicyOn, AllowedSchemes: slices.Clone(source.DefaultSchemes), AllowCIDRs: []string{}},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }
 
 // ForCommand is Default with the settings that differ for a command: `lae scan` has no
-// operations endpoint, keeps NATS in-process and publishes rolling verdicts often (they are
-// its partial result when interrupted); the clients serve no endpoint; `lae serve` listens
-// for NATS clients, serves its page on loopback and logs for people.
+// operations endpoint, keeps NATS in-process, publishes rolling verdicts often (they are
+// its partial result when interrupted) and opens any source (its user owns the machine, so
+// the source policy is off); the clients serve no endpoint; `lae serve` listens for NATS
+// clients, serves its page on loopback and logs for people.
 func ForCommand(cmd string) Config {
 	c := Default()
 	switch cmd {
@@ -170,6 +201,7 @@ func ForCommand(cmd string) Config {
 		c.HTTP.Addr = ""
 		c.Log = Log{Level: "error", Format: "console"}
 		c.Aggregator.RollingEvery = time.Second
+		c.Sources.Policy = PolicyOff
 	case "submit", "watch", "rescore", "provision", "version":
 		c.HTTP.Addr = "" // clients serve no endpoint
 	case "serve":

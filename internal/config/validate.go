@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/lae-screening/lae/aggregator/verdict"
 	"github.com/lae-screening/lae/detector/model"
 	"github.com/lae-screening/lae/ingest/faces"
+	"github.com/lae-screening/lae/ingest/source"
 )
 
 // Roles says which stages a process runs: Validate checks only what they use (an aggregator
@@ -56,7 +58,7 @@ func (c Config) Validate(r Roles) error {
 		},
 	}
 	if r.Ingest {
-		checks = append(checks, c.checkIngest)
+		checks = append(checks, c.checkIngest, c.Sources.check)
 	}
 	if r.Detect {
 		checks = append(checks, c.checkDetector)
@@ -151,6 +153,41 @@ func (c Config) checkIngest() error {
 		}
 	}
 	return nil
+}
+
+// check validates the source policy: on or off, known network schemes, CIDRs that parse.
+func (s Sources) check() error {
+	if s.Policy != PolicyOn && s.Policy != PolicyOff {
+		return bad("", "sources.policy", s.Policy, "want on or off")
+	}
+	for _, sc := range s.AllowedSchemes {
+		if !slices.Contains(source.NetworkSchemes, strings.ToLower(sc)) {
+			return bad("", "sources.allowed_schemes", sc, "want any of "+strings.Join(source.NetworkSchemes, ", ")+
+				" (local files are governed by serve.allow_local_paths)")
+		}
+	}
+	if _, err := s.Prefixes(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Prefixes parses AllowCIDRs; a bare address stands for itself (/32, /128). The error names
+// the key and the bad entry.
+func (s Sources) Prefixes() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(s.AllowCIDRs))
+	for _, v := range s.AllowCIDRs {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil || a.Zone() != "" {
+				return nil, bad("", "sources.allow_cidrs", v, "not a CIDR (want e.g. 10.20.0.0/16 or 127.0.0.0/8)")
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func (c Config) checkDetector() error {

@@ -73,6 +73,8 @@ type Stack struct {
 	model *model.Model
 
 	storeDir, tempDir string
+	// sources is the source policy of submitted URLs (nil when off or without ingest).
+	sources *source.Policy
 
 	progressMu sync.Mutex
 	progress   map[string]func(pipeline.Progress)
@@ -117,6 +119,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 		err = nil
 	}
+	if o.Roles.Ingest {
+		if s.sources, err = SourcePolicy(c.Sources, s.log.Named("sources")); err != nil {
+			return nil, err
+		}
+	}
 	if c.HTTP.Addr != "" {
 		s.Ops = ops.NewServer()
 		s.Metrics = metrics.New(s.Ops.Registry)
@@ -158,6 +165,25 @@ func Retention(r config.Retention) laev1.Retention {
 	return laev1.Retention{FacesMaxAge: r.FacesMaxAge, FacesMaxBytes: r.FacesMaxBytes, FramesMaxAge: r.FramesMaxAge,
 		FramesMaxBytes: r.FramesMaxBytes, Replicas: r.Replicas, Memory: r.Memory}
 }
+
+// SourcePolicy is the configured source policy, nil when it is off. Refusals and failed opens
+// are logged to log with their reason, which submitters only see as source.ErrUnavailable.
+func SourcePolicy(c config.Sources, log *zap.Logger) (*source.Policy, error) {
+	if !c.Enforced() {
+		return nil, nil
+	}
+	allow, err := c.Prefixes()
+	if err != nil {
+		return nil, config.UsageError{Err: err}
+	}
+	return source.NewPolicy(source.PolicyOptions{Schemes: c.AllowedSchemes, Allow: allow,
+		Refused: func(url string, detail error) {
+			log.Warn("source refused or unavailable", zap.String("url", url), zap.Error(detail))
+		}})
+}
+
+// SourcePolicy is the policy submissions are held to (nil when off or without ingest).
+func (s *Stack) SourcePolicy() *source.Policy { return s.sources }
 
 // ensureProvisioned checks that the streams exist and creates the missing ones when this
 // user may (a development server without permissions). With per-role permissions the roles
@@ -288,7 +314,7 @@ func (s *Stack) startStages() error {
 	}
 	if s.roles.Ingest {
 		watch(laev1.StreamIngest, laev1.ConsumerIngest)
-		stopSubmit, err := submit.Listen(ingestCtx, s.NC, js, s.log.Named("submit"))
+		stopSubmit, err := submit.Listen(ingestCtx, s.NC, js, s.log.Named("submit"), submit.Options{Policy: s.sources})
 		if err != nil {
 			return err
 		}
@@ -301,7 +327,7 @@ func (s *Stack) startStages() error {
 			return ingestworker.Run(ingestCtx, js, ingestworker.Options{
 				Concurrency: in.Concurrency, DefaultSampleFPS: in.SampleFPS, ShutdownTimeout: c.ShutdownTimeout, Abort: s.abort,
 				Pipeline: pipeline.Options{MaxDuration: in.MaxDuration, FaceModel: in.FaceModel, MinEyePx: in.MinEyePx,
-					Source: source.Options{OpenTimeout: in.OpenTimeout, ReadTimeout: in.OpenTimeout}},
+					Source: source.Options{OpenTimeout: in.OpenTimeout, ReadTimeout: in.OpenTimeout, Policy: s.sources}},
 				Logger: s.log.Named("ingest"), Hooks: ingestHooks(mt, s.reportProgress),
 			})
 		})
@@ -425,6 +451,7 @@ func (s *Stack) stop(ctx context.Context, abort bool) {
 			s.ingestWG.Wait()
 		}
 		s.cancelWatch()
+		_ = s.sources.Close()
 		if s.embedded != nil {
 			s.embedded.Close()
 		} else if s.NC != nil {

@@ -119,7 +119,9 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	if err := submit.Validate(&req); err != nil {
+	// Held to the source policy here for a fast answer; ingest holds the URL to it again when
+	// it connects (redirects and playlist entries included).
+	if err := submit.Admit(ctx, &req, s.stack.SourcePolicy()); err != nil {
 		s.dropUpload(name, req.VideoID)
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
