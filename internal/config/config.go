@@ -125,6 +125,9 @@ type Detector struct {
 	BatchTimeout time.Duration `yaml:"batch_timeout"`
 	// Workers is how many batches one process scores at once.
 	Workers int `yaml:"workers"`
+	// NoArena turns ONNX Runtime's memory pool off (model.Options.NoArena): flat memory at
+	// some speed, for leak tests and memory-tight hosts.
+	NoArena bool `yaml:"no_arena"`
 }
 
 // Aggregator configures the aggregator role.

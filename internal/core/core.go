@@ -93,7 +93,8 @@ type Stack struct {
 // product (the stack's detector and `lae rescore` use it).
 func LoadModel(d config.Detector) (*model.Model, error) {
 	// model.Load's errors already say "load model <path>".
-	return model.Load(model.Options{Path: model.PathOrDefault(d.Model), LibPath: d.ORTLib, Provider: d.Provider, MaxBatch: d.BatchSize})
+	return model.Load(model.Options{Path: model.PathOrDefault(d.Model), LibPath: d.ORTLib, Provider: d.Provider,
+		MaxBatch: d.BatchSize, NoArena: d.NoArena})
 }
 
 // Start validates the configuration and starts the stack. On error everything started is
