@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +26,7 @@ import (
 	"github.com/lae-screening/lae/aggregator/internal/synth"
 	"github.com/lae-screening/lae/aggregator/verdict"
 	"github.com/lae-screening/lae/internal/natsembed"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -49,9 +49,7 @@ type harness struct {
 
 func startServer(t testing.TB) *harness {
 	t.Helper()
-	srv, err := natsembed.Start(context.Background(), natsembed.Options{Retention: laev1.Retention{Memory: true}})
-	require.NoError(t, err)
-	t.Cleanup(srv.Close)
+	srv := testenv.StartNATS(t)
 	return &harness{srv: srv, js: srv.JS, nc: srv.NC, stats: &Stats{}, hookErrors: map[string]int{}}
 }
 
@@ -175,9 +173,7 @@ func makeVideo(t testing.TB, id string, frames int, fake bool) *video {
 // schema compiles schemas/v1/verdict.schema.json.
 func schema(t testing.TB) *jsonschema.Schema {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	path := filepath.Join(filepath.Dir(file), "..", "..", "schemas", "v1", "verdict.schema.json")
-	f, err := os.Open(path)
+	f, err := os.Open(filepath.Join(testenv.RepoRoot(), "schemas", "v1", "verdict.schema.json"))
 	require.NoError(t, err)
 	defer f.Close()
 	doc, err := jsonschema.UnmarshalJSON(f)
@@ -194,8 +190,7 @@ func schema(t testing.TB) *jsonschema.Schema {
 // nested types) name the same JSON fields, and that the schema requires every field the Go
 // type always writes (no omitempty).
 func TestSchemaInStepWithGoTypes(t *testing.T) {
-	_, file, _, _ := runtime.Caller(0)
-	raw, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "schemas", "v1", "verdict.schema.json"))
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "schemas", "v1", "verdict.schema.json"))
 	require.NoError(t, err)
 	type object struct {
 		Required   []string                   `json:"required"`

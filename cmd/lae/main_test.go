@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 	laeBin = filepath.Join(dir, "lae")
 	out, err := exec.Command("go", "build", "-o", laeBin, ".").CombinedOutput()
 	if err != nil {
-		os.Stderr.Write(out)
+		_, _ = os.Stderr.Write(out)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -59,10 +59,10 @@ func startProc(t *testing.T, dir, name, bin string, env []string, args ...string
 	go func() { p.done <- cmd.Wait(); f.Close() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-p.done
+		exit := <-p.done // "signal: killed" unless it had stopped already
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
-			t.Logf("--- %s log ---\n%s", name, tail(string(b), 4000))
+			t.Logf("--- %s log (exit: %v) ---\n%s", name, exit, tail(string(b), 4000))
 		}
 	})
 	return p

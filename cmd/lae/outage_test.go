@@ -89,7 +89,7 @@ func TestIngestSurvivesNATSOutage(t *testing.T) {
 
 	// The outage: SIGKILL, a few seconds down, the same server back on the same store.
 	require.NoError(t, srv.cmd.Process.Kill())
-	<-srv.done
+	t.Logf("nats-server killed: %v", <-srv.done)
 	srv.done <- nil
 	time.Sleep(3 * time.Second) // the outage itself, not a wait for a condition
 	startNATS("nats-server-2")

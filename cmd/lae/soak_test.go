@@ -131,7 +131,7 @@ func TestSoak(t *testing.T) {
 		}
 		if now.After(nextNATS) {
 			require.NoError(t, srv.cmd.Process.Kill())
-			<-srv.done
+			t.Logf("nats-server killed: %v", <-srv.done)
 			srv.done <- nil
 			time.Sleep(5 * time.Second) // the outage itself
 			rep.NATSRestarts++

@@ -44,7 +44,11 @@ func BenchmarkEndToEnd(b *testing.B) {
 			b.Logf("model %s (%s)", path, m.Metadata().Version)
 			var scored atomic.Int64
 			stop := runWorker(b, s.JS, m, Options{BatchSize: bs, Hooks: Hooks{Scored: func(n int) { scored.Add(int64(n)) }}})
-			defer stop()
+			defer func() {
+				if err := stop(); err != nil {
+					b.Error(err)
+				}
+			}()
 
 			rng := rand.New(rand.NewPCG(1, 2))
 			payloads := make([][]byte, 16)

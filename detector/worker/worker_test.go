@@ -372,7 +372,7 @@ func TestWorkerInferenceFailureRedelivers(t *testing.T) {
 	require.NoError(t, broken.Close()) // Predict now fails: "model is closed"
 	var failed atomic.Int64
 	stop := runWorker(t, s.JS, broken, Options{BatchSize: 4, NakDelay: 50 * time.Millisecond, Hooks: Hooks{
-		Failed: func(stage string, k int, err error) {
+		Failed: func(stage string, k int, _ error) {
 			if stage == "inference" {
 				failed.Add(int64(k))
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lae-screening/lae/ingest/source"
+	"github.com/lae-screening/lae/internal/testenv"
 )
 
 // BenchmarkDecode measures decode throughput on the real clips, reported as
@@ -24,7 +25,7 @@ func BenchmarkDecode(b *testing.B) {
 				name = filepath.Base(rel) + "/5fps"
 			}
 			b.Run(name, func(b *testing.B) {
-				path := sharedData(b, rel)
+				path := testenv.SharedData(b, rel)
 				ctx := context.Background()
 				var decoded, sampled uint64
 				var elapsed time.Duration

@@ -18,7 +18,6 @@ import (
 
 	"github.com/lae-screening/lae/ingest/source"
 	"github.com/lae-screening/lae/ingest/testvideo"
-	"github.com/lae-screening/lae/internal/testenv"
 )
 
 // TestMain silences FFmpeg's process-wide log output: the deliberately broken
@@ -27,13 +26,6 @@ import (
 func TestMain(m *testing.M) {
 	astiav.SetLogLevel(astiav.LogLevelFatal)
 	os.Exit(m.Run())
-}
-
-// sharedData returns ../shared/data/rel seen from the repository root, or
-// skips the test when the shared data set is absent.
-func sharedData(tb testing.TB, rel string) string {
-	tb.Helper()
-	return testenv.SharedData(tb, rel)
 }
 
 // decodeAll opens url and collects every frame Next returns until io.EOF.

@@ -4,34 +4,15 @@ import (
 	"context"
 	"errors"
 	"io"
-	"runtime"
-	"runtime/debug"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/lae-screening/lae/internal/memstat"
-
 	"github.com/lae-screening/lae/ingest/source"
+	"github.com/lae-screening/lae/internal/testenv"
 )
-
-// rssBytes reads the process's resident set size.
-func rssBytes(tb testing.TB) int64 {
-	tb.Helper()
-	rss, err := memstat.RSS()
-	if err != nil {
-		tb.Skip(err)
-	}
-	return rss
-}
-
-func settledRSS(tb testing.TB) int64 {
-	runtime.GC()
-	debug.FreeOSMemory()
-	return rssBytes(tb)
-}
 
 // TestNoLeaks opens, decodes and closes the same clip many times: the live
 // Mat count (with -tags matprofile) returns to its starting value and the
@@ -41,7 +22,7 @@ func TestNoLeaks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("leak test decodes the clip dozens of times")
 	}
-	path := sharedData(t, "videos/hamilton_short.mp4")
+	path := testenv.SharedData(t, "videos/hamilton_short.mp4")
 	ctx := context.Background()
 	once := func(i int) {
 		s, err := source.Open(ctx, path, source.Options{SampleFPS: 5, MaxDuration: 3 * time.Second})
@@ -66,22 +47,22 @@ func TestNoLeaks(t *testing.T) {
 		require.Error(t, err)
 	}
 
-	mats0, haveMats := liveMats()
+	mats0, haveMats := testenv.LiveMats()
 	for i := 0; i < 5; i++ { // warm up allocator pools and FFmpeg's static tables
 		once(i)
 	}
-	base := settledRSS(t)
+	base := testenv.SettledRSS(t)
 	const rounds = 40
 	for i := 0; i < rounds; i++ {
 		once(i)
 	}
-	grown := settledRSS(t) - base
+	grown := testenv.SettledRSS(t) - base
 	t.Logf("RSS %d MiB -> growth %+d KiB over %d rounds", base>>20, grown>>10, rounds)
 	// A leaked 640x360 BGR frame is 675 KiB and each round samples 15:
 	// leaking frames would add hundreds of MiB. Allow allocator noise.
 	assert.Less(t, grown, int64(16<<20))
 	if haveMats {
-		mats, _ := liveMats()
+		mats, _ := testenv.LiveMats()
 		assert.Equal(t, mats0, mats, "live gocv Mats")
 	} else {
 		t.Log("live Mat count not checked: run with -tags matprofile")

@@ -288,7 +288,7 @@ func TestPictureGeometryFreesMats(t *testing.T) {
 	} {
 		paths = append(paths, writeClip(t, dir, fmt.Sprintf("c%d.mp4", i), frames, o))
 	}
-	mats0, haveMats := liveMats()
+	mats0, haveMats := testenv.LiveMats()
 	live := source.LiveSources()
 	for _, p := range paths {
 		_, got, _ := decodeAll(t, p, source.Options{MaxFrameSide: 200})
@@ -297,7 +297,7 @@ func TestPictureGeometryFreesMats(t *testing.T) {
 	}
 	assert.Equal(t, live, source.LiveSources())
 	if haveMats {
-		mats, _ := liveMats()
+		mats, _ := testenv.LiveMats()
 		assert.Equal(t, mats0, mats, "live gocv Mats")
 	} else {
 		t.Log("live Mat count not checked: run with -tags matprofile")

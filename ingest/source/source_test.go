@@ -19,6 +19,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/source"
+	"github.com/lae-screening/lae/internal/testenv"
 )
 
 // realClip is one of the shared real videos with the facts SOURCES.md
@@ -38,7 +39,7 @@ var realClips = []realClip{
 func TestRealVideos(t *testing.T) {
 	for _, c := range realClips {
 		t.Run(filepath.Base(c.rel), func(t *testing.T) {
-			path := sharedData(t, c.rel)
+			path := testenv.SharedData(t, c.rel)
 			info, all, stats := decodeAll(t, path, source.Options{})
 			defer closeFrames(all)
 
@@ -124,7 +125,7 @@ func TestRealVideos(t *testing.T) {
 // TestASLClips decodes every sign-language clip: all are full-range
 // yuvj420p Matroska files.
 func TestASLClips(t *testing.T) {
-	dir := sharedData(t, "videos/asl")
+	dir := testenv.SharedData(t, "videos/asl")
 	paths, err := filepath.Glob(filepath.Join(dir, "*.mkv"))
 	require.NoError(t, err)
 	require.NotEmpty(t, paths)
@@ -434,7 +435,7 @@ func TestSampleFPSAboveSourceRate(t *testing.T) {
 }
 
 func TestThreadsOption(t *testing.T) {
-	path := sharedData(t, "videos/hamilton_short.mp4")
+	path := testenv.SharedData(t, "videos/hamilton_short.mp4")
 	var counts []int
 	for _, threads := range []int{1, 2, 0} {
 		_, got, _ := decodeAll(t, path, source.Options{Threads: threads, SampleFPS: 5})

@@ -4,28 +4,14 @@ import (
 	"context"
 	"image"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/lae-screening/lae/internal/memstat"
-
 	"github.com/lae-screening/lae/ingest/testvideo"
+	"github.com/lae-screening/lae/internal/testenv"
 )
-
-func rssBytes(t *testing.T) int64 {
-	t.Helper()
-	runtime.GC()
-	debug.FreeOSMemory()
-	rss, err := memstat.RSS()
-	if err != nil {
-		t.Skip(err)
-	}
-	return rss
-}
 
 // TestWriteNoLeaks generates and encodes clips repeatedly: encoder, muxer,
 // scaler, frames and Mats are all freed (Mat count with -tags matprofile).
@@ -45,22 +31,22 @@ func TestWriteNoLeaks(t *testing.T) {
 		require.Error(t, testvideo.Write(context.Background(), filepath.Join(dir, "no/such/dir.mp4"), frames, 10))
 		testvideo.CloseFrames(frames)
 	}
-	mats0, haveMats := liveMats()
+	mats0, haveMats := testenv.LiveMats()
 	for i := 0; i < 10; i++ { // x264 threads grow malloc arenas to a plateau first
 		once()
 	}
-	base := rssBytes(t)
+	base := testenv.SettledRSS(t)
 	const rounds = 30
 	for i := 0; i < rounds; i++ {
 		once()
 	}
-	grown := rssBytes(t) - base
+	grown := testenv.SettledRSS(t) - base
 	t.Logf("RSS %d MiB -> growth %+d KiB over %d rounds", base>>20, grown>>10, rounds)
 	// A leaked x264 encoder holds ~10 MiB (300 MiB over the rounds);
 	// malloc arena noise from x264's threads stays under ~30 MiB.
 	assert.Less(t, grown, int64(48<<20))
 	if haveMats {
-		mats, _ := liveMats()
+		mats, _ := testenv.LiveMats()
 		assert.Equal(t, mats0, mats, "live gocv Mats")
 	}
 }

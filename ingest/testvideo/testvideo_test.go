@@ -21,12 +21,6 @@ import (
 
 const lbpCascade = "/usr/share/opencv4/lbpcascades/lbpcascade_frontalface_improved.xml"
 
-// sharedData is ../shared/data seen from the repository root.
-func sharedData(t testing.TB, rel string) string {
-	t.Helper()
-	return testenv.SharedData(t, rel)
-}
-
 // decodeAll reads every frame of path back with the project's decoder.
 func decodeAll(t *testing.T, path string) (source.Info, []source.Frame, source.Stats) {
 	t.Helper()
@@ -240,7 +234,7 @@ func onFace(d, f image.Rectangle) bool {
 }
 
 func TestFaceVideoWithRealFaces(t *testing.T) {
-	dir := sharedData(t, "faces/lfw")
+	dir := testenv.SharedData(t, "faces/lfw")
 	faces, fromPhotos := testvideo.FacesOrSynthetic(dir, 2, 100, 1)
 	defer testvideo.CloseFrames(faces)
 	require.True(t, fromPhotos)

@@ -13,6 +13,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/lae-screening/lae/ingest/testvideo"
+	"github.com/lae-screening/lae/internal/testenv"
 )
 
 // storedFacts is what the file says about its first stream, read with astiav alone: coded
@@ -89,7 +90,7 @@ func TestWriteWithStoresAsAPhone(t *testing.T) {
 func TestWriteWithRejects(t *testing.T) {
 	frame := gocv.NewMatWithSize(240, 320, gocv.MatTypeCV8UC3)
 	defer frame.Close()
-	mats0, haveMats := liveMats()
+	mats0, haveMats := testenv.LiveMats()
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		o    testvideo.WriteOptions
@@ -107,7 +108,7 @@ func TestWriteWithRejects(t *testing.T) {
 		assert.Contains(t, err.Error(), tc.want)
 	}
 	if haveMats {
-		mats, _ := liveMats()
+		mats, _ := testenv.LiveMats()
 		assert.Equal(t, mats0, mats, "live gocv Mats")
 	}
 }

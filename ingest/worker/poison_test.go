@@ -17,8 +17,7 @@ import (
 
 	"github.com/lae-screening/lae/aggregator/service"
 	"github.com/lae-screening/lae/ingest/submit"
-	"github.com/lae-screening/lae/ingest/testvideo"
-	"github.com/lae-screening/lae/internal/natsembed"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -33,14 +32,9 @@ func TestPoisonSubmissionGetsFinalErrorVerdict(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	face := testvideo.SyntheticFace(160, 1)
-	defer face.Close()
-	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 320, Height: 240, Frames: 10, Background: testvideo.Noise,
-		Faces: []testvideo.Placement{{Face: face, Size: 150, From: image.Pt(80, 40), To: image.Pt(80, 40)}}})
-	require.NoError(t, err)
 	video := filepath.Join(t.TempDir(), "a.mp4")
-	require.NoError(t, testvideo.Write(ctx, video, mats, 10))
-	testvideo.CloseFrames(mats)
+	testenv.WriteClip(t, video, testenv.Clip{Width: 320, Height: 240, Frames: 10, FPS: 10,
+		Size: 150, From: image.Pt(80, 40), To: image.Pt(80, 40), Face: testenv.Drawn, DrawnRes: 160, Seed: 1})
 
 	tests := []struct {
 		name string
@@ -54,10 +48,7 @@ func TestPoisonSubmissionGetsFinalErrorVerdict(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, err := natsembed.Start(ctx, natsembed.Options{Retention: laev1.Retention{Memory: true}})
-			require.NoError(t, err)
-			defer srv.Close()
-			js := srv.JS
+			js := testenv.StartNATS(t).JS
 			actx, stopAgg := context.WithCancel(ctx)
 			aggDone := make(chan error, 1)
 			go func() {

@@ -15,26 +15,18 @@ import (
 
 	"github.com/lae-screening/lae/ingest/pipeline"
 	"github.com/lae-screening/lae/ingest/submit"
-	"github.com/lae-screening/lae/ingest/testvideo"
-	"github.com/lae-screening/lae/internal/natsembed"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
 func TestWorkerIngestsEachSubmissionOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := natsembed.Start(ctx, natsembed.Options{Retention: laev1.Retention{Memory: true}})
-	require.NoError(t, err)
-	defer srv.Close()
+	srv := testenv.StartNATS(t)
 
-	face := testvideo.SyntheticFace(160, 1)
-	defer face.Close()
-	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{Width: 320, Height: 240, Frames: 10, Background: testvideo.Noise,
-		Faces: []testvideo.Placement{{Face: face, Size: 150, From: image.Pt(80, 40), To: image.Pt(80, 40)}}})
-	require.NoError(t, err)
 	video := filepath.Join(t.TempDir(), "a.mp4")
-	require.NoError(t, testvideo.Write(ctx, video, mats, 10))
-	testvideo.CloseFrames(mats)
+	testenv.WriteClip(t, video, testenv.Clip{Width: 320, Height: 240, Frames: 10, FPS: 10,
+		Size: 150, From: image.Pt(80, 40), To: image.Pt(80, 40), Face: testenv.Drawn, DrawnRes: 160, Seed: 1})
 
 	fps := 0.0
 	reqs := []laev1.SubmitRequest{
@@ -46,7 +38,7 @@ func TestWorkerIngestsEachSubmissionOnce(t *testing.T) {
 		require.NoError(t, submit.Enqueue(ctx, srv.JS, &reqs[i]))
 	}
 	// A malformed work item (not JSON) must be terminated, not retried forever.
-	_, err = srv.JS.Publish(ctx, laev1.SubjectIngestWork, []byte("garbage"))
+	_, err := srv.JS.Publish(ctx, laev1.SubjectIngestWork, []byte("garbage"))
 	require.NoError(t, err)
 
 	// Two ingest processes share the work queue: each video is taken by exactly one. Both

@@ -17,10 +17,8 @@ import (
 	"github.com/asticode/go-astiav"
 	"github.com/stretchr/testify/require"
 
-	"github.com/lae-screening/lae/internal/testenv"
-
-	"github.com/lae-screening/lae/ingest/testvideo"
 	"github.com/lae-screening/lae/internal/config"
+	"github.com/lae-screening/lae/internal/testenv"
 )
 
 // TestMain silences FFmpeg's process-wide logging (encoder statistics).
@@ -29,25 +27,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// repoRoot is the module root, found from this file's location.
-func repoRoot() string { return testenv.RepoRoot() }
-
-// testModel is the shipped model when it is committed, else the tiny runtime fixture: these
-// tests check the serving paths, not the model's accuracy.
-func testModel(t testing.TB) string {
-	shipped := filepath.Join(repoRoot(), "detector", "models", "lae-v2.onnx")
-	if _, err := os.Stat(shipped); err == nil {
-		return shipped
-	}
-	t.Log("detector/models/lae-v2.onnx not committed yet: using the runtime fixture detector/testdata/tiny.onnx")
-	return filepath.Join(repoRoot(), "detector", "testdata", "tiny.onnx")
-}
-
 // startServer starts a server on free ports with a memory-backed JetStream.
 func startServer(t testing.TB, mod func(*Options)) *Server {
 	t.Helper()
 	c := config.ForCommand("serve")
-	c.NATS.ListenPort, c.HTTP.Addr, c.Store, c.Detector.Model = -1, "127.0.0.1:0", t.TempDir(), testModel(t)
+	c.NATS.ListenPort, c.HTTP.Addr, c.Store, c.Detector.Model = -1, "127.0.0.1:0", t.TempDir(), testenv.ServingModel(t)
 	c.Retention.Memory, c.Aggregator.RollingEvery, c.ShutdownTimeout = true, 500*time.Millisecond, 10*time.Second
 	o := Options{Config: c}
 	if mod != nil {
@@ -63,20 +47,14 @@ func startServer(t testing.TB, mod func(*Options)) *Server {
 	return s
 }
 
-// faceVideo writes a short clip with one synthetic face drifting over a noisy background.
+// faceVideo writes a 640x360, 25 fps clip of frames frames: one drawn face 240 pixels wide
+// drifting from (120,50) to (220,70) over a noisy background.
 func faceVideo(t testing.TB, dir, name string, frames int) string {
 	t.Helper()
-	face := testvideo.SyntheticFace(200, 7)
-	defer face.Close()
-	mats, _, err := testvideo.FaceVideo(testvideo.VideoSpec{
-		Width: 640, Height: 360, Frames: frames, Background: testvideo.Noise,
-		BackgroundColor: color.RGBA{90, 110, 100, 0},
-		Faces:           []testvideo.Placement{{Face: face, Size: 240, From: image.Pt(120, 50), To: image.Pt(220, 70)}},
-	})
-	require.NoError(t, err)
-	defer testvideo.CloseFrames(mats)
 	p := filepath.Join(dir, name)
-	require.NoError(t, testvideo.Write(context.Background(), p, mats, 25))
+	testenv.WriteClip(t, p, testenv.Clip{Width: 640, Height: 360, Frames: frames, FPS: 25,
+		Tint: color.RGBA{90, 110, 100, 0}, Size: 240, From: image.Pt(120, 50), To: image.Pt(220, 70),
+		Face: testenv.Drawn, DrawnRes: 200, Seed: 7})
 	return p
 }
 

@@ -1,8 +1,0 @@
-//go:build matprofile
-
-package testvideo_test
-
-import "gocv.io/x/gocv"
-
-// liveMats is the number of gocv Mats not yet closed (build tag matprofile).
-func liveMats() (int, bool) { return gocv.MatProfile.Count(), true }
