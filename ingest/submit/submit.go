@@ -24,10 +24,32 @@ import (
 // QueueGroup is the queue group of the submit responders.
 const QueueGroup = "lae-submit"
 
+// Limits on a request's fields: a submission is a few hundred bytes; anything far larger is
+// a mistake or an attempt to make the server store and echo it.
+const (
+	MaxURLBytes       = 4096
+	MaxReferenceBytes = 256
+	MaxPriority       = 1000
+)
+
+// ErrVideoIDTaken refuses a caller-chosen video id that is already in use: queued, being
+// ingested, or with a verdict. Reusing it would mix two videos' crops under one id and replace
+// the first one's verdict.
+var ErrVideoIDTaken = errors.New("video id already in use")
+
 // Validate checks a request and fills in the video id; it returns a user-facing error.
 func Validate(req *laev1.SubmitRequest) error {
 	if req.URL == "" {
 		return errors.New("url is required")
+	}
+	if len(req.URL) > MaxURLBytes {
+		return fmt.Errorf("url of %d bytes: at most %d", len(req.URL), MaxURLBytes)
+	}
+	if len(req.Reference) > MaxReferenceBytes {
+		return fmt.Errorf("reference of %d bytes: at most %d", len(req.Reference), MaxReferenceBytes)
+	}
+	if req.Priority < -MaxPriority || req.Priority > MaxPriority {
+		return fmt.Errorf("priority %d out of range [%d, %d]", req.Priority, -MaxPriority, MaxPriority)
 	}
 	if err := source.ValidateURL(req.URL); err != nil {
 		return err
@@ -71,18 +93,57 @@ func Admit(ctx context.Context, req *laev1.SubmitRequest, p *source.Policy) erro
 	return p.Check(ctx, req.URL)
 }
 
-// Enqueue validates req and queues it for ingest. Submitting the same video id twice within
-// the de-duplication window queues it once.
+// Enqueue validates req and queues it for ingest. A video id chosen by the caller must be new:
+// one already queued, ingested or judged is refused with ErrVideoIDTaken (the server's own ids
+// are random and never collide).
 func Enqueue(ctx context.Context, js jetstream.JetStream, req *laev1.SubmitRequest) error {
+	chosen := req.VideoID != ""
 	if err := Validate(req); err != nil {
 		return err
+	}
+	if chosen {
+		if err := CheckUnused(ctx, js, req.VideoID); err != nil {
+			return err
+		}
 	}
 	b, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("encode submission: %w", err)
 	}
-	if _, err := js.Publish(ctx, laev1.SubjectIngestWork, b, jetstream.WithMsgID("submit/"+req.VideoID)); err != nil {
+	ack, err := js.Publish(ctx, laev1.SubjectIngestWork, b, jetstream.WithMsgID("submit/"+req.VideoID))
+	if err != nil {
 		return fmt.Errorf("queue %s: %w", req.VideoID, err)
+	}
+	if ack.Duplicate {
+		// Queued moments ago by someone else, within the de-duplication window.
+		return fmt.Errorf("%w: %s", ErrVideoIDTaken, req.VideoID)
+	}
+	return nil
+}
+
+// CheckUnused refuses, with ErrVideoIDTaken, a video id with any trace: a verdict, a
+// published crop, an end-of-stream. Enqueue runs it for caller-chosen ids; a caller that
+// records the submission before queueing it runs it first.
+func CheckUnused(ctx context.Context, js jetstream.JetStream, id string) error {
+	kv, err := js.KeyValue(ctx, laev1.BucketVerdicts)
+	if err != nil {
+		return fmt.Errorf("check video id %s: %w", id, err)
+	}
+	if _, err := kv.Get(ctx, id); err == nil {
+		return fmt.Errorf("%w: %s", ErrVideoIDTaken, id)
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("check video id %s: %w", id, err)
+	}
+	for _, c := range [][2]string{{laev1.StreamFaces, laev1.FacesSubject(id)}, {laev1.StreamScores, laev1.EOSSubject(id)}} {
+		st, err := js.Stream(ctx, c[0])
+		if err != nil {
+			return fmt.Errorf("check video id %s: %w", id, err)
+		}
+		if _, err := st.GetLastMsgForSubject(ctx, c[1]); err == nil {
+			return fmt.Errorf("%w: %s", ErrVideoIDTaken, id)
+		} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("check video id %s: %w", id, err)
+		}
 	}
 	return nil
 }

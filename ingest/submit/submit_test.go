@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,13 +47,18 @@ func TestSubmitRequestReply(t *testing.T) {
 		{name: "unknown scheme", req: laev1.SubmitRequest{URL: "gopher://x"}, err: "unsupported URL scheme"},
 		{name: "bad id", req: laev1.SubmitRequest{URL: "a.mp4", VideoID: "a.b"}, err: "invalid video id"},
 		{name: "negative fps", req: laev1.SubmitRequest{URL: "a.mp4", SampleFPS: ptr(-1.0)}, err: "sample_fps"},
+		{name: "huge url", req: laev1.SubmitRequest{URL: "https://x/" + strings.Repeat("a", MaxURLBytes)}, err: "url of"},
+		{name: "huge reference", req: laev1.SubmitRequest{URL: "a.mp4", Reference: strings.Repeat("r", 900<<10)}, err: "reference of"},
+		{name: "priority", req: laev1.SubmitRequest{URL: "a.mp4", Priority: 1 << 30}, err: "priority"},
 	}
 	accepted := 1 // the warm-up
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			reply, err := Request(ctx, srv.NC, tc.req)
 			require.NoError(t, err)
-			require.Equal(t, tc.req.Reference, reply.Reference)
+			if len(tc.req.Reference) <= MaxReferenceBytes {
+				require.Equal(t, tc.req.Reference, reply.Reference)
+			}
 			if tc.err != "" {
 				require.Contains(t, reply.Error, tc.err)
 				require.Empty(t, reply.VideoID)
@@ -73,9 +79,20 @@ func TestSubmitRequestReply(t *testing.T) {
 	require.NoError(t, json.Unmarshal(msg.Data, &reply))
 	require.Contains(t, reply.Error, "malformed submit request")
 
-	// Re-submitting a video id is de-duplicated by the work queue.
-	_, err = Request(ctx, srv.NC, laev1.SubmitRequest{URL: "https://x/y.m3u8", VideoID: "my-video_1"})
+	// A video id in use is refused, never queued again: queued moments ago, with crops
+	// archived, or with a verdict.
+	_, err = srv.JS.Publish(ctx, laev1.FacesSubject("ingested-1"), []byte("crop"))
 	require.NoError(t, err)
+	kv, err := srv.JS.KeyValue(ctx, laev1.BucketVerdicts)
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "judged-1", []byte(`{"final":true}`))
+	require.NoError(t, err)
+	for _, id := range []string{"my-video_1", "ingested-1", "judged-1"} {
+		reply, err := Request(ctx, srv.NC, laev1.SubmitRequest{URL: "https://x/other.mp4", VideoID: id})
+		require.NoError(t, err)
+		require.Contains(t, reply.Error, "video id already in use", id)
+		require.Empty(t, reply.VideoID)
+	}
 	st, err := srv.JS.Stream(ctx, laev1.StreamIngest)
 	require.NoError(t, err)
 	info, err := st.Info(ctx)

@@ -126,12 +126,19 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	// A caller-chosen id must be new, checked before the tracker records it (it would
+	// otherwise replace the scan that owns the id).
+	if err := submit.CheckUnused(ctx, s.js, req.VideoID); err != nil {
+		s.dropUpload(name, req.VideoID)
+		httpError(w, submitStatus(err), err.Error())
+		return
+	}
 	// Tracked before it is queued, so the scan never appears without its upload's name.
 	s.tracker.submitted(req, name)
 	if err := submit.Enqueue(ctx, s.js, &req); err != nil {
 		s.dropUpload(name, req.VideoID)
 		s.log.Warn("queue submission", zap.String("video_id", req.VideoID), zap.Error(err))
-		httpError(w, http.StatusServiceUnavailable, err.Error())
+		httpError(w, submitStatus(err), err.Error())
 		return
 	}
 	s.log.Info("submission queued", zap.String("video_id", req.VideoID), zap.String("url", req.URL), zap.String("upload", name))
@@ -155,6 +162,15 @@ func isLocal(u string) bool {
 
 // unsafeName matches what an uploaded file's stored name may not contain.
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// submitStatus is the HTTP status of a failed queueing: a conflict for an id in use, else the
+// queue is unavailable.
+func submitStatus(err error) int {
+	if errors.Is(err, submit.ErrVideoIDTaken) {
+		return http.StatusConflict
+	}
+	return http.StatusServiceUnavailable
+}
 
 // receiveUpload streams a multipart upload into <uploads>/<video id>/<name> and returns the
 // submission for it. Fields before or after the file are accepted.

@@ -344,4 +344,11 @@ func TestLocalPathsWhenAllowed(t *testing.T) {
 	code, rep, _ := get(t, baseURL(s)+"/api/scans/"+sub.VideoID+"/report")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, string(rep), `id="error"`)
+
+	// Its id is taken now: a submission naming it is refused, and the scan keeps its verdict.
+	code, body = postJSON(t, baseURL(s)+"/api/scans", laev1.SubmitRequest{URL: filepath.Join(t.TempDir(), "other.mp4"), VideoID: sub.VideoID})
+	require.Equal(t, http.StatusConflict, code, "%s", body)
+	require.Contains(t, string(body), "video id already in use")
+	again := waitDone(t, s, sub.VideoID, time.Minute)
+	require.Equal(t, got.Verdict.CreatedAt, again.Verdict.CreatedAt, "the verdict is untouched")
 }
