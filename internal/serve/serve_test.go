@@ -350,5 +350,5 @@ func TestLocalPathsWhenAllowed(t *testing.T) {
 	require.Equal(t, http.StatusConflict, code, "%s", body)
 	require.Contains(t, string(body), "video id already in use")
 	again := waitDone(t, s, sub.VideoID, time.Minute)
-	require.Equal(t, got.Verdict.CreatedAt, again.Verdict.CreatedAt, "the verdict is untouched")
+	require.Equal(t, got.CreatedAt, again.CreatedAt, "the verdict is untouched")
 }
