@@ -77,12 +77,6 @@ An aggregator must be running on the same NATS.`,
 	if err := cfg.ValidateDetector(); err != nil {
 		return err
 	}
-	d := cfg.Detector
-	m, err := core.LoadModel(d)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
 	nc, err := connect(cfg, "lae-rescore")
 	if err != nil {
 		return err
@@ -93,7 +87,7 @@ An aggregator must be running on the same NATS.`,
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	failed, changed := 0, 0
-	results, err := rescore.Run(ctx, js, m, rescore.Options{
+	results, err := core.Rescore(ctx, js, cfg.Detector, rescore.Options{
 		Selection: sel,
 		Progress: func(done, total int, r rescore.Result) {
 			line := toLine(r)

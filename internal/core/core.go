@@ -35,6 +35,7 @@ import (
 	"github.com/lae-screening/lae/internal/metrics"
 	"github.com/lae-screening/lae/internal/natsembed"
 	"github.com/lae-screening/lae/internal/ops"
+	"github.com/lae-screening/lae/internal/rescore"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -504,4 +505,18 @@ func (s *Stack) drain(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// Rescore scores the archived crops of the selected videos again with the configured model
+// (`lae rescore`): the detector stage runs over one consumer per video, wired here like
+// every other stage.
+func Rescore(ctx context.Context, js jetstream.JetStream, d config.Detector, o rescore.Options) ([]rescore.Result, error) {
+	m, err := LoadModel(d)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = m.Close() }()
+	return rescore.Run(ctx, js, func(ctx context.Context, wo worker.Options) error {
+		return worker.Run(ctx, js, m, wo)
+	}, o)
 }

@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/lae-screening/lae/detector/model"
 	"github.com/lae-screening/lae/detector/worker"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -39,6 +38,11 @@ type Options struct {
 	Logger   *zap.Logger
 	Worker   worker.Options
 }
+
+// Detect runs the detector stage over one consumer until ctx ends (worker.Run with the
+// current model, bound by the caller: internal/core wires the stages, this package only
+// drives them video by video).
+type Detect func(ctx context.Context, o worker.Options) error
 
 // Result is the outcome for one video.
 type Result struct {
@@ -110,7 +114,7 @@ func latest(ctx context.Context, kv jetstream.KeyValue, id string) (*laev1.Verdi
 }
 
 // Run rescores the selected videos one after another with m.
-func Run(ctx context.Context, js jetstream.JetStream, m *model.Model, o Options) ([]Result, error) {
+func Run(ctx context.Context, js jetstream.JetStream, detect Detect, o Options) ([]Result, error) {
 	if o.VerdictTimeout == 0 {
 		o.VerdictTimeout = 2 * time.Minute
 	}
@@ -127,7 +131,7 @@ func Run(ctx context.Context, js jetstream.JetStream, m *model.Model, o Options)
 	}
 	results := make([]Result, 0, len(ids))
 	for i, id := range ids {
-		r := one(ctx, js, kv, m, id, o)
+		r := one(ctx, js, kv, detect, id, o)
 		if ctx.Err() != nil {
 			return results, ctx.Err()
 		}
@@ -139,7 +143,7 @@ func Run(ctx context.Context, js jetstream.JetStream, m *model.Model, o Options)
 	return results, nil
 }
 
-func one(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, m *model.Model, id string, o Options) Result {
+func one(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, detect Detect, id string, o Options) Result {
 	res := Result{VideoID: id}
 	old, err := latest(ctx, kv, id)
 	if err != nil {
@@ -204,7 +208,7 @@ func one(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, m *
 	var werr error
 	go func() {
 		defer close(finished)
-		werr = worker.Run(wctx, js, m, wo)
+		werr = detect(wctx, wo)
 	}()
 	err = waitConsumed(ctx, cons, finished)
 	stop()

@@ -43,9 +43,6 @@ func TestRescoreSelections(t *testing.T) {
 		require.NotZero(t, v.Faces)
 		first = append(first, v)
 	}
-	m, err := core.LoadModel(c.Detector)
-	require.NoError(t, err)
-	defer m.Close()
 	js := sc.JS
 
 	ids, err := rescore.Select(ctx, js, rescore.Selection{Since: time.Now().Add(time.Hour)})
@@ -57,7 +54,7 @@ func TestRescoreSelections(t *testing.T) {
 	_, err = rescore.Select(ctx, js, rescore.Selection{VideoIDs: []string{"bad.id"}})
 	require.ErrorContains(t, err, "invalid video id")
 
-	res, err := rescore.Run(ctx, js, m, rescore.Options{Selection: rescore.Selection{VideoIDs: []string{first[0].VideoID}}})
+	res, err := core.Rescore(ctx, js, c.Detector, rescore.Options{Selection: rescore.Selection{VideoIDs: []string{first[0].VideoID}}})
 	require.NoError(t, err)
 	require.Len(t, res, 1)
 	require.NoError(t, res[0].Err)
@@ -67,7 +64,7 @@ func TestRescoreSelections(t *testing.T) {
 	require.Equal(t, first[0].Faces, res[0].Crops)
 
 	var progress []int
-	res, err = rescore.Run(ctx, js, m, rescore.Options{Progress: func(done, _ int, _ rescore.Result) { progress = append(progress, done) }})
+	res, err = core.Rescore(ctx, js, c.Detector, rescore.Options{Progress: func(done, _ int, _ rescore.Result) { progress = append(progress, done) }})
 	require.NoError(t, err)
 	require.Len(t, res, 2)
 	require.Equal(t, []int{1, 2}, progress)
