@@ -7,17 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -35,23 +32,10 @@ func TestLateScoreKeepsFinalVerdict(t *testing.T) {
 		t.Skip("multi-process test skipped in -short mode")
 	}
 	dir := t.TempDir()
-	natsBin := natsServerBin(t)
-	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	conf, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "nats", "nats-server.conf"))
+	srv := newNATSProc(t, dir, "lae-late", true)
+	url := srv.URL
+	nc, err := srv.connect("admin")
 	require.NoError(t, err)
-	confPath := filepath.Join(dir, "nats-server.conf")
-	require.NoError(t, os.WriteFile(confPath, []byte(strings.ReplaceAll(string(conf), "/data/jetstream", filepath.Join(dir, "js"))), 0o644))
-	natsEnv := []string{"SERVER_NAME=lae-late", "LAE_SYS_PASSWORD=sys", "LAE_ADMIN_PASSWORD=pw-admin"}
-	for _, role := range []string{"client", "ingest", "detector", "aggregator", "rescore"} {
-		natsEnv = append(natsEnv, "LAE_"+strings.ToUpper(role)+"_PASSWORD=pw-"+role)
-	}
-	startProc(t, dir, "nats-server", natsBin, natsEnv, "-c", confPath, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-m", "0")
-	var nc *nats.Conn
-	require.Eventually(t, func() bool {
-		nc, err = nats.Connect(url, nats.UserInfo("admin", "pw-admin"))
-		return err == nil
-	}, 30*time.Second, 50*time.Millisecond, "nats-server accepts connections")
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
@@ -63,16 +47,7 @@ func TestLateScoreKeepsFinalVerdict(t *testing.T) {
 	// at the aggregator's next tick.
 	env := []string{"LAE_NATS_URLS=" + url, "LAE_NATS_USER=aggregator", "LAE_NATS_PASSWORD=pw-aggregator",
 		"LAE_LOG_LEVEL=debug", "LAE_AGGREGATOR_ROLLING_EVERY=1s"}
-	aggregate := func(name string) *proc {
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		p := startProc(t, dir, name, laeBin, env, "aggregate", "--http", addr)
-		p.http = addr
-		require.Eventually(t, func() bool {
-			_, code, err := httpGet("http://" + p.http + "/readyz")
-			return err == nil && code == 200
-		}, 60*time.Second, 100*time.Millisecond, "%s ready", name)
-		return p
-	}
+	aggregate := func(name string) *proc { return startRole(t, dir, name, env, "aggregate") }
 	first := aggregate("aggregate-1")
 
 	const id = "late-mp"

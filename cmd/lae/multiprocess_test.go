@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -122,34 +121,10 @@ func TestMultiProcess(t *testing.T) {
 		t.Skip("multi-process test skipped in -short mode")
 	}
 	dir := t.TempDir()
-	natsBin := natsServerBin(t)
-	natsPort := freePort(t)
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	// The deployment's own server config: JetStream, the LAE account, a user per role with
 	// only the subjects it needs. Every process below connects as its role.
-	conf, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "nats", "nats-server.conf"))
-	require.NoError(t, err)
-	confPath := filepath.Join(dir, "nats-server.conf")
-	require.NoError(t, os.WriteFile(confPath, []byte(strings.ReplaceAll(string(conf), "/data/jetstream", filepath.Join(dir, "js"))), 0o644))
-	natsEnv := []string{"SERVER_NAME=lae-test", "LAE_SYS_PASSWORD=sys"}
-	for _, role := range []string{"admin", "client", "ingest", "detector", "aggregator", "rescore"} {
-		natsEnv = append(natsEnv, "LAE_"+strings.ToUpper(role)+"_PASSWORD=pw-"+role)
-	}
-	startProc(t, dir, "nats-server", natsBin, natsEnv, "-c", confPath, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-m", "0")
-	// asUser writes a client config for one of the server's users.
-	asUser := func(user string) string {
-		p := filepath.Join(dir, user+".yaml")
-		require.NoError(t, os.WriteFile(p, []byte(fmt.Sprintf("nats:\n  urls: [%s]\n  user: %s\n  password: pw-%s\n", natsURL, user, user)), 0o644))
-		return p
-	}
-	require.Eventually(t, func() bool {
-		nc, err := nats.Connect(natsURL, nats.UserInfo("client", "pw-client"))
-		if err != nil {
-			return false
-		}
-		nc.Close()
-		return true
-	}, 30*time.Second, 50*time.Millisecond, "nats-server accepts connections")
+	srv := newNATSProc(t, dir, "lae-test", true)
+	natsURL, asUser := srv.URL, srv.asUser
 
 	// The operator provisions once; the roles' users may only look the streams up.
 	_, stderr, code := runLae(t, time.Minute, "provision", "--config", asUser("admin"))
@@ -157,12 +132,15 @@ func TestMultiProcess(t *testing.T) {
 	// denied runs one management call as user on a connection of its own (a permissions
 	// violation is reported on the connection, not only to the call) and requires a refusal.
 	denied := func(user, what string, call func(ctx context.Context, js jetstream.JetStream) error) {
-		nc, err := nats.Connect(natsURL, nats.UserInfo(user, "pw-"+user))
+		nc, err := srv.connect(user)
 		require.NoError(t, err)
 		defer nc.Close()
 		js, err := jetstream.New(nc)
 		require.NoError(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// A refused API call gets no reply: the server reports the violation to the
+		// connection and the call times out, so the bound is short (the allowed calls the
+		// roles make below are answered in milliseconds).
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		require.Error(t, call(ctx, js), "%s must not %s", user, what)
 	}
@@ -193,17 +171,8 @@ func TestMultiProcess(t *testing.T) {
 	users := map[string]string{"ingest": "ingest", "detect-1": "detector", "detect-2": "detector", "aggregate": "aggregator"}
 	procs := map[string]*proc{}
 	for name, args := range roles {
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		roleEnv := append([]string{"LAE_NATS_USER=" + users[name], "LAE_NATS_PASSWORD=pw-" + users[name]}, env...)
-		p := startProc(t, dir, name, laeBin, roleEnv, append(args, "--http", addr)...)
-		p.http = addr
-		procs[name] = p
-	}
-	for name, p := range procs {
-		require.Eventually(t, func() bool {
-			_, code, err := httpGet("http://" + p.http + "/readyz")
-			return err == nil && code == 200
-		}, 60*time.Second, 100*time.Millisecond, "%s ready", name)
+		procs[name] = startRole(t, dir, name, roleEnv, args...)
 	}
 
 	// Three different clips: one face each, different faces and motion.
@@ -244,7 +213,7 @@ func TestMultiProcess(t *testing.T) {
 	}
 	require.Len(t, verdicts, 3, "every submitted video got a final verdict")
 
-	nc, err := nats.Connect(natsURL, nats.UserInfo("rescore", "pw-rescore"))
+	nc, err := srv.connect("rescore")
 	require.NoError(t, err)
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -2,16 +2,13 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	laev1 "github.com/lae-screening/lae/schemas/v1"
@@ -37,38 +34,16 @@ func TestIngestSurvivesNATSOutage(t *testing.T) {
 		t.Skip("multi-process test skipped in -short mode")
 	}
 	dir := t.TempDir()
-	natsBin := natsServerBin(t)
-	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	startNATS := func(name string) *proc {
-		p := startProc(t, dir, name, natsBin, nil, "-js", "-sd", filepath.Join(dir, "js"), "-n", "lae-outage",
-			"-a", "127.0.0.1", "-p", strconv.Itoa(port))
-		require.Eventually(t, func() bool {
-			nc, err := nats.Connect(url)
-			if err != nil {
-				return false
-			}
-			nc.Close()
-			return true
-		}, 30*time.Second, 50*time.Millisecond, "nats-server accepts connections")
-		return p
-	}
-	srv := startNATS("nats-server")
-
+	srv := newNATSProc(t, dir, "lae-outage", false)
+	url := srv.URL
 	env := []string{"LAE_NATS_URLS=" + url, "LAE_LOG_LEVEL=debug", "LAE_DETECTOR_BATCH_SIZE=8"}
 	procs := map[string]*proc{}
 	for _, role := range []string{"ingest", "detect", "aggregate"} {
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		p := startProc(t, dir, role, laeBin, env, role, "--http", addr)
-		p.http = addr
-		procs[role] = p
+		procs[role] = startRole(t, dir, role, env, role)
 	}
 	ready := func(p *proc) bool {
 		_, code, err := httpGet("http://" + p.http + "/readyz")
 		return err == nil && code == 200
-	}
-	for name, p := range procs {
-		require.Eventually(t, func() bool { return ready(p) }, 60*time.Second, 100*time.Millisecond, "%s ready", name)
 	}
 
 	long := filepath.Join(dir, "long.mp4")
@@ -88,11 +63,9 @@ func TestIngestSurvivesNATSOutage(t *testing.T) {
 	}, time.Minute, 20*time.Millisecond, "ingest started")
 
 	// The outage: SIGKILL, a few seconds down, the same server back on the same store.
-	require.NoError(t, srv.cmd.Process.Kill())
-	t.Logf("nats-server killed: %v", <-srv.done)
-	srv.done <- nil
+	srv.kill()
 	time.Sleep(3 * time.Second) // the outage itself, not a wait for a condition
-	startNATS("nats-server-2")
+	srv.start()
 
 	final := func(id string) laev1.Verdict {
 		out, stderr, code := runLae(t, 4*time.Minute, "watch", "--nats", url, "--json", "--timeout", "3m", id)

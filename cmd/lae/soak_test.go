@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	laev1 "github.com/lae-screening/lae/schemas/v1"
@@ -57,33 +56,10 @@ func TestSoak(t *testing.T) {
 		t.Skip("soak test: set LAE_SOAK=5m (go tool -modfile=tools/go.mod task soak)")
 	}
 	dir := t.TempDir()
-	natsBin := natsServerBin(t)
-	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	startNATS := func(n int) *proc {
-		p := startProc(t, dir, fmt.Sprintf("nats-server-%d", n), natsBin, nil, "-js", "-sd", filepath.Join(dir, "js"),
-			"-n", "lae-soak", "-a", "127.0.0.1", "-p", strconv.Itoa(port))
-		require.Eventually(t, func() bool {
-			nc, err := nats.Connect(url)
-			if err == nil {
-				nc.Close()
-			}
-			return err == nil
-		}, 30*time.Second, 50*time.Millisecond, "nats-server accepts connections")
-		return p
-	}
-	srv := startNATS(0)
+	srv := newNATSProc(t, dir, "lae-soak", false)
+	url := srv.URL
 	env := []string{"LAE_NATS_URLS=" + url, "LAE_LOG_LEVEL=info", "LAE_DETECTOR_BATCH_SIZE=8"}
-	start := func(name, role string) *proc {
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		p := startProc(t, dir, name, laeBin, env, role, "--http", addr)
-		p.http = addr
-		require.Eventually(t, func() bool {
-			_, code, err := httpGet("http://" + p.http + "/readyz")
-			return err == nil && code == 200
-		}, time.Minute, 100*time.Millisecond, "%s ready", name)
-		return p
-	}
+	start := func(name, role string) *proc { return startRole(t, dir, name, env, role) }
 	ingest, agg := start("ingest", "ingest"), start("aggregate", "aggregate")
 	steady := start("detect-a", "detect")
 	victim := start("detect-b-0", "detect")
@@ -130,12 +106,10 @@ func TestSoak(t *testing.T) {
 			nextKill = now.Add(40 * time.Second)
 		}
 		if now.After(nextNATS) {
-			require.NoError(t, srv.cmd.Process.Kill())
-			t.Logf("nats-server killed: %v", <-srv.done)
-			srv.done <- nil
+			srv.kill()
 			time.Sleep(5 * time.Second) // the outage itself
 			rep.NATSRestarts++
-			srv = startNATS(rep.NATSRestarts)
+			srv.start()
 			nextNATS = time.Now().Add(90 * time.Second)
 		}
 		if now.After(nextSample) {

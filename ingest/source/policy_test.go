@@ -21,21 +21,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lae-screening/lae/ingest/source"
+	"github.com/lae-screening/lae/internal/testenv"
 )
 
 // These tests run FFmpeg against servers on loopback only: names resolve through a map, and
 // every "internal" target is a loopback address the policy is told not to accept.
-
-// mapResolver resolves test names from a map (nothing is asked of DNS).
-type mapResolver map[string]string
-
-func (m mapResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	a, ok := m[host]
-	if !ok {
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	return []netip.Addr{netip.MustParseAddr(a)}, nil
-}
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 
@@ -175,7 +165,7 @@ func TestPolicyChecksEveryRedirect(t *testing.T) {
 	_, srvPort, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	p, reasons := newPolicy(t, source.PolicyOptions{
 		Allow:    []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
-		Resolver: mapResolver{"origin.test": "127.0.0.1", "inner.test": "127.0.0.2"},
+		Resolver: testenv.MapResolver{"origin.test": "127.0.0.1", "inner.test": "127.0.0.2"},
 	})
 	u := "http://origin.test:" + srvPort + "/redirect"
 	_, err := source.Open(context.Background(), u, source.Options{Policy: p, OpenTimeout: 10 * time.Second})
@@ -214,7 +204,7 @@ func TestPolicyHLS(t *testing.T) {
 	self = srv.URL
 	roots := srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
 	p, reasons := newPolicy(t, source.PolicyOptions{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
-		Resolver:  mapResolver{"inner.test": "127.0.0.2"},
+		Resolver:  testenv.MapResolver{"inner.test": "127.0.0.2"},
 		TLSConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}})
 
 	for _, path := range []string{"/rel.m3u8", "/start.m3u8"} {
@@ -324,7 +314,7 @@ func TestPolicyPinsTheCheckedAddress(t *testing.T) {
 		}
 	}()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	res := mapResolver{"cam.test": "127.0.0.1"}
+	res := testenv.MapResolver{"cam.test": "127.0.0.1"}
 	ctx := context.Background()
 
 	// Refused: loopback is not allowed, and raw tcp is not an allowed scheme by default.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/lae-screening/lae/ingest/source"
 	"github.com/lae-screening/lae/internal/natsembed"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -119,21 +119,10 @@ func FuzzHandle(f *testing.F) {
 	})
 }
 
-// mapResolver resolves test names from a map: no DNS query leaves the machine.
-type mapResolver map[string]string
-
-func (m mapResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	a, ok := m[host]
-	if !ok {
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	return []netip.Addr{netip.MustParseAddr(a)}, nil
-}
-
 func testPolicy(t *testing.T) *source.Policy {
 	t.Helper()
 	p, err := source.NewPolicy(source.PolicyOptions{
-		Resolver: mapResolver{"cdn.test": "203.0.113.7", "metadata.test": "169.254.169.254", "intranet.test": "10.1.2.3"},
+		Resolver: testenv.MapResolver{"cdn.test": "203.0.113.7", "metadata.test": "169.254.169.254", "intranet.test": "10.1.2.3"},
 		Dial: func(_ context.Context, _, addr string) (net.Conn, error) {
 			t.Errorf("a submission made the policy connect to %s", addr)
 			return nil, errors.New("test: no connections")
