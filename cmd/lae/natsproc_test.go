@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +15,17 @@ import (
 
 	"github.com/lae-screening/lae/internal/testenv"
 )
+
+// natsServerBin builds nats-server from the module cache once per test binary.
+func natsServerBin(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(filepath.Dir(laeBin), "nats-server")
+	if _, err := os.Stat(bin); err != nil {
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+		require.NoError(t, err, "build nats-server: %s", out)
+	}
+	return bin
+}
 
 // natsProc is the nats-server process of a multi-process test: JetStream on a fixed loopback
 // port and store, so that it can be killed and started again as the same server.

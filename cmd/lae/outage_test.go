@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,17 +12,6 @@ import (
 
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
-
-// natsServerBin builds nats-server from the module cache once per test binary.
-func natsServerBin(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(filepath.Dir(laeBin), "nats-server")
-	if _, err := os.Stat(bin); err != nil {
-		out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		require.NoError(t, err, "build nats-server: %s", out)
-	}
-	return bin
-}
 
 // TestIngestSurvivesNATSOutage kills the NATS server (a separate process) while a video is
 // being ingested and starts it again a few seconds later: the ingest role keeps running and
