@@ -26,6 +26,20 @@ func connect(cfg config.Config, name string) (*nats.Conn, error) {
 	return ops.Connect(cfg.NATS, name, zap.NewNop())
 }
 
+// connectJS is connect plus the JetStream context, for the clients that use streams.
+func connectJS(cfg config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := connect(cfg, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
 // submitCmd publishes submissions on lae.submit and prints the assigned video ids.
 func submitCmd(ctx context.Context, args []string) error {
 	var (
@@ -121,15 +135,11 @@ func watchCmd(ctx context.Context, args []string) error {
 			return config.UsageError{Err: err}
 		}
 	}
-	nc, err := connect(cfg, "lae-watch")
+	nc, js, err := connectJS(cfg, "lae-watch")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)

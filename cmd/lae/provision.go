@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/core"
@@ -29,15 +28,11 @@ func provisionCmd(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return config.Usagef("unexpected arguments %q", rest)
 	}
-	nc, err := connect(cfg, "lae-provision")
+	nc, js, err := connectJS(cfg, "lae-provision")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := laev1.Provision(pctx, js, core.Retention(cfg.Retention)); err != nil {

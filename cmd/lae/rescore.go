@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lae-screening/lae/ingest/submit"
 	"github.com/lae-screening/lae/internal/config"
@@ -77,15 +76,11 @@ An aggregator must be running on the same NATS.`,
 	if err := cfg.ValidateDetector(); err != nil {
 		return err
 	}
-	nc, err := connect(cfg, "lae-rescore")
+	nc, js, err := connectJS(cfg, "lae-rescore")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	failed, changed := 0, 0
 	results, err := core.Rescore(ctx, js, cfg.Detector, rescore.Options{
 		Selection: sel,
