@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-
 	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/core"
 	laev1 "github.com/lae-screening/lae/schemas/v1"

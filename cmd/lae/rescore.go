@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/lae-screening/lae/ingest/submit"
 	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/core"
