@@ -275,7 +275,7 @@ func TestMultiProcess(t *testing.T) {
 	}
 	// Everything above ran within the grants: the server refused nothing the roles do (the
 	// denied() probes excepted, which come first).
-	log, err := os.ReadFile(filepath.Join(dir, "nats-server.log"))
+	log, err := os.ReadFile(srv.p.log)
 	require.NoError(t, err)
 	var violations []string
 	for _, l := range strings.Split(string(log), "\n") {
