@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/lae-screening/lae/internal/config"
+	"github.com/lae-screening/lae/internal/memstat"
 )
 
 // NewLogger builds the role's logger from config (JSON for machines, console for people).
@@ -106,7 +107,12 @@ type Server struct {
 // registered readiness check passes, e.g. NATS connected and the model loaded).
 func NewServer() *Server {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		// RSS also counts what malloc keeps after a free; the live C heap (FFmpeg, OpenCV, ONNX
+		// Runtime) is what a leak grows, so operators and the soak test watch this instead.
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lae_c_heap_inuse_bytes",
+			Help: "Bytes the C allocator has handed out and not had back (FFmpeg, OpenCV, ONNX Runtime)."},
+			func() float64 { return float64(memstat.CHeapInUse()) }))
 	s := &Server{Registry: reg, Mux: http.NewServeMux(), checks: map[string]func() error{}}
 	s.Mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	s.Mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
