@@ -205,17 +205,47 @@ func TestPrintVerdictFacesTooSmall(t *testing.T) {
 	out := render(tiny)
 	require.Contains(t, out, "far.mp4: UNKNOWN")
 	require.Contains(t, out, "; 9 faces too small to judge (not scored)")
-	require.Contains(t, out, "faces too small to judge (9; eyes closer than --min-eye-px source pixels): nothing to judge")
+	require.Contains(t, out, "faces too small to judge (9; eyes closer than --min-eye-px source pixels), nothing to judge")
+	require.NotContains(t, out, "0.000", "an unknown verdict has no score to show")
 	require.NotContains(t, out, "no usable face found")
 
 	none := laev1.Verdict{Input: "empty.mp4", Verdict: laev1.VerdictUnknown, Final: true, FramesSampled: 10}
 	out = render(none)
-	require.Contains(t, out, "no usable face found: nothing to judge")
+	require.Contains(t, out, "no usable face found, nothing to judge")
 	require.NotContains(t, out, "too small")
 
-	mixed := laev1.Verdict{Input: "group.mp4", Verdict: laev1.VerdictReal, Final: true, FramesSampled: 10, Faces: 10, CropsScored: 10, FacesTooSmall: 4}
+	mixed := laev1.Verdict{Input: "group.mp4", Verdict: laev1.VerdictReal, Final: true, Complete: true, FramesSampled: 10, Faces: 10, CropsScored: 10, FacesTooSmall: 4}
 	out = render(mixed)
 	require.Contains(t, out, "group.mp4: REAL")
 	require.Contains(t, out, "; 4 faces too small to judge (not scored)")
 	require.NotContains(t, out, "nothing to judge")
+}
+
+// TestHeadline: only a final verdict of a complete scan is labelled REAL or FAKE outright.
+func TestHeadline(t *testing.T) {
+	share := 0.4
+	base := laev1.Verdict{Score: 0.91, Threshold: 0.8, Rule: "max_face_mean", Model: "lae-v2", ModelVersion: "2.0.0"}
+	cases := []struct {
+		name string
+		mod  func(v *laev1.Verdict)
+		want string
+	}{
+		{"final fake", func(v *laev1.Verdict) { v.Verdict, v.Final, v.Complete = laev1.VerdictFake, true, true },
+			"FAKE  score 0.910 (threshold 0.800, rule max_face_mean, model lae-v2 2.0.0)"},
+		{"rolling", func(v *laev1.Verdict) { v.Verdict = laev1.VerdictFake },
+			"PARTIAL, FAKE so far: score 0.910"},
+		{"truncated", func(v *laev1.Verdict) { v.Verdict, v.Final, v.ReadShare = laev1.VerdictReal, true, &share },
+			"REAL on the part read (40% of the source): score 0.910"},
+		{"unknown", func(v *laev1.Verdict) { v.Verdict, v.Final, v.Complete, v.Model, v.ModelVersion = laev1.VerdictUnknown, true, true, "", "" },
+			"UNKNOWN: no usable face found, nothing to judge (model unknown model)"},
+		{"unknown so far", func(v *laev1.Verdict) { v.Verdict = laev1.VerdictUnknown },
+			"PARTIAL, no face scored yet (model lae-v2 2.0.0)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := base
+			tc.mod(&v)
+			require.Contains(t, headline(v), tc.want)
+		})
+	}
 }

@@ -259,8 +259,7 @@ func printVerdict(w io.Writer, r scanResult) {
 	if name == "" {
 		name = v.VideoID
 	}
-	fmt.Fprintf(w, "%s: %s  score %.3f (threshold %.3f, rule %s, model %s %s)\n",
-		name, strings.ToUpper(v.Verdict), v.Score, v.Threshold, v.Rule, v.Model, v.ModelVersion)
+	fmt.Fprintf(w, "%s: %s\n", name, headline(v))
 	if v.Final {
 		fmt.Fprintf(w, "  %d frames decoded, %d sampled, %d with a face; %d faces in %d tracks",
 			v.FramesDecoded, v.FramesSampled, v.FramesWithFace, v.Faces, len(v.Tracks))
@@ -275,15 +274,8 @@ func printVerdict(w io.Writer, r scanResult) {
 		fmt.Fprintf(w, "; %d faces too small to judge (not scored)", v.FacesTooSmall)
 	}
 	fmt.Fprintln(w)
-	if v.Verdict == laev1.VerdictUnknown {
-		fmt.Fprintf(w, "  %s: nothing to judge\n", unknownReason(v))
-	}
 	if v.Final && !v.Complete {
-		read := "part"
-		if v.ReadShare != nil {
-			read = fmt.Sprintf("%.0f%%", 100**v.ReadShare)
-		}
-		fmt.Fprintf(w, "  INCOMPLETE: only %s of the source could be read; the verdict covers that part\n", read)
+		fmt.Fprintf(w, "  INCOMPLETE: only %s of the source could be read; the verdict covers that part\n", readShare(v))
 	}
 	for i, e := range v.Evidence {
 		fmt.Fprintf(w, "  evidence %d: frame %d at %s, track %d, face score %.3f, face box %s, hot region %s",
@@ -296,6 +288,36 @@ func printVerdict(w io.Writer, r scanResult) {
 	if r.Report != "" {
 		fmt.Fprintf(w, "  report: %s\n", r.Report)
 	}
+}
+
+// headline is the verdict's first line: the label with what it rests on. Only a final verdict
+// of a complete scan is REAL or FAKE outright; unknown has a reason instead of a score.
+func headline(v laev1.Verdict) string {
+	model := strings.TrimSpace(v.Model + " " + v.ModelVersion)
+	if model == "" {
+		model = "unknown model"
+	}
+	basis := fmt.Sprintf("score %.3f (threshold %.3f, rule %s, model %s)", v.Score, v.Threshold, v.Rule, model)
+	label := strings.ToUpper(v.Verdict)
+	switch {
+	case v.Verdict == laev1.VerdictUnknown && v.Final:
+		return fmt.Sprintf("UNKNOWN: %s, nothing to judge (model %s)", unknownReason(v), model)
+	case v.Verdict == laev1.VerdictUnknown:
+		return fmt.Sprintf("PARTIAL, no face scored yet (model %s)", model)
+	case !v.Final:
+		return fmt.Sprintf("PARTIAL, %s so far: %s", label, basis)
+	case !v.Complete:
+		return fmt.Sprintf("%s on the part read (%s of the source): %s", label, readShare(v), basis)
+	}
+	return label + "  " + basis
+}
+
+// readShare is how much of the source a verdict covers, in words.
+func readShare(v laev1.Verdict) string {
+	if v.ReadShare == nil {
+		return "part"
+	}
+	return fmt.Sprintf("%.0f%%", 100**v.ReadShare)
 }
 
 // unknownReason says why an "unknown" verdict had nothing to judge.
