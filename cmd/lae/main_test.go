@@ -236,7 +236,9 @@ func TestHeadline(t *testing.T) {
 			"PARTIAL, FAKE so far: score 0.910"},
 		{"truncated", func(v *laev1.Verdict) { v.Verdict, v.Final, v.ReadShare = laev1.VerdictReal, true, &share },
 			"REAL on the part read (40% of the source): score 0.910"},
-		{"unknown", func(v *laev1.Verdict) { v.Verdict, v.Final, v.Complete, v.Model, v.ModelVersion = laev1.VerdictUnknown, true, true, "", "" },
+		{"unknown", func(v *laev1.Verdict) {
+			v.Verdict, v.Final, v.Complete, v.Model, v.ModelVersion = laev1.VerdictUnknown, true, true, "", ""
+		},
 			"UNKNOWN: no usable face found, nothing to judge (model unknown model)"},
 		{"unknown so far", func(v *laev1.Verdict) { v.Verdict = laev1.VerdictUnknown },
 			"PARTIAL, no face scored yet (model lae-v2 2.0.0)"},
