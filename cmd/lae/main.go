@@ -50,7 +50,7 @@ func usage(w io.Writer) {
 	for _, name := range []string{"scan", "crops", "ingest", "detect", "aggregate", "serve", "submit", "watch", "rescore", "provision", "version"} {
 		fmt.Fprintf(w, "  %-9s %s\n", name, commands[name].help)
 	}
-	fmt.Fprintf(w, "\nRun 'lae <command> --help' for the flags of a command (every flag has a LAE_* variable and a\nconfig key too: see deploy/README.md). 'lae --version' prints the build.\n")
+	fmt.Fprintf(w, "\nRun 'lae <command> --help' for the flags of a command (the settings among them are also config\nkeys and LAE_* variables: deploy/lae.example.yaml). 'lae --version' prints the build.\n")
 }
 
 func main() { os.Exit(run(os.Args[1:])) }
