@@ -248,6 +248,7 @@ func Compute(eos *laev1.EndOfStream, scores []*laev1.FrameScore, o Options) (lae
 		CropsScored:   uint64(len(scores)),
 	}
 	v.Complete, v.ReadShare = Completeness(eos)
+	v.Source = SourceFacts(eos.GetSource())
 	frames := make(map[uint64]struct{})
 	modelFromScores := false
 	for _, s := range scores {
@@ -290,6 +291,21 @@ func Compute(eos *laev1.EndOfStream, scores []*laev1.FrameScore, o Options) (lae
 		v.Verdict = label(score, o.Threshold)
 	}
 	return v, nil
+}
+
+// SourceFacts copies the end-of-stream's description of the input into the verdict's form;
+// nil when ingest sent none (it could not open the input, or an older ingest).
+func SourceFacts(si *laev1.SourceInfo) *laev1.SourceFacts {
+	if si == nil {
+		return nil
+	}
+	return &laev1.SourceFacts{
+		FileSize: si.GetFileSize(), SHA256: si.GetSha256(), Container: si.GetContainer(), Codec: si.GetCodec(),
+		Width: int(si.GetWidth()), Height: int(si.GetHeight()),
+		CodedWidth: int(si.GetCodedWidth()), CodedHeight: int(si.GetCodedHeight()),
+		FPS: finite(si.GetFps()), DurationSeconds: finite(si.GetDurationSeconds()),
+		Rotation: int(si.GetRotation()), Mirrored: si.GetMirrored(),
+	}
 }
 
 // Timeline is the per-frame maximum usable face score, in frame order, for plots.

@@ -296,3 +296,28 @@ func TestCompleteness(t *testing.T) {
 		})
 	}
 }
+
+// TestComputeSource: the end-of-stream's description of the input reaches the verdict (and
+// its JSON) unchanged; without one (rolling, or an input that never opened) there is none.
+func TestComputeSource(t *testing.T) {
+	o := Options{Threshold: 0.5}
+	eos := &laev1.EndOfStream{VideoId: "v1", SourceUrl: "clip.mp4", Source: &laev1.SourceInfo{
+		FileSize: 1234, Sha256: "ab", Container: "mov,mp4,m4a,3gp,3g2,mj2", Codec: "h264",
+		Width: 360, Height: 640, CodedWidth: 640, CodedHeight: 360, Fps: 25, DurationSeconds: 4.2,
+		Rotation: 90, Mirrored: true,
+	}}
+	v, err := Compute(eos, []*laev1.FrameScore{fs(0, 0, 1, 0.2)}, o)
+	require.NoError(t, err)
+	require.Equal(t, &laev1.SourceFacts{FileSize: 1234, SHA256: "ab", Container: "mov,mp4,m4a,3gp,3g2,mj2", Codec: "h264",
+		Width: 360, Height: 640, CodedWidth: 640, CodedHeight: 360, FPS: 25, DurationSeconds: 4.2, Rotation: 90, Mirrored: true}, v.Source)
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"source":{"file_size":1234,"sha256":"ab"`)
+
+	v, err = Compute(nil, []*laev1.FrameScore{fs(0, 0, 1, 0.2)}, o)
+	require.NoError(t, err)
+	require.Nil(t, v.Source)
+	b, err = json.Marshal(v)
+	require.NoError(t, err)
+	require.NotContains(t, string(b), `"source"`)
+}

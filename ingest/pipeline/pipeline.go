@@ -6,10 +6,13 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"image"
 	"io"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -181,6 +184,7 @@ type run struct {
 	tracker *track.Tracker
 	pending []pending
 	prog    Progress
+	hash    fileHash // written by the hashing goroutine, read after it ends
 }
 
 // pending is an unacknowledged publish; crop tells whether it counts in CropsPublished.
@@ -200,6 +204,25 @@ func (r *run) ingest(ctx context.Context, url string) error {
 	defer src.Close()
 	info := src.Info()
 	r.eos.Live = info.Live
+	r.eos.Source = sourceInfo(info)
+	if path, ok := source.LocalPath(url); ok {
+		// Hashed beside the decoding (the file is in the page cache by then), so the
+		// forensic record costs no extra wall time on a file of any length.
+		hashed := make(chan struct{})
+		go func() {
+			defer close(hashed)
+			size, sum, err := hashFile(ctx, path)
+			if err != nil {
+				r.log.Warn("hash source", zap.Error(err))
+				return
+			}
+			r.hash = fileHash{size: size, sha256: sum}
+		}()
+		defer func() {
+			<-hashed
+			r.eos.Source.FileSize, r.eos.Source.Sha256 = r.hash.size, r.hash.sha256
+		}()
+	}
 	r.prog.Duration = info.Duration
 	r.tracker = track.New(track.Options{})
 	// src is only touched by the reader goroutine until work has returned.
@@ -235,6 +258,50 @@ func (r *run) ingest(ctx context.Context, url string) error {
 		zap.Float64("fps", info.FPS), zap.Duration("duration", info.Duration), zap.String("codec", info.Codec),
 		zap.Int("workers", len(workers)))
 	return r.work(ctx, url, src, workers)
+}
+
+// sourceInfo is the end-of-stream's description of an opened source.
+func sourceInfo(info source.Info) *laev1.SourceInfo {
+	u32 := func(n int) uint32 { return uint32(max(n, 0)) } //nolint:gosec // clamped; sizes fit
+	return &laev1.SourceInfo{
+		Container: info.Format, Codec: info.Codec,
+		Width: u32(info.Width), Height: u32(info.Height),
+		CodedWidth: u32(info.CodedWidth), CodedHeight: u32(info.CodedHeight),
+		Fps: info.FPS, DurationSeconds: info.Duration.Seconds(),
+		Rotation: u32(info.Rotation), Mirrored: info.Mirrored,
+	}
+}
+
+// fileHash is a local source's size and SHA-256.
+type fileHash struct {
+	size   uint64
+	sha256 string
+}
+
+// hashFile streams a file through SHA-256; it stops when ctx is done.
+func hashFile(ctx context.Context, path string) (uint64, string, error) {
+	f, err := os.Open(path) //nolint:gosec // the path is the input the caller asked to scan
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close() //nolint:errcheck // read-only
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	var n uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return 0, "", err
+		}
+		k, err := f.Read(buf)
+		h.Write(buf[:k])
+		n += uint64(k) //nolint:gosec // k >= 0
+		if errors.Is(err, io.EOF) {
+			return n, hex.EncodeToString(h.Sum(nil)), nil
+		}
+		if err != nil {
+			return 0, "", err
+		}
+	}
 }
 
 // mediaRead is the media time ingest meant to read (the declared duration, capped by

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"image"
 	"image/color"
 	"math"
@@ -126,6 +128,22 @@ func TestRunRealVideos(t *testing.T) {
 			require.Equal(t, eos.FramesSampled, last.FramesSampled)
 			require.Equal(t, eos.CropsPublished, last.Faces)
 			n := checkVideo(t, srv.JS, id, eos)
+			// The source facts for the forensic record: the hash is of the whole file.
+			path := testenv.SharedData(t, "videos", tc.rel)
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			sum := sha256.Sum256(b)
+			si := eos.GetSource()
+			require.NotNil(t, si)
+			require.Equal(t, uint64(len(b)), si.GetFileSize())
+			require.Equal(t, hex.EncodeToString(sum[:]), si.GetSha256())
+			require.NotEmpty(t, si.GetContainer())
+			require.NotEmpty(t, si.GetCodec())
+			require.NotZero(t, si.GetWidth())
+			require.NotZero(t, si.GetCodedHeight())
+			require.Positive(t, si.GetFps())
+			require.Positive(t, si.GetDurationSeconds())
+			require.True(t, proto.Equal(si, lastEOS(t, srv.JS, id).GetSource()), "published EOS carries the source")
 			t.Logf("%s: %d sampled, %d with faces, %d crops, %d tracks", tc.rel, eos.FramesSampled, n, eos.CropsPublished, eos.Tracks)
 		})
 	}

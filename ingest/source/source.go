@@ -119,6 +119,8 @@ type Info struct {
 	Duration time.Duration // 0 when unknown (live sources)
 	Codec    string        // decoder name, e.g. "h264"
 	Live     bool          // network stream or unknown duration
+	// Format is the container format as FFmpeg names it (e.g. "mov,mp4,m4a,3gp,3g2,mj2").
+	Format string
 }
 
 // Frame is one sampled, decoded video frame.
@@ -489,6 +491,9 @@ func (s *Source) fillInfo(scheme string) {
 		Duration:    dur,
 		Codec:       s.codecName,
 		Live:        liveSchemes[scheme] || dur <= 0,
+	}
+	if f := s.fc.InputFormat(); f != nil {
+		s.info.Format = f.Name()
 	}
 	if liveSchemes[scheme] {
 		// Whatever FFmpeg estimated from the first packets of a live

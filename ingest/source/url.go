@@ -47,6 +47,16 @@ func ValidateURL(url string) error {
 	return err
 }
 
+// LocalPath is the file a URL names when it is a local file (a plain path or file:), and
+// false for network sources.
+func LocalPath(raw string) (string, bool) {
+	scheme, ffURL, err := parseURL(raw)
+	if err != nil || scheme != "file" {
+		return "", false
+	}
+	return strings.TrimPrefix(ffURL, "file:"), true
+}
+
 // parseURL splits url into its scheme ("file" for plain paths) and the string
 // handed to FFmpeg. Plain paths become "file:<path>" so that FFmpeg never
 // interprets a colon in a file name as a protocol prefix.

@@ -656,7 +656,9 @@ type EndOfStream struct {
 	ExpectedSeconds float64 `protobuf:"fixed64,14,opt,name=expected_seconds,json=expectedSeconds,proto3" json:"expected_seconds,omitempty"`
 	// The media time actually read (up to the end of the last decoded frame). Less than
 	// expected_seconds means the source ended early: a truncated file, a dropped download.
-	ReadSeconds   float64 `protobuf:"fixed64,15,opt,name=read_seconds,json=readSeconds,proto3" json:"read_seconds,omitempty"`
+	ReadSeconds float64 `protobuf:"fixed64,15,opt,name=read_seconds,json=readSeconds,proto3" json:"read_seconds,omitempty"`
+	// What the source is (container, codec, size, hash): the forensic facts of the input.
+	Source        *SourceInfo `protobuf:"bytes,16,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -796,6 +798,156 @@ func (x *EndOfStream) GetReadSeconds() float64 {
 	return 0
 }
 
+func (x *EndOfStream) GetSource() *SourceInfo {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+// SourceInfo describes the scanned input as ingest opened it.
+type SourceInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Local files only: the size in bytes and the SHA-256 of the whole file (hex); 0 and ""
+	// for network sources.
+	FileSize uint64 `protobuf:"varint,1,opt,name=file_size,json=fileSize,proto3" json:"file_size,omitempty"`
+	Sha256   string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Container format as FFmpeg names it (e.g. "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm").
+	Container string `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	// Video decoder name, e.g. "h264".
+	Codec string `protobuf:"bytes,4,opt,name=codec,proto3" json:"codec,omitempty"`
+	// Shown size (upright, square pixels, as scanned) and stored size (before rotation and
+	// sample aspect ratio).
+	Width       uint32 `protobuf:"varint,5,opt,name=width,proto3" json:"width,omitempty"`
+	Height      uint32 `protobuf:"varint,6,opt,name=height,proto3" json:"height,omitempty"`
+	CodedWidth  uint32 `protobuf:"varint,7,opt,name=coded_width,json=codedWidth,proto3" json:"coded_width,omitempty"`
+	CodedHeight uint32 `protobuf:"varint,8,opt,name=coded_height,json=codedHeight,proto3" json:"coded_height,omitempty"`
+	// Declared average frame rate; 0 when unknown.
+	Fps float64 `protobuf:"fixed64,9,opt,name=fps,proto3" json:"fps,omitempty"`
+	// Declared duration in seconds; 0 when unknown (live).
+	DurationSeconds float64 `protobuf:"fixed64,10,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	// Clockwise rotation in degrees applied to show the pictures upright; mirrored: also
+	// flipped left-right.
+	Rotation      uint32 `protobuf:"varint,11,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	Mirrored      bool   `protobuf:"varint,12,opt,name=mirrored,proto3" json:"mirrored,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SourceInfo) Reset() {
+	*x = SourceInfo{}
+	mi := &file_schemas_v1_lae_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceInfo) ProtoMessage() {}
+
+func (x *SourceInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_schemas_v1_lae_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceInfo.ProtoReflect.Descriptor instead.
+func (*SourceInfo) Descriptor() ([]byte, []int) {
+	return file_schemas_v1_lae_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SourceInfo) GetFileSize() uint64 {
+	if x != nil {
+		return x.FileSize
+	}
+	return 0
+}
+
+func (x *SourceInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *SourceInfo) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *SourceInfo) GetCodec() string {
+	if x != nil {
+		return x.Codec
+	}
+	return ""
+}
+
+func (x *SourceInfo) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *SourceInfo) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+func (x *SourceInfo) GetCodedWidth() uint32 {
+	if x != nil {
+		return x.CodedWidth
+	}
+	return 0
+}
+
+func (x *SourceInfo) GetCodedHeight() uint32 {
+	if x != nil {
+		return x.CodedHeight
+	}
+	return 0
+}
+
+func (x *SourceInfo) GetFps() float64 {
+	if x != nil {
+		return x.Fps
+	}
+	return 0
+}
+
+func (x *SourceInfo) GetDurationSeconds() float64 {
+	if x != nil {
+		return x.DurationSeconds
+	}
+	return 0
+}
+
+func (x *SourceInfo) GetRotation() uint32 {
+	if x != nil {
+		return x.Rotation
+	}
+	return 0
+}
+
+func (x *SourceInfo) GetMirrored() bool {
+	if x != nil {
+		return x.Mirrored
+	}
+	return false
+}
+
 var File_schemas_v1_lae_proto protoreflect.FileDescriptor
 
 const file_schemas_v1_lae_proto_rawDesc = "" +
@@ -868,7 +1020,7 @@ const file_schemas_v1_lae_proto_rawDesc = "" +
 	"\x05model\x18\x11 \x01(\tR\x05model\x12#\n" +
 	"\rmodel_version\x18\x12 \x01(\tR\fmodelVersion\x12\x14\n" +
 	"\x05error\x18\x13 \x01(\tR\x05error\x12\x1a\n" +
-	"\brevision\x18\x14 \x01(\rR\brevision\"\xef\x03\n" +
+	"\brevision\x18\x14 \x01(\rR\brevision\"\x9b\x04\n" +
 	"\vEndOfStream\x12\x19\n" +
 	"\bvideo_id\x18\x01 \x01(\tR\avideoId\x12\x1d\n" +
 	"\n" +
@@ -886,7 +1038,24 @@ const file_schemas_v1_lae_proto_rawDesc = "" +
 	"\brevision\x18\f \x01(\rR\brevision\x12&\n" +
 	"\x0ffaces_too_small\x18\r \x01(\x04R\rfacesTooSmall\x12)\n" +
 	"\x10expected_seconds\x18\x0e \x01(\x01R\x0fexpectedSeconds\x12!\n" +
-	"\fread_seconds\x18\x0f \x01(\x01R\vreadSeconds*o\n" +
+	"\fread_seconds\x18\x0f \x01(\x01R\vreadSeconds\x12*\n" +
+	"\x06source\x18\x10 \x01(\v2\x12.lae.v1.SourceInfoR\x06source\"\xdc\x02\n" +
+	"\n" +
+	"SourceInfo\x12\x1b\n" +
+	"\tfile_size\x18\x01 \x01(\x04R\bfileSize\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x1c\n" +
+	"\tcontainer\x18\x03 \x01(\tR\tcontainer\x12\x14\n" +
+	"\x05codec\x18\x04 \x01(\tR\x05codec\x12\x14\n" +
+	"\x05width\x18\x05 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x06 \x01(\rR\x06height\x12\x1f\n" +
+	"\vcoded_width\x18\a \x01(\rR\n" +
+	"codedWidth\x12!\n" +
+	"\fcoded_height\x18\b \x01(\rR\vcodedHeight\x12\x10\n" +
+	"\x03fps\x18\t \x01(\x01R\x03fps\x12)\n" +
+	"\x10duration_seconds\x18\n" +
+	" \x01(\x01R\x0fdurationSeconds\x12\x1a\n" +
+	"\brotation\x18\v \x01(\rR\brotation\x12\x1a\n" +
+	"\bmirrored\x18\f \x01(\bR\bmirrored*o\n" +
 	"\vPixelFormat\x12\x1c\n" +
 	"\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11PIXEL_FORMAT_BGR8\x10\x01\x12\x15\n" +
@@ -906,7 +1075,7 @@ func file_schemas_v1_lae_proto_rawDescGZIP() []byte {
 }
 
 var file_schemas_v1_lae_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_schemas_v1_lae_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_schemas_v1_lae_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_schemas_v1_lae_proto_goTypes = []any{
 	(PixelFormat)(0),    // 0: lae.v1.PixelFormat
 	(*Box)(nil),         // 1: lae.v1.Box
@@ -914,16 +1083,18 @@ var file_schemas_v1_lae_proto_goTypes = []any{
 	(*FrameImage)(nil),  // 3: lae.v1.FrameImage
 	(*FrameScore)(nil),  // 4: lae.v1.FrameScore
 	(*EndOfStream)(nil), // 5: lae.v1.EndOfStream
+	(*SourceInfo)(nil),  // 6: lae.v1.SourceInfo
 }
 var file_schemas_v1_lae_proto_depIdxs = []int32{
 	1, // 0: lae.v1.FaceCrop.box:type_name -> lae.v1.Box
 	0, // 1: lae.v1.FaceCrop.format:type_name -> lae.v1.PixelFormat
 	1, // 2: lae.v1.FrameScore.box:type_name -> lae.v1.Box
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	6, // 3: lae.v1.EndOfStream.source:type_name -> lae.v1.SourceInfo
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_schemas_v1_lae_proto_init() }
@@ -937,7 +1108,7 @@ func file_schemas_v1_lae_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_schemas_v1_lae_proto_rawDesc), len(file_schemas_v1_lae_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -59,6 +59,29 @@ type Verdict struct {
 	Timeline  []TimelinePoint `json:"timeline,omitempty"`
 	Error     string          `json:"error,omitempty"`
 	CreatedAt time.Time       `json:"created_at"`
+
+	// Source is what the input is (size, sha256, container, codec, resolution, frame rate,
+	// duration, rotation), as ingest opened it; absent for rolling verdicts and when ingest
+	// could not open the input.
+	Source *SourceFacts `json:"source,omitempty"`
+}
+
+// SourceFacts describes the scanned input (from EndOfStream.source).
+type SourceFacts struct {
+	// FileSize and SHA256 are set for local files only.
+	FileSize    uint64  `json:"file_size,omitempty"`
+	SHA256      string  `json:"sha256,omitempty"`
+	Container   string  `json:"container,omitempty"`
+	Codec       string  `json:"codec,omitempty"`
+	Width       int     `json:"width"`
+	Height      int     `json:"height"`
+	CodedWidth  int     `json:"coded_width"`
+	CodedHeight int     `json:"coded_height"`
+	FPS         float64 `json:"fps"`
+	// DurationSeconds is the declared duration; 0 when unknown.
+	DurationSeconds float64 `json:"duration_seconds"`
+	Rotation        int     `json:"rotation"`
+	Mirrored        bool    `json:"mirrored"`
 }
 
 // Track summarises one face track.
