@@ -2,6 +2,7 @@ package evidence
 
 import (
 	"encoding/json"
+	"fmt"
 	"image"
 	"math"
 	"testing"
@@ -205,16 +206,32 @@ func TestRenderOnFrame(t *testing.T) {
 		out, err := Render(s, fi, loc)
 		require.NoError(t, err)
 		img := decode(t, out)
-		assert.Equal(t, int(fw*scale), img.Cols())
-		assert.Equal(t, int(fh*scale), img.Rows())
-		// The hot spot is at heatmap (16,16) = crop (132,132) = frame (632,332): JET is red
-		// there (R high, B low). Far from the face the frame is untouched (greenish grey).
-		c := img.GetVecbAt(int(332*scale), int(632*scale))
-		assert.Greater(t, int(c[2]), 150, "scale %v: red channel at hot spot %v", scale, c)
-		assert.Less(t, int(c[0]), 100, "scale %v: blue channel at hot spot %v", scale, c)
-		far := img.GetVecbAt(int(650*scale), int(100*scale))
-		assert.InDelta(t, 70, int(far[0]), 12, "scale %v: untouched pixel %v", scale, far)
-		assert.InDelta(t, 90, int(far[1]), 12, "scale %v: untouched pixel %v", scale, far)
+		// The layout does not depend on the frame size.
+		require.Equal(t, canvasW, img.Cols())
+		require.Equal(t, canvasH, img.Rows())
+		skin := [3]int{170, 190, 220} // synth's face ellipse, BGR
+		// Crop panel: the aligned crop enlarged; the face ellipse fills its centre, the frame's
+		// background (BGR 70,90,60) its corner.
+		assertBGR(t, img, cropX+panel/2, panelY+panel/2, skin, 25, "crop panel centre, scale %v", scale)
+		assertBGR(t, img, cropX+4, panelY+panel-4, [3]int{70, 90, 60}, 25, "crop panel corner, scale %v", scale)
+		// Heatmap panel: the hot spot (heatmap (16,16) = crop centre) is viridis yellow
+		// (BGR 37,231,253) half over the skin; the cold corner is viridis purple over the
+		// background, darker than the crop's.
+		c := img.GetVecbAt(panelY+165, heatX+165) // heatmap pixel (16,16)'s centre
+		assert.Greater(t, int(c[2]), 200, "scale %v: hot spot red %v", scale, c)
+		assert.Less(t, int(c[0]), skin[0]-40, "scale %v: hot spot blue %v", scale, c)
+		cold := img.GetVecbAt(panelY+panel-4, heatX+4)
+		assert.Less(t, int(cold[1]), 70, "scale %v: cold corner %v", scale, cold)
+		// Legend: yellow at the top (1), dark purple at the bottom (0).
+		assertBGR(t, img, legendX+legendW/2, panelY+2, [3]int{37, 231, 253}, 30, "legend top")
+		assertBGR(t, img, legendX+legendW/2, panelY+panel-3, [3]int{84, 1, 68}, 30, "legend bottom")
+		// Thumbnail: 240 px wide (k = 0.1875); the face box (500..756, 200..456) becomes
+		// x 93..142, y 37..86: its left edge green, its inside the skin.
+		assertBGR(t, img, thumbX+93, panelY+60, [3]int{0, 255, 0}, 60, "thumbnail face box edge")
+		assertBGR(t, img, thumbX+117, panelY+61, skin, 30, "thumbnail face")
+		assertBGR(t, img, thumbX+200, panelY+120, [3]int{70, 90, 60}, 25, "thumbnail background")
+		// Header: the caption writes white pixels on the dark band.
+		assert.Greater(t, brightPixels(img, image.Rect(margin, 6, canvasW/2, 28)), 100, "caption text")
 		img.Close()
 	}
 }
@@ -233,14 +250,110 @@ func TestRenderWithoutFrame(t *testing.T) {
 			require.NoError(t, err)
 			img := decode(t, out)
 			defer img.Close()
-			assert.Equal(t, synth.CropSize, img.Cols())
-			assert.Equal(t, synth.CropSize, img.Rows())
+			assert.Equal(t, canvasW, img.Cols())
+			assert.Equal(t, canvasH, img.Rows())
+			// Crop panel and thumbnail are grey placeholders, the heatmap panel shows the
+			// map: yellow at the hot spot (heatmap (5,5) of 32 = panel (55,55)).
+			assertBGR(t, img, cropX+4, panelY+4, [3]int{76, 70, 70}, 10, "crop placeholder")
+			assertBGR(t, img, thumbX+4, panelY+4, [3]int{76, 70, 70}, 10, "thumbnail placeholder")
+			assertBGR(t, img, heatX+55, panelY+55, [3]int{37, 231, 253}, 40, "hot spot")
 		})
 	}
 	bare := proto.Clone(s).(*laev1.FrameScore)
 	bare.HeatmapWidth, bare.HeatmapHeight, bare.Heatmap = 0, 0, nil
 	_, err = Render(bare, nil, loc)
 	require.ErrorIs(t, err, ErrNothingToDraw)
+	// A frame without a heatmap still shows the crop.
+	jpg, err := synth.FrameJPEG(640, 360, 1, face.Box)
+	require.NoError(t, err)
+	out, err := Render(bare, &laev1.FrameImage{FrameWidth: 640, FrameHeight: 360, Jpeg: jpg}, loc)
+	require.NoError(t, err)
+	img := decode(t, out)
+	defer img.Close()
+	assertBGR(t, img, cropX+panel/2, panelY+panel/2, [3]int{170, 190, 220}, 25, "crop without heatmap")
+}
+
+// TestColormapIsMonotonicInLuminance checks the evidence colour map is perceptual: luminance
+// (Rec. 601 luma) rises with the value, so a brighter spot always means a higher score.
+func TestColormapIsMonotonicInLuminance(t *testing.T) {
+	ramp := make([]byte, 256)
+	for i := range ramp {
+		ramp[i] = byte(i)
+	}
+	src, err := gocv.NewMatFromBytes(1, 256, gocv.MatTypeCV8U, ramp)
+	require.NoError(t, err)
+	defer src.Close()
+	dst := gocv.NewMat()
+	defer dst.Close()
+	colorize(src, &dst)
+	prev := -1.0
+	for i := range 256 {
+		c := dst.GetVecbAt(0, i)
+		y := 0.114*float64(c[0]) + 0.587*float64(c[1]) + 0.299*float64(c[2])
+		assert.GreaterOrEqual(t, y, prev-0.5, "luma falls at %d: %v", i, c)
+		prev = y
+	}
+	first, last := dst.GetVecbAt(0, 0), dst.GetVecbAt(0, 255)
+	assert.Greater(t, int(last[1])-int(first[1]), 150, "range 0..1 spans dark to bright")
+}
+
+func TestPartAt(t *testing.T) {
+	// Canonical crop: eyes at x 0.375 (image left) and 0.625, y 0.41; d = 0.25.
+	for _, c := range []struct {
+		u, v float64
+		want string
+	}{
+		{0.375, 0.41, PartRightEye}, // image's left eye is the subject's right
+		{0.625, 0.41, PartLeftEye},
+		{0.5, 0.41, PartNose}, // bridge
+		{0.5, 0.55, PartNose},
+		{0.5, 0.70, PartMouth},
+		{0.58, 0.72, PartMouth},
+		{0.5, 0.25, PartForehead},
+		{0.5, 0.86, PartJawLine}, // chin
+		{0.22, 0.72, PartJawLine},
+		{0.34, 0.58, PartRightCheek},
+		{0.68, 0.60, PartLeftCheek},
+		{0.02, 0.5, PartBackground},
+		{0.5, 0.99, PartBackground},
+		{0.5, 0.0, PartBackground},
+	} {
+		assert.Equal(t, c.want, PartAt(c.u, c.v), "(%v, %v)", c.u, c.v)
+	}
+	assert.Empty(t, PartAt(math.NaN(), 0.5))
+}
+
+func TestPartOfScore(t *testing.T) {
+	// Hot spot at heatmap (16, 22) of 32: crop fraction (0.52, 0.70), the mouth.
+	face := synth.Face{Box: laev1.Rect{X: 100, Y: 50, W: 128, H: 128}, HotX: 16, HotY: 22, HotR: 4}
+	s := synth.Score("v", 1, 0, 1, 0.8, face, 640, 360)
+	loc, err := Locate(s)
+	require.NoError(t, err)
+	assert.Equal(t, PartMouth, Part(s, loc))
+	// No hot region, no part.
+	assert.Empty(t, Part(s, Location{}))
+}
+
+func assertBGR(t *testing.T, img gocv.Mat, x, y int, want [3]int, tol int, msg string, args ...any) {
+	t.Helper()
+	c := img.GetVecbAt(y, x)
+	for i := range 3 {
+		if !assert.InDelta(t, want[i], int(c[i]), float64(tol), "%s: at (%d,%d) got BGR %v, want %v", fmt.Sprintf(msg, args...), x, y, c, want) {
+			return
+		}
+	}
+}
+
+func brightPixels(img gocv.Mat, r image.Rectangle) int {
+	n := 0
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			if c := img.GetVecbAt(y, x); c[0] > 200 && c[1] > 200 && c[2] > 200 {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // FuzzLocateAndRender feeds arbitrary bytes, decoded as a FrameScore, through the geometry and

@@ -12,8 +12,8 @@ import (
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
-// TestRenderFreesEveryMat renders on a frame, on the heatmap alone and through the fallback
-// for a corrupt frame, and checks gocv's live Mat count is back where it started.
+// TestRenderFreesEveryMat renders on a frame, on the heatmap alone, through the fallback for a
+// corrupt frame and without a heatmap, and checks gocv's live Mat count is back where it started.
 // Run with: go test -tags matprofile -run Leak ./aggregator/evidence/
 func TestRenderFreesEveryMatLeak(t *testing.T) {
 	face := synth.Face{Box: laev1.Rect{X: 100, Y: 50, W: 128, H: 128}, AngleDeg: 15, HotX: 16, HotY: 16, HotR: 5}
@@ -22,8 +22,14 @@ func TestRenderFreesEveryMatLeak(t *testing.T) {
 	require.NoError(t, err)
 	loc, err := Locate(s)
 	require.NoError(t, err)
+	bare := synth.Score("v", 1, 0, 1, 0.8, face, 640, 360)
+	bare.HeatmapWidth, bare.HeatmapHeight, bare.Heatmap = 0, 0, nil
 	start := gocv.MatProfile.Count()
 	for range 5 {
+		_, err := Render(bare, &laev1.FrameImage{FrameWidth: 640, FrameHeight: 360, Jpeg: jpg}, loc)
+		require.NoError(t, err)
+		_, err = Render(bare, &laev1.FrameImage{Jpeg: []byte("garbage")}, loc)
+		require.ErrorIs(t, err, ErrNothingToDraw)
 		for _, fi := range []*laev1.FrameImage{
 			{FrameWidth: 640, FrameHeight: 360, Jpeg: jpg}, nil, {Jpeg: []byte("garbage")},
 		} {

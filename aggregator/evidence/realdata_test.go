@@ -15,8 +15,8 @@ import (
 )
 
 // TestRenderOnRealPhotos draws evidence on real LFW photos (250x250, the face centred) with
-// the hot spot on the face: the image keeps the photo's size, the hot spot turns red, and the
-// corners of the photo, outside the crop, are untouched.
+// the hot spot on the face: the crop panel shows the photo's face and the hot spot turns
+// yellow in the heatmap panel.
 func TestRenderOnRealPhotos(t *testing.T) {
 	photos, err := filepath.Glob(filepath.Join(testenv.SharedData(t), "faces", "lfw", "*.jpg"))
 	require.NoError(t, err)
@@ -40,17 +40,17 @@ func TestRenderOnRealPhotos(t *testing.T) {
 			require.NoError(t, err)
 			img := decode(t, out)
 			defer img.Close()
-			require.Equal(t, w, img.Cols())
-			require.Equal(t, h, img.Rows())
+			require.Equal(t, canvasW, img.Cols())
+			require.Equal(t, canvasH, img.Rows())
+			// The crop panel's centre is the photo's centre (the crop is centred on the face).
 			cx, cy := int(face.Box.X+face.Box.W/2), int(face.Box.Y+face.Box.H/2)
-			hot := img.GetVecbAt(cy, cx)
-			assert.Greater(t, int(hot[2]), int(hot[0])+40, "hot spot should be red-dominated, got BGR %v", hot)
-			// Bottom-right corner: outside the crop and the caption, so as in the photo (up
-			// to JPEG re-encoding).
-			a, b := orig.GetVecbAt(h-3, w-3), img.GetVecbAt(h-3, w-3)
+			a, b := orig.GetVecbAt(cy, cx), img.GetVecbAt(panelY+panel/2, cropX+panel/2)
 			for c := range 3 {
-				assert.InDelta(t, int(a[c]), int(b[c]), 20, "corner changed: %v -> %v", a, b)
+				assert.InDelta(t, int(a[c]), int(b[c]), 40, "crop centre %v, photo centre %v", b, a)
 			}
+			// The hot spot in the heatmap panel is viridis yellow over the skin.
+			hot := img.GetVecbAt(panelY+panel/2, heatX+panel/2)
+			assert.Greater(t, int(hot[2]), int(hot[0])+40, "hot spot should be yellow-dominated, got BGR %v", hot)
 		})
 	}
 }

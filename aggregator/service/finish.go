@@ -200,7 +200,7 @@ func (a *aggregator) evidence(ctx context.Context, key videoKey, st *state, top 
 			a.stats.EvidenceErrors.Add(1)
 			a.log.Warn("locate evidence", zap.Stringer("video", key), zap.Error(err))
 		}
-		ev.FaceBox, ev.HotRegion = loc.Face, loc.Hot
+		ev.FaceBox, ev.HotRegion, ev.Part = loc.Face, loc.Hot, evidence.Part(s, loc)
 		frame, err := a.frameImage(ctx, s.GetVideoId(), s.GetFrameIndex())
 		if err != nil {
 			a.log.Warn("fetch frame image (drawing on the heatmap alone)", zap.Stringer("video", key), zap.Error(err))

@@ -23,6 +23,7 @@ import (
 	"gocv.io/x/gocv"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/lae-screening/lae/aggregator/evidence"
 	"github.com/lae-screening/lae/aggregator/internal/synth"
 	"github.com/lae-screening/lae/aggregator/verdict"
 	"github.com/lae-screening/lae/internal/natsembed"
@@ -291,8 +292,8 @@ func TestFakeVideoVerdictWithEvidence(t *testing.T) {
 	require.NoError(t, err)
 	assert.InDelta(t, want, got.Score, 1e-9)
 
-	// Evidence: three frames, all of the fake track, boxes inside the frame, the hot region on
-	// the face, and a decodable image the size of the published frame image.
+	// Evidence: three frames, boxes inside the frame, the hot region on the face (named), and a
+	// decodable evidence image.
 	require.Len(t, got.Evidence, 3)
 	obs, err := h.js.ObjectStore(context.Background(), laev1.BucketEvidence)
 	require.NoError(t, err)
@@ -308,13 +309,14 @@ func TestFakeVideoVerdictWithEvidence(t *testing.T) {
 		assert.True(t, overlaps(ev.HotRegion, ev.FaceBox), "hot region %+v off face %+v", ev.HotRegion, ev.FaceBox)
 		// The hot spot was drawn on the lower half of the crop (the mouth).
 		assert.Greater(t, ev.HotRegion.Y+ev.HotRegion.H/2, ev.FaceBox.Y+ev.FaceBox.H/2)
+		assert.Equal(t, evidence.PartMouth, ev.Part)
 		require.Equal(t, laev1.EvidenceObjectName(v.id, 0, ev.FrameIndex, ev.FaceIndex), ev.Image)
 		img, err := obs.GetBytes(context.Background(), ev.Image)
 		require.NoError(t, err)
 		m, err := gocv.IMDecode(img, gocv.IMReadColor)
 		require.NoError(t, err)
-		assert.Equal(t, int(v.fw)/2, m.Cols())
-		assert.Equal(t, int(v.fh)/2, m.Rows())
+		assert.Equal(t, evidence.Width, m.Cols())
+		assert.Equal(t, evidence.Height, m.Rows())
 		m.Close()
 	}
 
@@ -529,7 +531,8 @@ func TestMissingFrameImageDrawsOnHeatmap(t *testing.T) {
 	m, err := gocv.IMDecode(img, gocv.IMReadColor)
 	require.NoError(t, err)
 	defer m.Close()
-	assert.Equal(t, synth.CropSize, m.Cols(), "heatmap-only evidence is crop-sized")
+	assert.Equal(t, evidence.Width, m.Cols(), "heatmap-only evidence has the same layout")
+	assert.Equal(t, evidence.Height, m.Rows())
 }
 
 // TestRestartRecoversAcknowledgedScores kills the aggregator after it acknowledged a video's

@@ -113,6 +113,10 @@ type Evidence struct {
 	FaceBox Rect `json:"face_box"`
 	// HotRegion is the bounding box of the heatmap's hot region, mapped to frame coordinates.
 	HotRegion Rect `json:"hot_region"`
+	// Part names the face part under the heatmap's peak in the aligned crop ("mouth", "left
+	// eye", "jaw line", ...; left and right are the subject's); "" when the map has no hot
+	// region. See aggregator/evidence.PartAt.
+	Part string `json:"part,omitempty"`
 	// Image is the evidence image's name in the evidence object store ("" when none was made).
 	Image string `json:"image,omitempty"`
 }
