@@ -359,39 +359,105 @@ func Tracks(o Options, scores []*laev1.FrameScore) []laev1.Track {
 	return out
 }
 
-// TopFrames picks the evidence: the n frames with the highest usable face score, one crop per
-// frame (the frame's best face), highest first; ties go to the earlier frame, then the lower
-// face index, so the choice is deterministic whatever order the scores arrived in.
+// TopFrames picks the evidence: up to n usable crops spread across tracks and time, highest
+// score first. Crops are ranked by better (higher score, then earlier frame, then lower face
+// index) and taken in three passes, each in rank order:
+//
+//  1. each track's best crop, best tracks first: every face in the video is represented
+//     before any face gets a second frame (when there are more tracks than n, the n with the
+//     highest crops);
+//  2. further crops of a track at least span/(n+1) frames (and at least 1) from every crop
+//     already picked of that track, where span is the track's first-to-last frame distance:
+//     different moments of a long track, not neighbours of its best frame;
+//  3. the best remaining crops, when the first two passes found fewer than n.
+//
+// A crop delivered twice counts once (the better copy). The result is deterministic whatever
+// order the scores arrived in.
 func TopFrames(scores []*laev1.FrameScore, n int) []*laev1.FrameScore {
 	if n <= 0 {
 		return nil
 	}
-	best := make(map[uint64]*laev1.FrameScore)
+	type cropID struct {
+		frame uint64
+		face  uint32
+	}
+	type span struct{ lo, hi uint64 }
+	best := make(map[cropID]*laev1.FrameScore)
+	spans := make(map[uint64]span)
 	for _, s := range scores {
 		if !Usable(s) {
 			continue
 		}
-		cur, ok := best[s.GetFrameIndex()]
-		if !ok || better(s, cur) {
-			best[s.GetFrameIndex()] = s
+		id := cropID{s.GetFrameIndex(), s.GetFaceIndex()}
+		if cur, ok := best[id]; !ok || better(s, cur) {
+			best[id] = s
+		}
+		f := s.GetFrameIndex()
+		sp, ok := spans[s.GetTrackId()]
+		if !ok {
+			sp = span{f, f}
+		}
+		spans[s.GetTrackId()] = span{min(sp.lo, f), max(sp.hi, f)}
+	}
+	cands := make([]*laev1.FrameScore, 0, len(best))
+	for _, s := range best {
+		cands = append(cands, s)
+	}
+	rank := func(a, b *laev1.FrameScore) int {
+		switch {
+		case better(a, b):
+			return -1
+		case better(b, a):
+			return 1
+		}
+		return 0
+	}
+	slices.SortFunc(cands, rank)
+	out := make([]*laev1.FrameScore, 0, min(n, len(cands)))
+	picked := make([]bool, len(cands))
+	frames := make(map[uint64][]uint64) // picked frames per track
+	pick := func(i int) {
+		picked[i] = true
+		out = append(out, cands[i])
+		frames[cands[i].GetTrackId()] = append(frames[cands[i].GetTrackId()], cands[i].GetFrameIndex())
+	}
+	for i, s := range cands {
+		if len(out) == n {
+			break
+		}
+		if len(frames[s.GetTrackId()]) == 0 {
+			pick(i)
 		}
 	}
-	// n is small (a few evidence frames) and frames are many: keep a sorted top-n by
-	// insertion instead of sorting every frame.
-	out := make([]*laev1.FrameScore, 0, min(n, len(best))+1)
-	for _, s := range best {
-		if len(out) == n && !better(s, out[n-1]) {
+	for i, s := range cands {
+		if len(out) == n {
+			break
+		}
+		if picked[i] {
 			continue
 		}
-		i := len(out)
-		for i > 0 && better(s, out[i-1]) {
-			i--
+		sp := spans[s.GetTrackId()]
+		gap := max(1, (sp.hi-sp.lo)/uint64(n+1))
+		far := true
+		for _, f := range frames[s.GetTrackId()] {
+			if d := max(f, s.GetFrameIndex()) - min(f, s.GetFrameIndex()); d < gap {
+				far = false
+				break
+			}
 		}
-		out = slices.Insert(out, i, s)
-		if len(out) > n {
-			out = out[:n]
+		if far {
+			pick(i)
 		}
 	}
+	for i := range cands {
+		if len(out) == n {
+			break
+		}
+		if !picked[i] {
+			pick(i)
+		}
+	}
+	slices.SortFunc(out, rank)
 	return out
 }
 

@@ -191,7 +191,87 @@ func TestTopFramesIsOrderIndependent(t *testing.T) {
 		}
 	}
 	assert.Empty(t, TopFrames(scores, 0))
-	assert.Len(t, TopFrames(scores, 100), 4) // only 4 frames have a usable face
+	assert.Len(t, TopFrames(scores, 100), 5) // only 5 crops are usable
+	// A crop delivered twice counts once.
+	assert.Len(t, TopFrames(append(scores, fs(3, 1, 2, 0.95)), 100), 5)
+}
+
+func TestTopFramesSpreadsAcrossTracksAndTime(t *testing.T) {
+	type pick struct {
+		frame uint64
+		track uint64
+	}
+	picks := func(top []*laev1.FrameScore) []pick {
+		out := make([]pick, len(top))
+		for i, s := range top {
+			out[i] = pick{s.GetFrameIndex(), s.GetTrackId()}
+		}
+		return out
+	}
+	// hump is a score peaking at frame peak and falling by 0.002 per frame.
+	hump := func(f, peak uint64, top float64) float32 {
+		d := float64(max(f, peak) - min(f, peak))
+		return float32(max(0.01, top-0.002*d))
+	}
+	for _, c := range []struct {
+		name   string
+		scores func() []*laev1.FrameScore
+		n      int
+		want   []pick
+	}{{
+		// Track 1 beats track 2 in every frame: the old choice was three neighbours of
+		// track 1's best; now track 2's best is there too.
+		name: "two tracks, both represented",
+		scores: func() []*laev1.FrameScore {
+			var out []*laev1.FrameScore
+			for f := range uint64(20) {
+				out = append(out, fs(f, 0, 1, hump(f, 10, 0.95)), fs(f, 1, 2, hump(f, 4, 0.40)))
+			}
+			return out
+		},
+		n:    3,
+		// Track 1 spans 19 frames: its second pick is at least 19/4 = 4 frames from its best
+		// (6 and 14 tie; the earlier wins).
+		want: []pick{{10, 1}, {6, 1}, {4, 2}},
+	}, {
+		name: "one long track, picks spread in time",
+		scores: func() []*laev1.FrameScore {
+			var out []*laev1.FrameScore
+			for f := range uint64(300) {
+				// A broad peak at 100 and a lower one at 250.
+				out = append(out, fs(f, 0, 7, max(hump(f, 100, 0.9), hump(f, 250, 0.8))))
+			}
+			return out
+		},
+		n:    3,
+		// Picks at least 299/4 = 74 frames apart: both peaks, then the best frame 74 from the
+		// first peak (26 and 174 tie at 0.752; the earlier wins).
+		want: []pick{{100, 7}, {250, 7}, {26, 7}},
+	}, {
+		name: "more tracks than picks: the best tracks",
+		scores: func() []*laev1.FrameScore {
+			var out []*laev1.FrameScore
+			for tr := range uint64(5) {
+				for f := range uint64(10) {
+					out = append(out, fs(f, uint32(tr), tr, hump(f, 5, 0.5+0.1*float64(tr))))
+				}
+			}
+			return out
+		},
+		n:    2,
+		want: []pick{{5, 4}, {5, 3}},
+	}, {
+		name: "short track: neighbours when nothing else is left",
+		scores: func() []*laev1.FrameScore {
+			return []*laev1.FrameScore{fs(0, 0, 1, 0.5), fs(1, 0, 1, 0.7), fs(2, 0, 1, 0.6)}
+		},
+		n:    3,
+		want: []pick{{1, 1}, {2, 1}, {0, 1}},
+	}} {
+		t.Run(c.name, func(t *testing.T) {
+			assert.Equal(t, c.want, picks(TopFrames(c.scores(), c.n)))
+		})
+	}
 }
 
 // syntheticVideo makes n crops, 2 faces per frame, with deterministic pseudo-random scores.
