@@ -35,15 +35,19 @@ type Settings struct {
 	Generator string
 	// GeneratedAt is the report's time; zero = now.
 	GeneratedAt time.Time
+	// Version is the lae version that wrote the report; "" = read from the binary's build
+	// information.
+	Version string
 }
 
 //go:embed report.html.tmpl
 var pageSource string
 
 var page = template.Must(template.New("report").Funcs(template.FuncMap{
-	"score": fmtScore,
-	"sec":   fmtSeconds,
-	"rect":  fmtRect,
+	"score":      fmtScore,
+	"sec":        fmtSeconds,
+	"rect":       fmtRect,
+	"trackScore": trackScore,
 }).Parse(pageSource))
 
 // Plot geometry (SVG user units). The plot scales with the page through viewBox.
@@ -65,6 +69,17 @@ type view struct {
 	Plot          *plot
 	Evidence      []evidenceView
 	MissingImages int
+	Version       string
+	Status        status
+	Source        []fact // the input's forensic facts, in display order
+	Card          cardView
+	Lanes         *lanes
+}
+
+// fact is one labelled row of the source table; Missing prints the value greyed.
+type fact struct {
+	ID, Label, Value string
+	Missing          bool
 }
 
 type evidenceView struct {
@@ -83,6 +98,7 @@ type plot struct {
 	XTicks, YTicks   []tick
 	Marks            []mark // evidence frames
 	Above            int    // sampled frames above the threshold
+	tMin, tMax       float64
 }
 
 type plotPoint struct {
@@ -140,6 +156,14 @@ func Write(w io.Writer, v laev1.Verdict, images map[string][]byte, s Settings) e
 		vw.Evidence = append(vw.Evidence, ev)
 	}
 	vw.Plot = buildPlot(v)
+	vw.Lanes = buildLanes(v, vw.Plot)
+	vw.Status = statusOf(v)
+	vw.Source = sourceFacts(v, vw.Input)
+	vw.Version = s.Version
+	if vw.Version == "" {
+		vw.Version = buildVersion()
+	}
+	vw.Card = readCard(s.ModelPath, v.Threshold)
 	// Render into memory first so a template error never leaves half a report behind.
 	var buf bytes.Buffer
 	if err := page.Execute(&buf, vw); err != nil {
@@ -183,6 +207,7 @@ func buildPlot(v laev1.Verdict) *plot {
 	if tMax-tMin < 1e-6 {
 		tMax = tMin + 1
 	}
+	p.tMin, p.tMax = tMin, tMax
 	x := func(t float64) float64 {
 		if !finite(t) {
 			t = tMin
