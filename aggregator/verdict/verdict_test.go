@@ -229,7 +229,7 @@ func TestTopFramesSpreadsAcrossTracksAndTime(t *testing.T) {
 			}
 			return out
 		},
-		n:    3,
+		n: 3,
 		// Track 1 spans 19 frames: its second pick is at least 19/4 = 4 frames from its best
 		// (6 and 14 tie; the earlier wins).
 		want: []pick{{10, 1}, {6, 1}, {4, 2}},
@@ -243,7 +243,7 @@ func TestTopFramesSpreadsAcrossTracksAndTime(t *testing.T) {
 			}
 			return out
 		},
-		n:    3,
+		n: 3,
 		// Picks at least 299/4 = 74 frames apart: both peaks, then the best frame 74 from the
 		// first peak (26 and 174 tie at 0.752; the earlier wins).
 		want: []pick{{100, 7}, {250, 7}, {26, 7}},
