@@ -7,6 +7,7 @@ import (
 	"image"
 	"image/color"
 	"math"
+	"strings"
 
 	"gocv.io/x/gocv"
 
@@ -281,10 +282,13 @@ func drawThumb(canvas *gocv.Mat, s *laev1.FrameScore, fi *laev1.FrameImage, img 
 
 // drawHeader writes the caption and the panel titles.
 func drawHeader(canvas *gocv.Mat, s *laev1.FrameScore, part string) {
-	text := fmt.Sprintf("score %.3f   t=%s   track %d   frame %d", clamp(float64(s.GetScore()), 0, 1),
+	text := fmt.Sprintf("face score %.3f   t=%s   track %d   frame %d", clamp(float64(s.GetScore()), 0, 1),
 		timestamp(s.GetPtsSeconds()), s.GetTrackId(), s.GetFrameIndex())
 	if part != "" {
-		text += "   hot: " + part + " (subject's side)"
+		text += "   hot: " + part
+		if strings.HasPrefix(part, "left") || strings.HasPrefix(part, "right") {
+			text += " (subject's)"
+		}
 	}
 	scale := 0.6
 	if w := gocv.GetTextSize(text, gocv.FontHersheySimplex, scale, 1).X; w > canvasW-2*margin {
