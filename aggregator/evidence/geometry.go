@@ -1,8 +1,10 @@
 // Package evidence says where in a frame the detector saw a forgery and draws it.
 //
 // For one scored face crop (laev1.FrameScore) it computes two rectangles in frame pixel
-// coordinates — the face detector's box and the heatmap's hot region — and renders an evidence
-// image: the sampled frame with the heatmap overlaid on the face, the two boxes and a caption.
+// coordinates — the face detector's box and the heatmap's hot region —, names the face part
+// under the heatmap's peak (Part, PartAt) and renders an evidence image (Render): the aligned
+// crop enlarged beside the same crop under the heatmap with a colour legend, a thumbnail of
+// the frame with the face box, and a caption with score, time, track, frame and part.
 //
 // # Hot region
 //
