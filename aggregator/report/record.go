@@ -406,8 +406,8 @@ func buildLanes(v laev1.Verdict, p *plot) *lanes {
 		x0, x1 := x(t.FirstPTS), x(t.LastPTS)
 		score := "score " + trackScore(t)
 		l := lane{Y: y, BarX: x0, BarW: math.Max(2, x1-x0), Label: "T" + strconv.FormatUint(t.TrackID, 10),
-			Score: score + " · " + t.Verdict, Class: "lane-" + t.Verdict,
-			Title: fmt.Sprintf("track %d: %d face(s), %s to %s, %s, %s", t.TrackID, t.Faces, fmtSeconds(t.FirstPTS), fmtSeconds(t.LastPTS), score, t.Verdict)}
+			Score: score + " · " + trackLabel(v, t), Class: "lane-" + t.Verdict,
+			Title: fmt.Sprintf("track %d: %d face(s), %s to %s, %s, %s", t.TrackID, t.Faces, fmtSeconds(t.FirstPTS), fmtSeconds(t.LastPTS), score, trackLabel(v, t))}
 		// The label goes inside a long bar (white on the bar's colour) and after a short one.
 		l.ScoreX, l.Inside = x1+4, false
 		if x1+4 > p.R-150 {
@@ -431,4 +431,20 @@ func trackScore(t laev1.Track) string {
 		return "—"
 	}
 	return fmtScore(t.Score)
+}
+
+// trackLabel is a track's verdict as the report words it: a track of a scan that did not read
+// the whole video (partial, rolling, failed) is never labelled plain "real".
+func trackLabel(v laev1.Verdict, t laev1.Track) string {
+	if t.Verdict != laev1.VerdictReal {
+		return t.Verdict
+	}
+	part, _ := partial(v)
+	switch {
+	case !v.Final:
+		return "no fake signal so far"
+	case part, v.Verdict == laev1.VerdictError:
+		return "no fake signal in the part read"
+	}
+	return t.Verdict
 }

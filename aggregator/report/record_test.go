@@ -261,3 +261,21 @@ func TestSourceFactsWording(t *testing.T) {
 	require.Equal(t, "12345 bytes (12.1 KiB)", fmtBytes(12345))
 	require.Equal(t, "999 bytes", fmtBytes(999))
 }
+
+// TestTrackLabels: no track is labelled plain "real" in a scan that did not read the whole
+// video; unknown tracks show no score.
+func TestTrackLabels(t *testing.T) {
+	v := fakeVerdict()
+	v.Verdict, v.Complete, v.ReadShare = laev1.VerdictReal, false, new(float64)
+	*v.ReadShare = 0.4
+	v.Tracks = append(v.Tracks, laev1.Track{TrackID: 3, Faces: 2, Verdict: laev1.VerdictUnknown})
+	v.Evidence[0].Part = "mouth"
+	_, doc := render(t, v, nil, Settings{})
+	rows := find(byID(doc, "tracks"), byTag("tr"))
+	require.Len(t, rows, 4)
+	require.Contains(t, text(rows[2]), "no fake signal in the part read")
+	require.NotContains(t, text(byID(doc, "tracks")), "real")
+	require.Equal(t, "—", text(find(rows[3], byTag("td"))[2]), "an unknown track has no score")
+	require.NotContains(t, text(byID(doc, "track-lanes")), "real")
+	require.Equal(t, "mouth", text(find(byID(doc, "evidence"), func(n *html.Node) bool { return attr(n, "class") == "part" })[0]))
+}

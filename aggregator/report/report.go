@@ -48,6 +48,7 @@ var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"sec":        fmtSeconds,
 	"rect":       fmtRect,
 	"trackScore": trackScore,
+	"trackLabel": trackLabel,
 }).Parse(pageSource))
 
 // Plot geometry (SVG user units). The plot scales with the page through viewBox.
