@@ -273,6 +273,40 @@ func TestRenderWithoutFrame(t *testing.T) {
 	assertBGR(t, img, cropX+panel/2, panelY+panel/2, [3]int{170, 190, 220}, 25, "crop without heatmap")
 }
 
+// TestRenderWithCrop fills the crop panel from the crop message, with or without a frame
+// image and a heatmap.
+func TestRenderWithCrop(t *testing.T) {
+	face := synth.Face{Box: laev1.Rect{X: 100, Y: 50, W: 128, H: 128}, HotX: 16, HotY: 16, HotR: 5}
+	s := synth.Score("v", 1, 0, 1, 0.8, face, 640, 360)
+	loc, err := Locate(s)
+	require.NoError(t, err)
+	fc := &laev1.FaceCrop{Width: 64, Height: 64, Format: laev1.PixelFormat_PIXEL_FORMAT_BGR8, Pixels: make([]byte, 64*64*3)}
+	for i := range 64 * 64 {
+		fc.Pixels[3*i], fc.Pixels[3*i+1], fc.Pixels[3*i+2] = 10, 200, 30
+	}
+	bare := proto.Clone(s).(*laev1.FrameScore)
+	bare.HeatmapWidth, bare.HeatmapHeight, bare.Heatmap = 0, 0, nil
+	for name, sc := range map[string]*laev1.FrameScore{"with heatmap": s, "without heatmap": bare} {
+		t.Run(name, func(t *testing.T) {
+			out, err := RenderWithCrop(sc, nil, fc, loc)
+			require.NoError(t, err)
+			img := decode(t, out)
+			defer img.Close()
+			assertBGR(t, img, cropX+panel/2, panelY+panel/2, [3]int{10, 200, 30}, 20, "crop from the message")
+			assertBGR(t, img, thumbX+4, panelY+4, [3]int{76, 70, 70}, 10, "thumbnail placeholder")
+		})
+	}
+	// A malformed crop falls back to the frame image's re-cut.
+	jpg, err := synth.FrameJPEG(640, 360, 1, face.Box)
+	require.NoError(t, err)
+	out, err := RenderWithCrop(s, &laev1.FrameImage{FrameWidth: 640, FrameHeight: 360, Jpeg: jpg},
+		&laev1.FaceCrop{Width: 64, Height: 64, Pixels: []byte{1, 2, 3}}, loc)
+	require.NoError(t, err)
+	img := decode(t, out)
+	defer img.Close()
+	assertBGR(t, img, cropX+panel/2, panelY+panel/2, [3]int{170, 190, 220}, 25, "re-cut crop")
+}
+
 // TestColormapIsMonotonicInLuminance checks the evidence colour map is perceptual: luminance
 // (Rec. 601 luma) rises with the value, so a brighter spot always means a higher score.
 func TestColormapIsMonotonicInLuminance(t *testing.T) {

@@ -30,6 +30,11 @@ func TestRenderFreesEveryMatLeak(t *testing.T) {
 		require.NoError(t, err)
 		_, err = Render(bare, &laev1.FrameImage{Jpeg: []byte("garbage")}, loc)
 		require.ErrorIs(t, err, ErrNothingToDraw)
+		fc := &laev1.FaceCrop{Width: 8, Height: 8, Format: laev1.PixelFormat_PIXEL_FORMAT_BGR8, Pixels: make([]byte, 8*8*3)}
+		_, err = RenderWithCrop(bare, nil, fc, loc)
+		require.NoError(t, err)
+		_, err = RenderWithCrop(s, &laev1.FrameImage{FrameWidth: 640, FrameHeight: 360, Jpeg: jpg}, fc, loc)
+		require.NoError(t, err)
 		for _, fi := range []*laev1.FrameImage{
 			{FrameWidth: 640, FrameHeight: 360, Jpeg: jpg}, nil, {Jpeg: []byte("garbage")},
 		} {

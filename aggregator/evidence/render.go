@@ -69,9 +69,10 @@ const (
 //
 // The image (canvasW×canvasH) has, left to right below a caption with score, time, frame,
 // track and the named hot face part (see Part):
-//   - the aligned face crop, enlarged to panel×panel: re-cut from the frame image (FrameImage of
-//     the same video and frame, whose JPEG may be smaller than the frame) through the
-//     crop→frame affine, so it is the crop the detector saw at the frame image's resolution;
+//   - the aligned face crop, enlarged to panel×panel: the scored crop itself when given (see
+//     RenderWithCrop), else re-cut from the frame image (FrameImage of the same video and
+//     frame, whose JPEG may be smaller than the frame) through the crop→frame affine: the
+//     same geometry at the frame image's resolution;
 //   - the same crop with the heatmap (viridis) alpha-blended over it and the hot region
 //     outlined in white;
 //   - the colour legend, 0 at the bottom to 1 at the top;
@@ -82,6 +83,14 @@ const (
 // the heatmap panel says so. With neither, Render returns ErrNothingToDraw and the caller
 // leaves Evidence.Image empty.
 func Render(s *laev1.FrameScore, frame *laev1.FrameImage, loc Location) ([]byte, error) {
+	return RenderWithCrop(s, frame, nil, loc)
+}
+
+// RenderWithCrop is Render with the aligned crop the detector scored (the FaceCrop of the same
+// video, frame and face from LAE_FACES): its pixels fill the crop panel at full crop
+// resolution instead of a re-cut from the (downscaled) frame image. A nil or malformed crop
+// falls back to the re-cut.
+func RenderWithCrop(s *laev1.FrameScore, frame *laev1.FrameImage, fc *laev1.FaceCrop, loc Location) ([]byte, error) {
 	hasHeat := s.GetHeatmapWidth() > 0 && s.GetHeatmapHeight() > 0 &&
 		len(s.GetHeatmap()) == int(s.GetHeatmapWidth())*int(s.GetHeatmapHeight())
 	var img gocv.Mat
@@ -92,16 +101,16 @@ func Render(s *laev1.FrameScore, frame *laev1.FrameImage, loc Location) ([]byte,
 		}
 	}
 	hasFrame := img.Ptr() != nil && !img.Empty()
-	if !hasFrame && !hasHeat {
+	crop := gocv.NewMat()
+	defer crop.Close()
+	hasCrop := copyCrop(fc, &crop) == nil || hasFrame && cutCrop(s, frame, img, &crop) == nil
+	if !hasFrame && !hasHeat && !hasCrop {
 		return nil, ErrNothingToDraw
 	}
 	canvas := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(float64(backColor.B), float64(backColor.G), float64(backColor.R), 0),
 		canvasH, canvasW, gocv.MatTypeCV8UC3)
 	defer canvas.Close()
 
-	crop := gocv.NewMat()
-	defer crop.Close()
-	hasCrop := hasFrame && cutCrop(s, frame, img, &crop) == nil
 	cropRect := image.Rect(cropX, panelY, cropX+panel, panelY+panel)
 	heatRect := image.Rect(heatX, panelY, heatX+panel, panelY+panel)
 	if hasCrop {
@@ -129,6 +138,21 @@ func Render(s *laev1.FrameScore, frame *laev1.FrameImage, loc Location) ([]byte,
 	}
 	drawHeader(&canvas, s, Part(s, loc))
 	return encode(canvas)
+}
+
+// copyCrop enlarges the crop message's pixels into a panel×panel Mat.
+func copyCrop(fc *laev1.FaceCrop, dst *gocv.Mat) error {
+	w, h := int(fc.GetWidth()), int(fc.GetHeight())
+	if fc == nil || fc.GetFormat() != laev1.PixelFormat_PIXEL_FORMAT_BGR8 || w == 0 || h == 0 || len(fc.GetPixels()) != w*h*3 {
+		return errors.New("no usable BGR8 crop")
+	}
+	src, err := gocv.NewMatFromBytes(h, w, gocv.MatTypeCV8UC3, fc.GetPixels())
+	if err != nil {
+		return fmt.Errorf("wrap %dx%d crop: %w", w, h, err)
+	}
+	defer src.Close()
+	gocv.Resize(src, dst, image.Pt(panel, panel), 0, 0, gocv.InterpolationCubic)
+	return nil
 }
 
 // cutCrop re-cuts the aligned crop from the frame image into a panel×panel Mat.
