@@ -375,11 +375,10 @@ type lanes struct {
 }
 
 type lane struct {
-	Y, BarX, BarW float64
+	Y, BarY, BarX, BarW float64
 	Label, Score  string
 	Class, Title  string
 	ScoreX        float64
-	Inside        bool
 	Marks         []laneMark
 }
 
@@ -388,7 +387,8 @@ type laneMark struct {
 	Title string
 }
 
-const laneH = 22.0
+// Lane geometry: the label on top, then the 10-unit bar.
+const laneH, laneBarY = 32.0, 16.0
 
 func buildLanes(v laev1.Verdict, p *plot) *lanes {
 	if p == nil || len(v.Tracks) == 0 {
@@ -405,17 +405,15 @@ func buildLanes(v laev1.Verdict, p *plot) *lanes {
 		y := 4 + float64(i)*laneH
 		x0, x1 := x(t.FirstPTS), x(t.LastPTS)
 		score := "score " + trackScore(t)
-		l := lane{Y: y, BarX: x0, BarW: math.Max(2, x1-x0), Label: "T" + strconv.FormatUint(t.TrackID, 10),
+		l := lane{Y: y, BarY: y + laneBarY, BarX: x0, BarW: math.Max(2, x1-x0), Label: "T" + strconv.FormatUint(t.TrackID, 10),
 			Score: score + " · " + trackLabel(v, t), Class: "lane-" + t.Verdict,
 			Title: fmt.Sprintf("track %d: %d face(s), %s to %s, %s, %s", t.TrackID, t.Faces, fmtSeconds(t.FirstPTS), fmtSeconds(t.LastPTS), score, trackLabel(v, t))}
-		// The label goes inside a long bar (white on the bar's colour) and after a short one.
-		l.ScoreX, l.Inside = x1+4, false
-		if x1+4 > p.R-150 {
-			l.ScoreX, l.Inside = x0+6, true
-		}
+		// The label sits above the bar, where the evidence markers (on the bar) cannot hide
+		// it; it starts at the bar unless that would run it off the plot.
+		l.ScoreX = math.Min(x0, p.R-180)
 		for j, e := range v.Evidence {
 			if e.TrackID == t.TrackID {
-				l.Marks = append(l.Marks, laneMark{X: x(e.PTSSeconds), Y: y + 8,
+				l.Marks = append(l.Marks, laneMark{X: x(e.PTSSeconds), Y: y + laneBarY + 5,
 					Title: fmt.Sprintf("evidence #%d at %s, score %s", j+1, fmtSeconds(e.PTSSeconds), fmtScore(e.Score))})
 			}
 		}
