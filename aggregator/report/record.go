@@ -376,10 +376,10 @@ type lanes struct {
 
 type lane struct {
 	Y, BarY, BarX, BarW float64
-	Label, Score  string
-	Class, Title  string
-	ScoreX        float64
-	Marks         []laneMark
+	Label, Score        string
+	Class, Title        string
+	ScoreX              float64
+	Marks               []laneMark
 }
 
 type laneMark struct {
