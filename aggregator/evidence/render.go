@@ -65,6 +65,9 @@ const (
 	Height = canvasH
 )
 
+// CropPanel is where the aligned crop is drawn in every evidence image.
+var CropPanel = image.Rect(cropX, panelY, cropX+panel, panelY+panel)
+
 // Render draws the evidence image of one scored face and returns it as JPEG.
 //
 // The image (canvasW×canvasH) has, left to right below a caption with score, time, frame,

@@ -188,8 +188,10 @@ func (a *aggregator) store(ctx context.Context, v laev1.Verdict, data []byte) er
 // evidence locates and renders the chosen crops. Failures cost the image, not the verdict.
 func (a *aggregator) evidence(ctx context.Context, key videoKey, st *state, top []*laev1.FrameScore) []laev1.Evidence {
 	out := make([]laev1.Evidence, 0, len(top))
+	crops := a.faceCrops(ctx, key, top)
 	for _, s := range top {
 		s = a.withHeatmap(ctx, st, s)
+		fc := crops[cropKey{s.GetFrameIndex(), s.GetFaceIndex()}]
 		ev := laev1.Evidence{FrameIndex: s.GetFrameIndex(), PTSSeconds: s.GetPtsSeconds(), TrackID: s.GetTrackId(),
 			FaceIndex: s.GetFaceIndex(), Score: float64(s.GetScore())}
 		if math.IsNaN(ev.PTSSeconds) || math.IsInf(ev.PTSSeconds, 0) {
@@ -200,12 +202,17 @@ func (a *aggregator) evidence(ctx context.Context, key videoKey, st *state, top 
 			a.stats.EvidenceErrors.Add(1)
 			a.log.Warn("locate evidence", zap.Stringer("video", key), zap.Error(err))
 		}
-		ev.FaceBox, ev.HotRegion, ev.Part = loc.Face, loc.Hot, evidence.Part(s, loc)
+		ev.FaceBox, ev.HotRegion = loc.Face, loc.Hot
+		// The part is named on the canonical geometry of a crop aligned on detected eyes; a
+		// crop known to be aligned on the box alone (no landmarks) gets none.
+		if fc == nil || fc.GetEyesAligned() {
+			ev.Part = evidence.Part(s, loc)
+		}
 		frame, err := a.frameImage(ctx, s.GetVideoId(), s.GetFrameIndex())
 		if err != nil {
 			a.log.Warn("fetch frame image (drawing on the heatmap alone)", zap.Stringer("video", key), zap.Error(err))
 		}
-		img, err := evidence.Render(s, frame, loc)
+		img, err := evidence.RenderWithCrop(s, frame, fc, loc)
 		switch {
 		case errors.Is(err, evidence.ErrNothingToDraw):
 		case err != nil:
@@ -245,6 +252,82 @@ func (a *aggregator) withHeatmap(ctx context.Context, st *state, s *laev1.FrameS
 		return s
 	}
 	return full
+}
+
+// maxCropScan bounds the crop headers read to find the evidence crops of one video.
+const maxCropScan = 200_000
+
+// faceCrops fetches the aligned crops of the chosen scores from LAE_FACES, for the evidence
+// image's crop panel at full crop resolution. The crops of a video share one subject, so their
+// stream sequences are found by reading the video's crop headers only (no pixels; each crop
+// carries its de-duplication id, laev1.CropMsgID), then each chosen crop is fetched by
+// sequence. Crops not found (expired, or the stream unreachable) are left out: the image then
+// re-cuts the crop from the frame image.
+func (a *aggregator) faceCrops(ctx context.Context, key videoKey, top []*laev1.FrameScore) map[cropKey]*laev1.FaceCrop {
+	out := make(map[cropKey]*laev1.FaceCrop, len(top))
+	if len(top) == 0 {
+		return out
+	}
+	want := make(map[string]cropKey, len(top))
+	for _, s := range top {
+		want[laev1.CropMsgID(key.id, s.GetFrameIndex(), s.GetFaceIndex())] = cropKey{s.GetFrameIndex(), s.GetFaceIndex()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, finishTimeout)
+	defer cancel()
+	fail := func(err error) map[cropKey]*laev1.FaceCrop {
+		a.log.Warn("find evidence crops (re-cutting them from the frame images)", zap.Stringer("video", key), zap.Error(err))
+		return out
+	}
+	stream, err := a.js.Stream(ctx, laev1.StreamFaces)
+	if err != nil {
+		return fail(err)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{laev1.FacesSubject(key.id)}, DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: true,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	seqs := make(map[cropKey]uint64, len(want))
+	for remaining := min(info.NumPending, maxCropScan); remaining > 0 && len(seqs) < len(want); {
+		batch, err := cons.Fetch(int(min(remaining, 1024)), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return fail(err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			remaining--
+			k, ok := want[m.Headers().Get(jetstream.MsgIDHeader)]
+			if !ok {
+				continue
+			}
+			if md, err := m.Metadata(); err == nil {
+				seqs[k] = md.Sequence.Stream
+			}
+		}
+		if got == 0 {
+			break
+		}
+	}
+	for k, seq := range seqs {
+		raw, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			a.log.Warn("fetch evidence crop", zap.Stringer("video", key), zap.Uint64("seq", seq), zap.Error(err))
+			continue
+		}
+		var fc laev1.FaceCrop
+		if err := proto.Unmarshal(raw.Data, &fc); err != nil || fc.GetFrameIndex() != k.frame || fc.GetFaceIndex() != k.face {
+			a.log.Warn("evidence crop does not match", zap.Stringer("video", key), zap.Uint64("seq", seq), zap.Error(err))
+			continue
+		}
+		out[k] = &fc
+	}
+	return out
 }
 
 // frameImage fetches the frame image of one frame; (nil, nil) when there is none.

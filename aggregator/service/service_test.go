@@ -335,6 +335,59 @@ func TestFakeVideoVerdictWithEvidence(t *testing.T) {
 	assert.Len(t, h.verdictsFor(v.id), 1)
 }
 
+// TestEvidenceUsesScoredCrop publishes the crops to LAE_FACES: the evidence image's crop
+// panel shows the scored crop's own pixels (not a re-cut from the half-size frame image), and
+// a crop aligned without landmarks gets no face part.
+func TestEvidenceUsesScoredCrop(t *testing.T) {
+	h := startServer(t)
+	h.run(t, Options{EvidenceFrames: 4})
+	v := makeVideo(t, "crops-1", 6, true)
+	sub, err := h.nc.SubscribeSync(laev1.VerdictSubject(v.id))
+	require.NoError(t, err)
+	for _, fi := range v.frames {
+		h.publishFrame(t, fi)
+	}
+	for _, s := range v.scores {
+		px := make([]byte, synth.CropSize*synth.CropSize*3)
+		for i := 0; i < len(px); i += 3 {
+			px[i], px[i+1], px[i+2] = 10, 200, 30
+		}
+		fc := &laev1.FaceCrop{VideoId: v.id, FrameIndex: s.GetFrameIndex(), FaceIndex: s.GetFaceIndex(), TrackId: s.GetTrackId(),
+			Width: synth.CropSize, Height: synth.CropSize, Format: laev1.PixelFormat_PIXEL_FORMAT_BGR8, Pixels: px,
+			EyesAligned: s.GetTrackId() == 1}
+		data, err := proto.Marshal(fc)
+		require.NoError(t, err)
+		_, err = h.js.Publish(context.Background(), laev1.FacesSubject(v.id), data,
+			jetstream.WithMsgID(laev1.CropMsgID(v.id, s.GetFrameIndex(), s.GetFaceIndex())))
+		require.NoError(t, err)
+		h.publishScore(t, s)
+	}
+	h.publishEOS(t, v.eos)
+	got, _ := waitVerdict(t, sub)
+	require.Len(t, got.Evidence, 4)
+	obs, err := h.js.ObjectStore(context.Background(), laev1.BucketEvidence)
+	require.NoError(t, err)
+	tracks := map[uint64]bool{}
+	for _, ev := range got.Evidence {
+		tracks[ev.TrackID] = true
+		if ev.TrackID == 1 {
+			assert.Equal(t, evidence.PartMouth, ev.Part)
+		} else {
+			assert.Empty(t, ev.Part, "a crop aligned on the box alone names no part")
+		}
+		img, err := obs.GetBytes(context.Background(), ev.Image)
+		require.NoError(t, err)
+		m, err := gocv.IMDecode(img, gocv.IMReadColor)
+		require.NoError(t, err)
+		c := m.GetVecbAt(evidence.CropPanel.Min.Y+evidence.CropPanel.Dy()/2, evidence.CropPanel.Min.X+evidence.CropPanel.Dx()/2)
+		m.Close()
+		assert.InDelta(t, 10, int(c[0]), 20, "crop panel shows the crop's pixels: %v", c)
+		assert.InDelta(t, 200, int(c[1]), 20, "crop panel shows the crop's pixels: %v", c)
+		assert.InDelta(t, 30, int(c[2]), 20, "crop panel shows the crop's pixels: %v", c)
+	}
+	assert.Len(t, tracks, 2)
+}
+
 func TestOrderIndependenceAndDuplicates(t *testing.T) {
 	h := startServer(t)
 	h.run(t, Options{Rule: verdict.RuleTopKMean})
