@@ -1,9 +1,11 @@
 package report
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"image"
 	"image/color"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/html"
 	"google.golang.org/protobuf/proto"
@@ -99,6 +102,7 @@ func TestScannedClipReportIsARecord(t *testing.T) {
 	require.Equal(t, laev1.VerdictReal, v.Verdict)
 	require.True(t, v.Complete)
 	require.NotEmpty(t, v.Tracks)
+	requireSchemaValid(t, v)
 	images := map[string][]byte{}
 	for i, e := range v.Evidence {
 		images[e.Image] = testJPEG(t, uint8(i))
@@ -278,4 +282,25 @@ func TestTrackLabels(t *testing.T) {
 	require.Equal(t, "—", text(find(rows[3], byTag("td"))[2]), "an unknown track has no score")
 	require.NotContains(t, text(byID(doc, "track-lanes")), "real")
 	require.Equal(t, "mouth", text(find(byID(doc, "evidence"), func(n *html.Node) bool { return attr(n, "class") == "part" })[0]))
+}
+
+// requireSchemaValid checks a verdict, source facts included, against verdict.schema.json.
+func requireSchemaValid(t *testing.T, v laev1.Verdict) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(testenv.RepoRoot(), "schemas", "v1", "verdict.schema.json"))
+	require.NoError(t, err)
+	defer f.Close() //nolint:errcheck // read-only
+	doc, err := jsonschema.UnmarshalJSON(f)
+	require.NoError(t, err)
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	require.NoError(t, c.AddResource("verdict.schema.json", doc))
+	sch, err := c.Compile("verdict.schema.json")
+	require.NoError(t, err)
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	require.NoError(t, err)
+	require.NoError(t, sch.Validate(inst))
+	require.Contains(t, string(b), `"source":{"file_size":`)
 }
