@@ -82,7 +82,7 @@ func scanCmd(ctx context.Context, args []string) error {
 	cmd.Bind = func(fs *flag.FlagSet, c *config.Config) {
 		config.StackFlags(fs, c)
 		fs.BoolVar(&out.json, "json", false, "print one JSON object per input instead of text")
-		fs.StringVar(&out.evidenceDir, "evidence-dir", "", "write the evidence images (frame + heatmap overlay) into this directory")
+		fs.StringVar(&out.evidenceDir, "evidence-dir", "", "write the evidence images (face crop, the same crop under the heatmap, frame thumbnail) into this directory")
 		fs.StringVar(&out.report, "report", "", "write a self-contained HTML report (several inputs: PATH-1.html, PATH-2.html, ...)")
 		fs.BoolVar(&out.quiet, "quiet", false, "no progress line on stderr")
 		fs.BoolVar(&out.verbose, "v", false, "log the stages' work to stderr (same as --log-level debug)")
@@ -278,8 +278,12 @@ func printVerdict(w io.Writer, r scanResult) {
 		fmt.Fprintf(w, "  INCOMPLETE: only %s of the source could be read; the verdict covers that part\n", readShare(v))
 	}
 	for i, e := range v.Evidence {
-		fmt.Fprintf(w, "  evidence %d: frame %d at %s, track %d, face score %.3f, face box %s, hot region %s",
-			i+1, e.FrameIndex, fmtPTS(e.PTSSeconds), e.TrackID, e.Score, fmtRect(e.FaceBox), fmtRect(e.HotRegion))
+		part := ""
+		if e.Part != "" {
+			part = " (" + e.Part + ")"
+		}
+		fmt.Fprintf(w, "  evidence %d: %s, track %d, face score %.3f, hot region %s%s, frame %d, face box %s",
+			i+1, fmtPTS(e.PTSSeconds), e.TrackID, e.Score, fmtRect(e.HotRegion), part, e.FrameIndex, fmtRect(e.FaceBox))
 		if i < len(r.EvidenceFiles) {
 			fmt.Fprintf(w, " -> %s", r.EvidenceFiles[i])
 		}

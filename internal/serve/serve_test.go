@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lae-screening/lae/aggregator/evidence"
 	"github.com/lae-screening/lae/ingest/submit"
 	"github.com/lae-screening/lae/internal/config"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
@@ -137,15 +138,15 @@ func TestServeEndToEnd(t *testing.T) {
 	// The upload was stored under a safe name inside the store and submitted by path.
 	require.Equal(t, filepath.Join(s.upDir, id, "interview_1_.mp4"), got.Input)
 
-	// Evidence images are JPEGs of the frame size.
+	// Evidence images are the composite JPEGs (crop, heatmap, legend, frame thumbnail).
 	for n := range final.Evidence {
 		code, img, hdr := get(t, baseURL(s)+"/api/scans/"+id+"/evidence/"+itoa(n))
 		require.Equal(t, http.StatusOK, code)
 		require.Equal(t, "image/jpeg", hdr.Get("Content-Type"))
 		cfg, err := jpeg.DecodeConfig(bytes.NewReader(img))
 		require.NoError(t, err)
-		require.Equal(t, 640, cfg.Width)
-		require.Equal(t, 360, cfg.Height)
+		require.Equal(t, evidence.Width, cfg.Width)
+		require.Equal(t, evidence.Height, cfg.Height)
 	}
 	code, _, _ = get(t, baseURL(s)+"/api/scans/"+id+"/evidence/"+itoa(len(final.Evidence)))
 	require.Equal(t, http.StatusNotFound, code)
