@@ -474,18 +474,14 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		sc := byID[key]
-		sc.VideoID, sc.Verdict, sc.Score, sc.Threshold, sc.Revision, sc.Error = key, v.Verdict, v.Score, v.Threshold, v.Revision, v.Error
+		sc.VideoID = key
+		applyVerdict(&sc, v)
 		if sc.Input == "" {
 			sc.Input = v.Input
 		}
-		if sc.CropsScored < v.CropsScored {
-			sc.CropsScored = v.CropsScored
-		}
 		sc.UpdatedAt = v.CreatedAt
-		if v.Final {
-			sc.State, sc.Stage = StateDone, StageFinished
-		} else if sc.State == "" {
-			sc.State, sc.Stage = StatePending, StageIngest
+		if !v.Final && sc.State == "" {
+			sc.State, sc.Stage = StatePending, StageStalled
 		}
 		byID[key] = sc
 	}

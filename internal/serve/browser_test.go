@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,6 +26,14 @@ type pageState struct {
 	Points   int    `json:"points"`
 	Listed   int    `json:"listed"`
 	Progress string `json:"progress"`
+	// Stage is the detail's progress stage; Bar the media-read bar: "" (none),
+	// "indeterminate" or its percentage.
+	Stage    string `json:"stage"`
+	Bar      string `json:"bar"`
+	Badge    string `json:"badge"`
+	Headline string `json:"headline"`
+	// ListBadges are the scan list's badges.
+	ListBadges []string `json:"list_badges"`
 }
 
 const pageStateJS = `(() => {
@@ -39,15 +48,69 @@ const pageStateJS = `(() => {
     points: document.querySelectorAll('#timeline-svg circle').length,
     listed: document.querySelectorAll('#scans li[data-state=done]').length,
     progress: document.getElementById('d-progress').textContent,
+    stage: document.getElementById('d-progress').dataset.stage || '',
+    bar: (() => { const b = document.getElementById('d-bar'); return !b ? '' : b.classList.contains('indeterminate') ? 'indeterminate' : b.getAttribute('aria-valuenow'); })(),
+    badge: document.getElementById('d-verdict').textContent,
+    headline: document.getElementById('d-headline').hidden ? '' : document.getElementById('d-headline').textContent,
+    list_badges: [...document.querySelectorAll('#scans li .badge')].map((b) => b.textContent),
   };
 })()`
 
-// screenshotDir is where the page screenshots go: LAE_SCREENSHOT_DIR to keep them, else the
-// test's temporary directory.
+// layoutJS checks the page's key boxes at the current viewport: each present and visible,
+// inside the viewport's width, none overlapping another (a box and what it contains
+// aside), and the page no wider than the viewport. It returns the problems found.
+const layoutJS = `((sels) => {
+  const vw = document.documentElement.clientWidth, boxes = [], problems = [];
+  for (const sel of sels) {
+    const els = [...document.querySelectorAll(sel)];
+    if (!els.length) { problems.push('missing ' + sel); continue; }
+    for (const e of els) {
+      const r = e.getBoundingClientRect(), cs = getComputedStyle(e);
+      if (r.width < 1 || r.height < 1 || cs.visibility === 'hidden' || cs.display === 'none' || e.closest('[hidden]')) {
+        problems.push('not visible: ' + sel); continue;
+      }
+      if (r.left < -0.5 || r.right > vw + 0.5) problems.push(sel + ' outside the viewport: ' + r.left + '..' + r.right + ' of ' + vw);
+      boxes.push({ sel, e, r });
+    }
+  }
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const a = boxes[i], b = boxes[j];
+    if (a.e.contains(b.e) || b.e.contains(a.e)) continue;
+    const w = Math.min(a.r.right, b.r.right) - Math.max(a.r.left, b.r.left);
+    const h = Math.min(a.r.bottom, b.r.bottom) - Math.max(a.r.top, b.r.top);
+    if (w > 0.5 && h > 0.5) problems.push(a.sel + ' overlaps ' + b.sel + ' (' + w.toFixed(1) + 'x' + h.toFixed(1) + ')');
+  }
+  if (document.documentElement.scrollWidth > vw + 1) problems.push('page ' + document.documentElement.scrollWidth + ' px wide in a ' + vw + ' px viewport');
+  return problems;
+})(%s)`
+
+// keyBoxes are the page elements the layout check holds to: present, visible, apart.
+var keyBoxes = []string{"header h1", "#conn", "#submit-form", "#scans-card", "#scans li", "#d-verdict", "#d-input",
+	"#d-meta", "#d-headline", "#d-progress", "#timeline-svg", "#d-evidence figure", "#d-report"}
+
+// checkLayout sets the viewport to width, checks the key boxes and saves a full-page
+// screenshot as <dir>/lae-serve-page-<width>.png.
+func checkLayout(ctx context.Context, t *testing.T, b *browser, dir string, width int) string {
+	t.Helper()
+	require.NoError(t, b.setViewport(ctx, width, 900))
+	sels, err := json.Marshal(keyBoxes)
+	require.NoError(t, err)
+	var problems []string
+	require.NoError(t, b.eval(ctx, fmt.Sprintf(layoutJS, sels), &problems))
+	require.Empty(t, problems, "layout at %d px", width)
+	shot := filepath.Join(dir, fmt.Sprintf("lae-serve-page-%d.png", width))
+	require.NoError(t, b.screenshot(ctx, shot, true))
+	return shot
+}
+
+// screenshotDir is where the page screenshots go: LAE_SCREENSHOTS (or LAE_SCREENSHOT_DIR) to
+// keep them, else the test's temporary directory.
 func screenshotDir(t *testing.T) string {
-	if d := os.Getenv("LAE_SCREENSHOT_DIR"); d != "" {
-		require.NoError(t, os.MkdirAll(d, 0o755))
-		return d
+	for _, env := range []string{"LAE_SCREENSHOTS", "LAE_SCREENSHOT_DIR"} {
+		if d := os.Getenv(env); d != "" {
+			require.NoError(t, os.MkdirAll(d, 0o755))
+			return d
+		}
 	}
 	return t.TempDir()
 }
@@ -82,11 +145,26 @@ func TestBrowserSubmitShowsVerdictAndEvidence(t *testing.T) {
 	// The scan appears, runs, and ends with a verdict and loaded evidence images.
 	dir := screenshotDir(t)
 	sawPending := false
+	bars := map[string]bool{}
 	require.Eventually(t, func() bool {
 		if err := b.eval(ctx, pageStateJS, &st); err != nil {
 			t.Logf("read page: %v", err)
 			return false
 		}
+		// Progress is media time read: before the end of stream the length is unknown and
+		// the bar says nothing of a share; a scan in progress is never labelled REAL or FAKE.
+		switch st.Stage {
+		case StageIngest:
+			require.Equal(t, "indeterminate", st.Bar, "ingest bar before the length is known: %+v", st)
+			require.Contains(t, st.Progress, "read")
+		case StageScoring:
+			require.NotEmpty(t, st.Bar, "scoring: %+v", st)
+			require.Contains(t, st.Progress, "read")
+		}
+		if st.Verdict == "" {
+			require.NotContains(t, []string{"real", "fake"}, st.Badge, "an unfinished scan's badge: %+v", st)
+		}
+		bars[st.Stage+":"+st.Bar] = true
 		if st.Video != "" && st.Verdict == "" && !sawPending {
 			sawPending = true
 			shot := filepath.Join(dir, "lae-serve-pending.png")
@@ -96,11 +174,22 @@ func TestBrowserSubmitShowsVerdictAndEvidence(t *testing.T) {
 		return (st.Verdict == laev1.VerdictFake || st.Verdict == laev1.VerdictReal) && st.Images > 0 && st.Loaded == st.Images
 	}, 3*time.Minute, 250*time.Millisecond, "page never showed a verdict with evidence: %+v", st)
 	require.True(t, sawPending, "the page showed the scan in progress before its verdict")
+	t.Logf("progress states seen: %v", bars)
 	require.NoError(t, laev1.ValidateVideoID(st.Video))
 	require.Equal(t, 1, st.Listed, "the scan is listed as done")
+	// The verdict clears every in-progress state.
+	require.Equal(t, "finished", st.Stage)
+	require.Empty(t, st.Bar, "no progress bar after the verdict")
+	require.Equal(t, st.Verdict, st.Badge)
+	require.NotEmpty(t, st.Headline)
+	require.Equal(t, []string{st.Verdict}, st.ListBadges)
 	shot := filepath.Join(dir, "lae-serve-page.png")
 	require.NoError(t, b.screenshot(ctx, shot, false))
 	t.Logf("page screenshot: %s (%+v)", shot, st)
+	for _, w := range []int{420, 1400} {
+		t.Logf("page at %d px: %s", w, checkLayout(ctx, t, b, dir, w))
+	}
+	checkLabels(ctx, t, b, dir)
 
 	// What the page shows is what the API says.
 	code, body, _ := get(t, baseURL(s)+"/api/scans/"+st.Video)
@@ -140,4 +229,73 @@ func TestBrowserSubmitShowsVerdictAndEvidence(t *testing.T) {
 	reportShot := filepath.Join(dir, "lae-serve-report.png")
 	require.NoError(t, b.screenshot(ctx, reportShot, true))
 	t.Logf("report screenshot: %s", reportShot)
+}
+
+// labelsJS feeds the page the states a short test clip passes too fast to see: a rolling
+// verdict of a scan in progress (fake so far), a final verdict of a truncated file (real in
+// the 18 % read) and a live stream, and reads what the page says of each.
+const labelsJS = `(() => {
+  const now = new Date().toISOString();
+  upsertScan({ video_id: 'rolling-test', input: 'https://example.com/rolling.mp4', state: 'pending', stage: 'ingesting',
+    verdict: 'fake', score: 0.91, threshold: 0.5, crops_published: 40, crops_scored: 30, media_seconds: 12.5, submitted_at: now });
+  upsertScan({ video_id: 'partial-test', input: 'https://example.com/truncated.mp4', state: 'done', stage: 'finished',
+    verdict: 'real', score: 0.1, partial: true, read_share: 0.18, media_seconds: 1.8, duration_seconds: 10, submitted_at: now });
+  upsertScan({ video_id: 'live-test', input: 'rtsp://camera/1', state: 'pending', stage: 'ingesting', live: true,
+    media_seconds: 75, crops_published: 12, submitted_at: now });
+  verdicts.set('rolling-test', { video_id: 'rolling-test', verdict: 'fake', score: 0.91, threshold: 0.5, final: false, complete: true, revision: 0, rule: 'topk_mean', created_at: now, timeline: [] });
+  verdicts.set('partial-test', { video_id: 'partial-test', verdict: 'real', score: 0.1, threshold: 0.5, final: true, complete: false, read_share: 0.18,
+    revision: 0, rule: 'topk_mean', created_at: now, frames_sampled: 4, frames_with_face: 4, crops_scored: 4, tracks: [], timeline: [], evidence: [] });
+  renderList();
+  const out = {};
+  for (const id of ['rolling-test', 'partial-test', 'live-test']) {
+    selected = id; shownVerdictKey = ''; renderDetail();
+    const li = document.querySelector('#scans li[data-video="' + id + '"]');
+    const bar = document.getElementById('d-bar');
+    out[id] = { badge: document.getElementById('d-verdict').textContent, partial: document.getElementById('d-verdict').dataset.partial || '',
+      headline: document.getElementById('d-headline').textContent, progress: document.getElementById('d-progress').textContent,
+      bar: !bar ? '' : bar.classList.contains('indeterminate') ? 'indeterminate' : bar.getAttribute('aria-valuenow'),
+      list_badge: li.querySelector('.badge').textContent, list_sub: li.querySelector('.sub').textContent };
+  }
+  return out;
+})()`
+
+// checkLabels holds the page to its wording of unfinished and partial results: a rolling
+// verdict is "so far", never FAKE or REAL; a final verdict of part of a video is partial;
+// a live stream's progress is its elapsed media time.
+func checkLabels(ctx context.Context, t *testing.T, b *browser, dir string) {
+	t.Helper()
+	type shown struct {
+		Badge     string `json:"badge"`
+		Partial   string `json:"partial"`
+		Headline  string `json:"headline"`
+		Progress  string `json:"progress"`
+		Bar       string `json:"bar"`
+		ListBadge string `json:"list_badge"`
+		ListSub   string `json:"list_sub"`
+	}
+	var got map[string]shown
+	require.NoError(t, b.eval(ctx, labelsJS, &got))
+	t.Logf("labels: %+v", got)
+	r := got["rolling-test"]
+	require.Equal(t, "fake so far", r.Badge)
+	require.Contains(t, r.Headline, "Not final")
+	require.Equal(t, "ingesting", r.ListBadge, "the list says what the scan is doing, not a verdict")
+	require.Contains(t, r.ListSub, "fake so far")
+	require.Equal(t, "indeterminate", r.Bar)
+	require.Contains(t, r.Progress, "0:12.50 read")
+
+	p := got["partial-test"]
+	require.Equal(t, "partial", p.Badge, "real in part of a video is not real")
+	require.Equal(t, "true", p.Partial)
+	require.Contains(t, p.Headline, "only 18% of the video was read")
+	require.Equal(t, "partial", p.ListBadge)
+	require.Contains(t, p.ListSub, "score of the part read")
+	require.Empty(t, p.Bar)
+
+	l := got["live-test"]
+	require.Contains(t, l.Progress, "live · 1:15.00 of the stream read")
+	require.Equal(t, "indeterminate", l.Bar)
+	shot := filepath.Join(dir, "lae-serve-page-states.png")
+	require.NoError(t, b.screenshot(ctx, shot, true))
+	t.Logf("states screenshot (live stream selected): %s", shot)
 }

@@ -200,6 +200,12 @@ func (b *browser) navigate(ctx context.Context, url string) error {
 	return nil
 }
 
+// setViewport emulates a window of width x height CSS pixels (scale 1).
+func (b *browser) setViewport(ctx context.Context, width, height int) error {
+	return b.call(ctx, "Emulation.setDeviceMetricsOverride", map[string]any{
+		"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}, nil)
+}
+
 // screenshot captures the viewport as PNG into path.
 func (b *browser) screenshot(ctx context.Context, path string, fullPage bool) error {
 	params := map[string]any{"format": "png"}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	laev1 "github.com/lae-screening/lae/schemas/v1"
@@ -29,6 +32,9 @@ const (
 	StageIngest   = "ingesting" // crops are being published
 	StageScoring  = "scoring"   // ingest finished, scores still arriving
 	StageFinished = "finished"  // a final verdict exists
+	// StageStalled is a scan with a rolling verdict in the store that this process has seen
+	// no progress of (one cut off by a restart): it is not said to be ingesting.
+	StageStalled = "stalled"
 )
 
 // Scan is the summary of one scan, as listed by GET /api/scans and sent as "scan" events.
@@ -47,6 +53,22 @@ type Scan struct {
 	CropsScored    uint64   `json:"crops_scored"`
 	// IngestDone says ingest ended; CropsPublished is then the final count.
 	IngestDone bool `json:"ingest_done"`
+	// MediaSeconds is the media time read so far: while ingest runs, the time of the latest
+	// sampled frame that had a face (frames without faces publish nothing); from the
+	// end-of-stream on, the media time ingest read. Progress is this over DurationSeconds.
+	MediaSeconds float64 `json:"media_seconds"`
+	// DurationSeconds is the media time ingest means to read (the declared duration, capped by
+	// the submission's max_duration); 0 while unknown: before the end-of-stream (ingest
+	// announces nothing earlier) and for live streams.
+	DurationSeconds float64 `json:"duration_seconds,omitempty"`
+	// Live marks a live stream (its scheme, or ingest's word at the end-of-stream): there is
+	// no duration, only the elapsed media time.
+	Live bool `json:"live,omitempty"`
+	// Partial marks a final verdict that speaks for ReadShare of the video only (a truncated
+	// file, a dropped download): laev1.Verdict's complete false.
+	Partial bool `json:"partial,omitempty"`
+	// ReadShare is the final verdict's share of the expected media time read, when known.
+	ReadShare *float64 `json:"read_share,omitempty"`
 	// Verdict, Score and Revision are the latest (rolling or final) verdict's.
 	Verdict   string    `json:"verdict,omitempty"`
 	Score     float64   `json:"score"`
@@ -128,13 +150,54 @@ func (t *tracker) submitted(req laev1.SubmitRequest, name string) {
 		f := *req.SampleFPS
 		sc.SampleFPS = &f
 	}
+	if liveURL(sc.Input) {
+		sc.Live = true
+	}
 	snap := *sc
 	t.mu.Unlock()
 	t.hub.publish("scan", snap)
 }
 
-// crop counts a published crop; progress events are sent in batches by flush.
-func (t *tracker) crop(id string) {
+// liveSchemes are the schemes of sources that are live by nature (as ingest/source has them):
+// known live from the submission on, before ingest says so at the end-of-stream.
+var liveSchemes = map[string]bool{"rtsp": true, "rtsps": true, "rtmp": true, "rtmps": true, "srt": true, "udp": true, "tcp": true}
+
+// liveURL reports whether a submitted URL is a live stream by its scheme.
+func liveURL(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && liveSchemes[strings.ToLower(p.Scheme)]
+}
+
+// cropPTS reads the frame time (FaceCrop.pts_seconds) out of a FaceCrop message without
+// decoding the rest: the pixels that follow it are most of the message.
+func cropPTS(b []byte) (float64, bool) {
+	const ptsField = 4 // FaceCrop.pts_seconds, a double
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+		if num == ptsField && typ == protowire.Fixed64Type {
+			v, n := protowire.ConsumeFixed64(b)
+			if n < 0 {
+				return 0, false
+			}
+			f := math.Float64frombits(v)
+			return f, !math.IsNaN(f) && !math.IsInf(f, 0) && f >= 0
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+	}
+	return 0, false
+}
+
+// crop counts a published crop of a frame at media time pts (negative: unknown); progress
+// events are sent in batches by flush.
+func (t *tracker) crop(id string, pts float64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	sc := t.entry(id)
@@ -144,6 +207,9 @@ func (t *tracker) crop(id string) {
 	if !sc.IngestDone {
 		sc.CropsPublished++
 		sc.Stage = StageIngest
+		if pts > sc.MediaSeconds {
+			sc.MediaSeconds = pts
+		}
 	}
 	t.dirty[id] = true
 }
@@ -170,6 +236,13 @@ func (t *tracker) ingestDone(eos *laev1.EndOfStream) {
 	}
 	sc.IngestDone = true
 	sc.CropsPublished = eos.GetCropsPublished()
+	if r := eos.GetReadSeconds(); r > 0 && !math.IsInf(r, 0) {
+		sc.MediaSeconds = r
+	}
+	if d := eos.GetExpectedSeconds(); d > 0 && !math.IsInf(d, 0) {
+		sc.DurationSeconds = d
+	}
+	sc.Live = sc.Live || eos.GetLive()
 	if sc.Input == "" {
 		sc.Input = eos.GetSourceUrl()
 	}
@@ -187,18 +260,37 @@ func (t *tracker) verdict(v laev1.Verdict) {
 	if sc.Input == "" {
 		sc.Input = v.Input
 	}
-	sc.Verdict, sc.Score, sc.Threshold, sc.Revision, sc.Error = v.Verdict, v.Score, v.Threshold, v.Revision, v.Error
-	if v.CropsScored > sc.CropsScored {
-		sc.CropsScored = v.CropsScored
-	}
-	if v.Final {
-		sc.State, sc.Stage = StateDone, StageFinished
-	}
+	applyVerdict(sc, v)
 	delete(t.dirty, sc.VideoID)
 	snap := *sc
 	t.mu.Unlock()
 	t.hub.publish("verdict", v)
 	t.hub.publish("scan", snap)
+}
+
+// applyVerdict puts a verdict's summary into its scan: the rolling or final result, and for
+// a final one the end of every in-progress state.
+func applyVerdict(sc *Scan, v laev1.Verdict) {
+	sc.Verdict, sc.Score, sc.Threshold, sc.Revision, sc.Error = v.Verdict, v.Score, v.Threshold, v.Revision, v.Error
+	if v.CropsScored > sc.CropsScored {
+		sc.CropsScored = v.CropsScored
+	}
+	if !v.Final {
+		return
+	}
+	sc.State, sc.Stage, sc.IngestDone = StateDone, StageFinished, true
+	sc.Partial = !v.Complete && v.ReadShare != nil
+	sc.ReadShare = nil
+	if v.ReadShare != nil {
+		r := *v.ReadShare
+		sc.ReadShare = &r
+	}
+	if sc.DurationSeconds == 0 && v.Source != nil && v.Source.DurationSeconds > 0 {
+		sc.DurationSeconds = v.Source.DurationSeconds
+	}
+	if sc.MediaSeconds == 0 && sc.DurationSeconds > 0 && v.ReadShare != nil {
+		sc.MediaSeconds = *v.ReadShare * sc.DurationSeconds
+	}
 }
 
 // flush sends the scans whose counts changed since the last flush, and forgets old finished
@@ -251,7 +343,11 @@ func (s *Server) startWatch(ctx context.Context) error {
 		return err
 	}
 	if err := sub(laev1.SubjectFacesPrefix+"*", func(m *nats.Msg) {
-		tr.crop(strings.TrimPrefix(m.Subject, laev1.SubjectFacesPrefix))
+		pts, ok := cropPTS(m.Data)
+		if !ok {
+			pts = -1
+		}
+		tr.crop(strings.TrimPrefix(m.Subject, laev1.SubjectFacesPrefix), pts)
 	}); err != nil {
 		return err
 	}

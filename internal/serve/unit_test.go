@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/natsembed"
@@ -136,7 +137,7 @@ func TestTrackerProgressAndPrune(t *testing.T) {
 	tr.submitted(laev1.SubmitRequest{VideoID: "v1", URL: "http://x/a.mp4", SampleFPS: &fps}, "a.mp4")
 	require.Equal(t, "scan", (<-events).Name)
 	for i := 0; i < 5; i++ {
-		tr.crop("v1")
+		tr.crop("v1", float64(i)/2)
 	}
 	tr.scored("v1")
 	require.Empty(t, events, "progress is batched until flush")
@@ -145,21 +146,28 @@ func TestTrackerProgressAndPrune(t *testing.T) {
 	var sc Scan
 	require.NoError(t, json.Unmarshal(ev.Data, &sc))
 	require.Equal(t, Scan{VideoID: "v1", Input: "http://x/a.mp4", Name: "a.mp4", State: StatePending, Stage: StageIngest,
-		SubmittedAt: now, SampleFPS: &fps, CropsPublished: 5, CropsScored: 1, UpdatedAt: now}, sc)
+		SubmittedAt: now, SampleFPS: &fps, CropsPublished: 5, CropsScored: 1, MediaSeconds: 2, UpdatedAt: now}, sc)
 
-	tr.ingestDone(&laev1.EndOfStream{VideoId: "v1", CropsPublished: 6})
+	tr.ingestDone(&laev1.EndOfStream{VideoId: "v1", CropsPublished: 6, ExpectedSeconds: 10, ReadSeconds: 2.5})
 	require.NoError(t, json.Unmarshal((<-events).Data, &sc))
 	require.Equal(t, StageScoring, sc.Stage)
 	require.Equal(t, uint64(6), sc.CropsPublished)
-	tr.crop("v1") // a late copy does not change the final count
+	require.Equal(t, 2.5, sc.MediaSeconds, "the end-of-stream's read time")
+	require.Equal(t, 10.0, sc.DurationSeconds, "the end-of-stream's expected time")
+	tr.crop("v1", 9) // a late copy does not change the final count
 	got, _ := tr.get("v1")
 	require.Equal(t, uint64(6), got.CropsPublished)
+	require.Equal(t, 2.5, got.MediaSeconds)
 
-	tr.verdict(laev1.Verdict{VideoID: "v1", Verdict: laev1.VerdictFake, Score: 0.9, Final: true, CropsScored: 6})
+	share := 0.25
+	tr.verdict(laev1.Verdict{VideoID: "v1", Verdict: laev1.VerdictFake, Score: 0.9, Final: true, CropsScored: 6, ReadShare: &share})
 	require.Equal(t, "verdict", (<-events).Name)
 	require.NoError(t, json.Unmarshal((<-events).Data, &sc))
 	require.Equal(t, StateDone, sc.State)
+	require.Equal(t, StageFinished, sc.Stage)
 	require.Equal(t, laev1.VerdictFake, sc.Verdict)
+	require.True(t, sc.Partial, "an incomplete final verdict is partial")
+	require.Equal(t, &share, sc.ReadShare)
 
 	now = now.Add(keepDone / 2)
 	tr.flush()
@@ -170,7 +178,7 @@ func TestTrackerProgressAndPrune(t *testing.T) {
 	_, ok = tr.get("v1")
 	require.False(t, ok, "forgotten an hour after its verdict")
 
-	tr.crop("v2") // a scan that never finishes
+	tr.crop("v2", -1) // a scan that never finishes
 	now = now.Add(keepStale - time.Minute)
 	tr.flush()
 	_, ok = tr.get("v2")
@@ -275,4 +283,35 @@ func TestShutdownFinishesScan(t *testing.T) {
 	info, err := cons.Info(ctx)
 	require.NoError(t, err)
 	require.Zero(t, info.NumPending+uint64(info.NumAckPending), "detector drained")
+}
+
+func TestCropPTS(t *testing.T) {
+	b, err := proto.Marshal(&laev1.FaceCrop{VideoId: "v", FrameIndex: 12, SampleIndex: 3, PtsSeconds: 4.25, TrackId: 2,
+		Box: &laev1.Box{W: 10, H: 10}, Pixels: make([]byte, 300), Width: 10, Height: 10})
+	require.NoError(t, err)
+	pts, ok := cropPTS(b)
+	require.True(t, ok)
+	require.Equal(t, 4.25, pts)
+	b, err = proto.Marshal(&laev1.FaceCrop{VideoId: "v", FrameIndex: 1})
+	require.NoError(t, err)
+	_, ok = cropPTS(b)
+	require.False(t, ok, "no pts field (a zero time is not encoded)")
+	_, ok = cropPTS([]byte{0xff, 0xff})
+	require.False(t, ok, "malformed")
+}
+
+func TestTrackerLive(t *testing.T) {
+	h := newHub()
+	tr := newTracker(h)
+	tr.submitted(laev1.SubmitRequest{VideoID: "l1", URL: "rtsp://cam/1"}, "")
+	tr.submitted(laev1.SubmitRequest{VideoID: "f1", URL: "https://x/a.mp4"}, "")
+	tr.crop("l1", 30)
+	l, _ := tr.get("l1")
+	f, _ := tr.get("f1")
+	require.True(t, l.Live)
+	require.Equal(t, 30.0, l.MediaSeconds)
+	require.False(t, f.Live)
+	tr.ingestDone(&laev1.EndOfStream{VideoId: "f1", Live: true})
+	f, _ = tr.get("f1")
+	require.True(t, f.Live, "ingest found no duration: live")
 }

@@ -8,6 +8,7 @@ const scans = new Map();    // video id -> scan summary (GET /api/scans, "scan" 
 const verdicts = new Map(); // video id -> latest verdict ("verdict" events, GET /api/scans/{id})
 let selected = "";
 let shownVerdictKey = "";
+let refetched = "";         // the scan whose final verdict was last fetched after a missed event
 
 const $ = (id) => document.getElementById(id);
 
@@ -44,9 +45,11 @@ function renderList() {
     const li = el("li", { "data-video": sc.video_id, "data-state": sc.state });
     if (sc.video_id === selected) li.classList.add("selected");
     const done = sc.state === "done";
-    const badge = el("span", { class: "badge " + (done ? "v-" + sc.verdict : "pending") }, done ? sc.verdict : sc.stage || "pending");
+    const st = done && sc.verdict ? status(scanVerdict(sc)) : null;
+    const badge = el("span", { class: "badge " + (st ? st.cls : "pending") }, st ? st.label : sc.stage || "pending");
     li.append(badge, el("span", { class: "name" }, label(sc)));
-    let sub = done ? `score ${fmtScore(sc.score)}` : progressText(sc);
+    let sub = done ? (st && st.showScore ? `${st.scoreLabel} ${fmtScore(sc.score)}` : "no score") : progressText(sc);
+    if (!done && sc.verdict && sc.verdict !== "error") sub = soFar(sc) + " · " + sub;
     li.append(el("span", { class: "sub" }, sub + " · " + sc.video_id));
     li.addEventListener("click", () => select(sc.video_id));
     return li;
@@ -54,14 +57,96 @@ function renderList() {
   $("no-scans").hidden = items.length > 0;
 }
 
+// scanVerdict is the verdict-shaped view of a scan summary, for status.
+function scanVerdict(sc) {
+  return { verdict: sc.verdict, final: sc.state === "done", complete: !sc.partial, read_share: sc.read_share };
+}
+
+function clamp01(x) { return Math.max(0, Math.min(1, x)); }
+
+// readPercent rounds down, as the report does: a scan that missed the last frames never
+// reads "100 %".
+function readPercent(share) { return Math.floor(clamp01(share) * 100); }
+
+// status words a verdict as the report does: rolling verdicts are "so far", never a final
+// REAL/FAKE; a final verdict of part of the video is partial.
+function status(v) {
+  const partial = !!(v.final && v.complete === false && typeof v.read_share === "number");
+  const pct = partial ? readPercent(v.read_share) : 0;
+  const st = { label: v.verdict, cls: "v-" + v.verdict, showScore: true, scoreLabel: "score", partial, headline: "" };
+  if (v.verdict === "error") {
+    st.showScore = false;
+    st.headline = "The scan failed: there is no verdict on this video.";
+  } else if (v.verdict === "unknown") {
+    st.showScore = false;
+    st.headline = "No usable face: there is no score and no verdict. Absence of evidence is not evidence that the video is real.";
+  } else if (!v.final) {
+    st.label = v.verdict === "fake" ? "fake so far" : "no signal so far"; st.cls = "v-rolling"; st.scoreLabel = "score so far";
+    st.headline = v.verdict === "fake" ? "Rolling update of a scan in progress: fake so far. Not final." :
+      "Rolling update of a scan in progress: no fake signal so far. Not final; not a verdict of real.";
+  } else if (partial && v.verdict === "fake") {
+    st.label = "fake · partial"; st.scoreLabel = "score of the part read";
+    st.headline = `Fake in the part read. Partial: only ${pct}% of the video was read.`;
+  } else if (partial) {
+    st.label = "partial"; st.cls = "v-partial"; st.scoreLabel = "score of the part read";
+    st.headline = `Partial: only ${pct}% of the video was read. No fake signal in the part read; this is not a verdict of real on the whole video.`;
+  } else if (v.verdict === "fake") {
+    st.headline = "Fake: the video score is at or above the model's calibrated threshold.";
+  } else if (v.verdict === "real") {
+    st.headline = "Real: the video score is below the model's calibrated threshold. The model can miss manipulations.";
+  } else {
+    st.cls = "v-unknown";
+  }
+  return st;
+}
+
+// soFar is a rolling verdict in a few words.
+function soFar(sc) {
+  if (sc.verdict === "unknown") return "no usable face so far";
+  return (sc.verdict === "fake" ? "fake so far" : "no fake signal so far") + ` (${fmtScore(sc.score)})`;
+}
+
+// readFrac is the share of the media read, or null while the length is unknown (before the
+// end of stream, live streams): the bar is then indeterminate.
+function readFrac(sc) {
+  const d = sc.duration_seconds || 0;
+  if (sc.live || !(d > 0)) return null;
+  return clamp01((sc.media_seconds || 0) / d);
+}
+
+function readText(sc) {
+  const m = sc.media_seconds || 0, f = readFrac(sc);
+  if (sc.live) return `live · ${fmtTime(m)} of the stream read`;
+  if (f !== null) return `${fmtTime(m)} of ${fmtTime(sc.duration_seconds)} read (${readPercent(f)} %)`;
+  return `${fmtTime(m)} read (length known at the end)`;
+}
+
 function progressText(sc) {
   const pub = sc.crops_published || 0, scored = sc.crops_scored || 0;
   switch (sc.stage) {
     case "queued": return "waiting for ingest";
-    case "ingesting": return `${pub} faces found, ${scored} scored`;
-    case "scoring": return `${scored} of ${pub} faces scored`;
+    case "ingesting": return `${readText(sc)} · ${pub} faces found, ${scored} scored`;
+    case "scoring": return `${readText(sc)} · ${scored} of ${pub} faces scored`;
+    case "stalled": return "no progress seen since the server started";
     default: return sc.stage || sc.state || "";
   }
+}
+
+// progressBar is the media-read bar of a scan in progress: determinate once the length is
+// known, indeterminate (an animation, no percentage) before.
+function progressBar(sc) {
+  const f = readFrac(sc);
+  const bar = el("div", { class: "bar" + (f === null ? " indeterminate" : ""), id: "d-bar", role: "progressbar",
+    "aria-label": "media read", "aria-valuemin": "0", "aria-valuemax": "100" });
+  const fill = el("div");
+  if (f !== null) {
+    bar.setAttribute("aria-valuenow", String(readPercent(f)));
+    fill.style.width = readPercent(f) + "%";
+  } else {
+    bar.setAttribute("aria-valuetext", readText(sc));
+  }
+  bar.append(fill);
+  return bar;
 }
 
 function upsertScan(sc) {
@@ -87,11 +172,19 @@ async function select(id) {
   shownVerdictKey = "";
   renderList();
   renderDetail();
+  await fetchVerdict(id);
+}
+
+// fetchVerdict loads a scan's latest verdict (and state) from the API.
+async function fetchVerdict(id) {
   try {
     const r = await fetch("/api/scans/" + encodeURIComponent(id));
     if (!r.ok) return;
     const body = await r.json();
-    if (body.verdict) verdicts.set(id, body);
+    if (body.verdict) {
+      const old = verdicts.get(id);
+      if (!(old && old.final && !body.final && old.revision >= body.revision)) verdicts.set(id, body);
+    }
     if (body.state) upsertScan(Object.assign({ video_id: id }, scans.get(id), { state: body.state, stage: body.stage || (scans.get(id) || {}).stage }));
     if (selected === id) { renderList(); renderDetail(); }
   } catch (e) { /* shown on the next event */ }
@@ -106,14 +199,25 @@ function renderDetail() {
   const sc = scans.get(selected) || { video_id: selected, state: "pending", stage: "queued" };
   const v = verdicts.get(selected);
   const final = !!(v && v.final);
+  // The scan ended but the verdict in hand is not the final one (an event missed while
+  // reconnecting): fetch it, rather than show a stale in-progress state.
+  if (sc.state === "done" && !final && refetched !== selected) {
+    refetched = selected;
+    fetchVerdict(selected);
+  }
+  const st = v ? status(v) : null;
   const badge = $("d-verdict");
-  badge.className = "badge " + (final ? "v-" + v.verdict : "pending");
-  badge.textContent = final ? v.verdict : (sc.stage || "pending");
+  badge.className = "badge " + (st ? st.cls : "pending");
+  badge.textContent = st ? st.label : (sc.state === "done" ? "finished" : sc.stage || "pending");
   badge.setAttribute("data-verdict", final ? v.verdict : "");
+  badge.setAttribute("data-partial", st && st.partial ? "true" : "");
+  $("d-headline").textContent = st ? st.headline : "";
+  $("d-headline").hidden = !(st && st.headline);
   $("d-input").textContent = sc.name || (v && v.input) || sc.input || "";
   const meta = [];
   if (v) {
-    meta.push(`score ${fmtScore(v.score)}${final ? "" : " (so far)"}`, `threshold ${fmtScore(v.threshold)}`, `rule ${v.rule}`);
+    if (st.showScore) meta.push(`${st.scoreLabel} ${fmtScore(v.score)}`);
+    meta.push(`threshold ${fmtScore(v.threshold)}`, `rule ${v.rule}`);
     if (v.model) meta.push(`model ${v.model}${v.model_version ? " " + v.model_version : ""}`);
     meta.push(`revision ${v.revision}`);
   }
@@ -121,19 +225,18 @@ function renderDetail() {
   $("d-meta").textContent = meta.join(" · ");
 
   const prog = $("d-progress");
+  prog.setAttribute("data-stage", final ? "finished" : sc.stage || "");
   if (final) {
-    prog.textContent = `${v.frames_sampled} frames sampled, ${v.frames_with_face} with a face, ${v.crops_scored} faces scored, ${(v.tracks || []).length} track(s)` +
+    let t = `${v.frames_sampled} frames sampled, ${v.frames_with_face} with a face, ${v.crops_scored} faces scored, ${(v.tracks || []).length} track(s)` +
       (v.faces_too_small ? `, ${v.faces_too_small} faces too small to judge` : "");
+    if (st.partial) t += ` · partial: only ${readPercent(v.read_share)} % of the video was read`;
+    else if (sc.media_seconds > 0) t += ` · ${fmtTime(sc.media_seconds)} of media read`;
+    prog.textContent = t;
+  } else if (sc.state === "done") {
+    prog.textContent = "finished";
   } else {
     prog.textContent = progressText(sc);
-    const pub = sc.crops_published || 0, scored = sc.crops_scored || 0;
-    if (pub > 0) {
-      const bar = el("div", { class: "bar" });
-      const fill = el("div");
-      fill.style.width = Math.min(100, Math.round(100 * scored / pub)) + "%";
-      bar.append(fill);
-      prog.append(bar);
-    }
+    if (sc.stage === "ingesting" || sc.stage === "scoring") prog.append(progressBar(sc));
   }
   const err = (v && v.error) || sc.error || "";
   $("d-error").hidden = !err;
@@ -298,6 +401,10 @@ function connect() {
   es.addEventListener("scan", (m) => {
     const sc = JSON.parse(m.data);
     upsertScan(sc);
+    const status = $("submit-status");
+    if (sc.state === "done" && status.getAttribute("data-video") === sc.video_id) {
+      status.textContent = "Finished " + sc.video_id; // not "Queued" once the scan has ended
+    }
     renderList();
     if (sc.video_id === selected) renderDetail();
   });
@@ -307,6 +414,12 @@ function connect() {
     // A rolling update never replaces a final verdict of the same or a later revision.
     if (old && old.final && !v.final && old.revision >= v.revision) return;
     verdicts.set(v.video_id, v);
+    if (v.final) {
+      // A final verdict ends every in-progress state, even if its "scan" event is late.
+      upsertScan({ video_id: v.video_id, state: "done", stage: "finished", verdict: v.verdict, score: v.score,
+        partial: v.complete === false && typeof v.read_share === "number", read_share: v.read_share });
+      renderList();
+    }
     if (v.video_id === selected) renderDetail();
   });
 }
