@@ -34,6 +34,9 @@ type pageState struct {
 	Headline string `json:"headline"`
 	// ListBadges are the scan list's badges.
 	ListBadges []string `json:"list_badges"`
+	// Markers are the timeline's evidence markers; Tracks the tracks table's rows.
+	Markers int `json:"markers"`
+	Tracks  int `json:"tracks"`
 }
 
 const pageStateJS = `(() => {
@@ -45,7 +48,7 @@ const pageStateJS = `(() => {
     verdict: document.getElementById('d-verdict').dataset.verdict || '',
     images: imgs.length,
     loaded: imgs.filter((i) => i.complete && i.naturalWidth > 0).length,
-    points: document.querySelectorAll('#timeline-svg circle').length,
+    points: document.querySelectorAll('#timeline-svg circle.pt').length,
     listed: document.querySelectorAll('#scans li[data-state=done]').length,
     progress: document.getElementById('d-progress').textContent,
     stage: document.getElementById('d-progress').dataset.stage || '',
@@ -53,6 +56,8 @@ const pageStateJS = `(() => {
     badge: document.getElementById('d-verdict').textContent,
     headline: document.getElementById('d-headline').hidden ? '' : document.getElementById('d-headline').textContent,
     list_badges: [...document.querySelectorAll('#scans li .badge')].map((b) => b.textContent),
+    markers: document.querySelectorAll('#timeline-svg .ev-marker').length,
+    tracks: document.querySelectorAll('#tracks-table tbody tr').length,
   };
 })()`
 
@@ -86,7 +91,7 @@ const layoutJS = `((sels) => {
 
 // keyBoxes are the page elements the layout check holds to: present, visible, apart.
 var keyBoxes = []string{"header h1", "#conn", "#submit-form", "#scans-card", "#scans li", "#d-verdict", "#d-input",
-	"#d-meta", "#d-headline", "#d-progress", "#timeline-svg", "#d-evidence figure", "#d-report"}
+	"#d-meta", "#d-headline", "#d-progress", "#timeline-svg", "#tracks-table", "#d-evidence figure", "#d-report"}
 
 // checkLayout sets the viewport to width, checks the key boxes and saves a full-page
 // screenshot as <dir>/lae-serve-page-<width>.png.
@@ -98,8 +103,55 @@ func checkLayout(ctx context.Context, t *testing.T, b *browser, dir string, widt
 	var problems []string
 	require.NoError(t, b.eval(ctx, fmt.Sprintf(layoutJS, sels), &problems))
 	require.Empty(t, problems, "layout at %d px", width)
+	// Each evidence marker sits inside the timeline, numbered, and shows its figure.
+	var markers struct {
+		Inside  bool   `json:"inside"`
+		Labels  string `json:"labels"`
+		Flashed bool   `json:"flashed"`
+	}
+	require.NoError(t, b.eval(ctx, `(() => {
+	  const s = document.getElementById('timeline-svg').getBoundingClientRect();
+	  const ms = [...document.querySelectorAll('#timeline-svg .ev-marker')];
+	  const inside = ms.every((m) => { const r = m.getBoundingClientRect();
+	    return r.width > 0 && r.left >= s.left - 0.5 && r.right <= s.right + 0.5 && r.top >= s.top - 0.5 && r.bottom <= s.bottom + 0.5; });
+	  ms[0].dispatchEvent(new MouseEvent('click', { bubbles: true }));
+	  return { inside, labels: ms.map((m) => m.querySelector('text').textContent).join(','),
+	    flashed: document.querySelector('#d-evidence figure[data-n="0"]').classList.contains('flash') };
+	})()`, &markers))
+	require.True(t, markers.Inside, "evidence markers inside the timeline at %d px", width)
+	require.True(t, markers.Flashed, "a marker's click shows its evidence figure")
 	shot := filepath.Join(dir, fmt.Sprintf("lae-serve-page-%d.png", width))
 	require.NoError(t, b.screenshot(ctx, shot, true))
+
+	// A click on an evidence image enlarges it in a dialog; Escape closes it.
+	var thumb struct{ X, Y, W float64 }
+	require.NoError(t, b.eval(ctx, `(() => { const i = document.querySelector('#d-evidence img.evidence-img');
+	  i.scrollIntoView({ block: 'center' }); const r = i.getBoundingClientRect();
+	  return { x: r.left + r.width / 2, y: r.top + r.height / 2, w: r.width }; })()`, &thumb))
+	require.NoError(t, b.click(ctx, thumb.X, thumb.Y))
+	var z struct {
+		Open    bool    `json:"open"`
+		Loaded  bool    `json:"loaded"`
+		W       float64 `json:"w"`
+		Inside  bool    `json:"inside"`
+		Caption string  `json:"caption"`
+	}
+	zoomJS := `(() => { const d = document.getElementById('zoom'), i = document.getElementById('zoom-img'), r = i.getBoundingClientRect();
+	  return { open: d.open, loaded: i.complete && i.naturalWidth > 0, w: r.width, caption: document.getElementById('zoom-caption').textContent,
+	    inside: r.left >= -0.5 && r.top >= -0.5 && r.right <= innerWidth + 0.5 && r.bottom <= innerHeight + 0.5 }; })()`
+	require.Eventually(t, func() bool {
+		return b.eval(ctx, zoomJS, &z) == nil && z.Open && z.Loaded
+	}, 10*time.Second, 50*time.Millisecond, "zoom at %d px: %+v", width, z)
+	require.True(t, z.Inside, "the enlarged image fits the viewport at %d px: %+v", width, z)
+	require.GreaterOrEqual(t, z.W, thumb.W, "enlarged, not shrunk: %+v vs thumbnail %v", z, thumb.W)
+	require.Contains(t, z.Caption, "#1 ·")
+	zoomShot := filepath.Join(dir, fmt.Sprintf("lae-serve-zoom-%d.png", width))
+	require.NoError(t, b.screenshot(ctx, zoomShot, false))
+	t.Logf("zoomed evidence at %d px: %s", width, zoomShot)
+	require.NoError(t, b.key(ctx, "Escape", 27))
+	require.Eventually(t, func() bool {
+		return b.eval(ctx, zoomJS, &z) == nil && !z.Open
+	}, 5*time.Second, 50*time.Millisecond, "Escape closes the zoom")
 	return shot
 }
 
@@ -200,6 +252,8 @@ func TestBrowserSubmitShowsVerdictAndEvidence(t *testing.T) {
 	require.Equal(t, v.Verdict.Verdict, st.Verdict)
 	require.Equal(t, len(v.Evidence), st.Images)
 	require.Equal(t, len(v.Timeline), st.Points)
+	require.Equal(t, len(v.Evidence), st.Markers, "one timeline marker per evidence item")
+	require.Equal(t, len(v.Tracks), st.Tracks, "one tracks-table row per track")
 	require.Equal(t, "browser clip.mp4", v.Name)
 	require.Equal(t, uint64(16), v.FramesSampled, "the form's sampling rate reached ingest")
 

@@ -206,6 +206,28 @@ func (b *browser) setViewport(ctx context.Context, width, height int) error {
 		"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}, nil)
 }
 
+// click presses and releases the left mouse button at (x, y) in CSS pixels of the viewport.
+func (b *browser) click(ctx context.Context, x, y float64) error {
+	for _, typ := range []string{"mousePressed", "mouseReleased"} {
+		if err := b.call(ctx, "Input.dispatchMouseEvent", map[string]any{
+			"type": typ, "x": x, "y": y, "button": "left", "clickCount": 1}, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// key presses and releases one key (a DOM key name such as "Escape" and its key code).
+func (b *browser) key(ctx context.Context, name string, code int) error {
+	for _, typ := range []string{"keyDown", "keyUp"} {
+		if err := b.call(ctx, "Input.dispatchKeyEvent", map[string]any{
+			"type": typ, "key": name, "code": name, "windowsVirtualKeyCode": code}, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // screenshot captures the viewport as PNG into path.
 func (b *browser) screenshot(ctx context.Context, path string, fullPage bool) error {
 	params := map[string]any{"format": "png"}

@@ -247,6 +247,7 @@ function renderDetail() {
   if (key === shownVerdictKey) return;
   shownVerdictKey = key;
   renderTimeline(v);
+  renderTracks(v);
   renderEvidence(v);
   const rep = $("d-report");
   rep.hidden = !v;
@@ -269,9 +270,11 @@ function renderTimeline(v) {
     box.replaceChildren(el("p", { class: "muted" }, v ? "No sampled frame had a scored face." : "Waiting for scores…"));
     return;
   }
-  const W = 800, H = 220, L = 40, R = W - 12, T = 10, B = H - 28;
+  const ev = (v && v.evidence) || [];
+  // Drawn at the box's own width, so that its text keeps its size on a phone.
+  const W = Math.max(320, Math.round(box.clientWidth || 800)), H = 220, L = 40, R = W - 12, T = 22, B = H - 28;
   let t0 = Infinity, t1 = -Infinity;
-  for (const p of pts) if (isFinite(p.pts_seconds)) { t0 = Math.min(t0, p.pts_seconds); t1 = Math.max(t1, p.pts_seconds); }
+  for (const p of [...pts, ...ev]) if (isFinite(p.pts_seconds)) { t0 = Math.min(t0, p.pts_seconds); t1 = Math.max(t1, p.pts_seconds); }
   if (!isFinite(t0)) { t0 = 0; t1 = 1; }
   if (t0 > 0 && t0 < t1 - t0) t0 = 0;
   if (t1 - t0 < 1e-6) t1 = t0 + 1;
@@ -282,7 +285,7 @@ function renderTimeline(v) {
     s.append(svg("line", { class: "grid", x1: L, x2: R, y1: y(g), y2: y(g) }),
       svg("text", { x: L - 5, y: y(g) + 4, "text-anchor": "end" }, g.toFixed(2)));
   }
-  const step = niceStep((t1 - t0) / 6);
+  const step = niceStep((t1 - t0) / Math.max(2, Math.min(6, Math.floor((R - L) / 70))));
   for (let t = Math.ceil(t0 / step) * step, n = 0; t <= t1 + step / 1e6 && n < 20; t += step, n++) {
     s.append(svg("line", { class: "grid", x1: x(t), x2: x(t), y1: T, y2: B }),
       svg("text", { x: x(t), y: B + 16, "text-anchor": "middle" }, +t.toFixed(3) + "s"));
@@ -296,7 +299,55 @@ function renderTimeline(v) {
     c.append(svg("title", {}, `frame ${p.frame_index} at ${fmtTime(p.pts_seconds)}: score ${fmtScore(p.score)}`));
     s.append(c);
   }
+  // Evidence markers: where each evidence frame is, numbered as the evidence below; a click
+  // shows it.
+  ev.forEach((e, i) => {
+    const g = svg("g", { class: "ev-marker", "data-n": i, tabindex: 0, role: "button",
+      "aria-label": `evidence ${i + 1} at ${fmtTime(e.pts_seconds)}` });
+    const mx = x(e.pts_seconds).toFixed(1);
+    g.append(svg("line", { x1: mx, x2: mx, y1: T - 2, y2: B }),
+      svg("circle", { cx: mx, cy: y(e.score).toFixed(1), r: 5 }),
+      svg("rect", { x: (+mx - 10).toFixed(1), y: 1, width: 20, height: 16, rx: 3 }),
+      svg("text", { x: mx, y: 13, "text-anchor": "middle" }, String(i + 1)),
+      svg("title", {}, `evidence #${i + 1}: ${fmtTime(e.pts_seconds)}, track ${e.track_id}, score ${fmtScore(e.score)}${e.part ? ", " + e.part : ""}`));
+    const show = () => showEvidence(i);
+    g.addEventListener("click", show);
+    g.addEventListener("keydown", (k) => { if (k.key === "Enter" || k.key === " ") { k.preventDefault(); show(); } });
+    s.append(g);
+  });
   box.replaceChildren(s);
+}
+
+// showEvidence brings evidence figure n into view and marks it for a moment.
+function showEvidence(n) {
+  const fig = document.querySelector(`#d-evidence figure[data-n="${n}"]`);
+  if (!fig) return;
+  fig.scrollIntoView({ block: "nearest" });
+  fig.classList.add("flash");
+  setTimeout(() => fig.classList.remove("flash"), 1200);
+}
+
+function renderTracks(v) {
+  const box = $("d-tracks");
+  const tracks = ((v && v.tracks) || []).slice().sort((a, b) => b.score - a.score || a.track_id - b.track_id);
+  if (!tracks.length) {
+    box.replaceChildren(el("p", { class: "muted" }, v ? "No face tracks." : "Tracks appear with the first verdict."));
+    return;
+  }
+  const final = !!v.final;
+  const table = el("table", { class: "tracks", id: "tracks-table" });
+  const head = el("tr");
+  for (const h of ["Track", "Faces", "Score", final ? "Verdict" : "So far", "From", "To"]) head.append(el("th", { scope: "col" }, h));
+  table.append(el("thead"), el("tbody"));
+  table.tHead.append(head);
+  for (const tr of tracks) {
+    const row = el("tr", { "data-track": tr.track_id });
+    const word = final ? tr.verdict : (tr.verdict === "fake" ? "fake so far" : "no signal so far");
+    row.append(el("td", {}, String(tr.track_id)), el("td", {}, String(tr.faces)), el("td", {}, fmtScore(tr.score)),
+      el("td", { class: "v-" + tr.verdict }, word), el("td", {}, fmtTime(tr.first_pts)), el("td", {}, fmtTime(tr.last_pts)));
+    table.tBodies[0].append(row);
+  }
+  box.replaceChildren(table);
 }
 
 function niceStep(raw) {
@@ -319,19 +370,34 @@ function renderEvidence(v) {
   box.replaceChildren(...ev.map((e, i) => {
     const fig = el("figure", { "data-n": i });
     if (e.image) {
-      fig.append(el("img", {
-        class: "evidence-img", alt: `evidence ${i + 1}: frame ${e.frame_index}`,
+      const img = el("img", {
+        class: "evidence-img", alt: `evidence ${i + 1}: frame ${e.frame_index}`, tabindex: 0, title: "click to enlarge",
         src: `/api/scans/${encodeURIComponent(v.video_id)}/evidence/${i}?revision=${v.revision}`,
-      }));
+      });
+      const caption = `#${i + 1} · ${fmtTime(e.pts_seconds)} · track ${e.track_id} · score ${fmtScore(e.score)}${e.part ? " · " + e.part : ""}`;
+      img.addEventListener("click", () => zoom(img.src, img.alt, caption));
+      img.addEventListener("keydown", (k) => { if (k.key === "Enter" || k.key === " ") { k.preventDefault(); zoom(img.src, img.alt, caption); } });
+      fig.append(img);
     } else {
       fig.append(el("p", { class: "muted" }, "image not available"));
     }
     const cap = el("figcaption");
     cap.append(el("b", {}, `#${i + 1} score ${fmtScore(e.score)}`), ` at ${fmtTime(e.pts_seconds)} (frame ${e.frame_index}), track ${e.track_id}`,
-      el("br"), `face box ${fmtRect(e.face_box)}`, el("br"), `hot region ${fmtRect(e.hot_region)}`);
+      el("br"), `face box ${fmtRect(e.face_box)}`, el("br"), `hot region ${fmtRect(e.hot_region)}${e.part ? " (" + e.part + ")" : ""}`);
     fig.append(cap);
     return fig;
   }));
+}
+
+// zoom shows an evidence image at full size in a modal dialog (Escape, the button or a
+// click outside the image closes it).
+function zoom(src, alt, caption) {
+  const d = $("zoom");
+  const img = $("zoom-img");
+  img.src = src;
+  img.alt = alt;
+  $("zoom-caption").textContent = caption;
+  if (!d.open) d.showModal();
 }
 
 // ---- submit ----
@@ -426,6 +492,14 @@ function connect() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("submit-form").addEventListener("submit", submitScan);
+  $("zoom-close").addEventListener("click", () => $("zoom").close());
+  // The timeline is drawn at its box's width: redraw it when that changes.
+  let drawnWidth = 0;
+  window.addEventListener("resize", () => {
+    const w = $("d-timeline").clientWidth;
+    if (selected && w && w !== drawnWidth) { drawnWidth = w; renderTimeline(verdicts.get(selected)); }
+  });
+  $("zoom").addEventListener("click", (e) => { if (e.target === $("zoom")) $("zoom").close(); });
   connect();
   const params = new URLSearchParams(location.search);
   if (params.get("submit")) {
