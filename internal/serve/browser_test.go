@@ -90,7 +90,7 @@ const layoutJS = `((sels) => {
 })(%s)`
 
 // keyBoxes are the page elements the layout check holds to: present, visible, apart.
-var keyBoxes = []string{"header h1", "#conn", "#submit-form", "#scans-card", "#scans li", "#d-verdict", "#d-input",
+var keyBoxes = []string{"header h1", "#conn", "#submit-form", "#scans-card", "#scan-filter", "#scans li", "#d-verdict", "#d-input",
 	"#d-meta", "#d-headline", "#d-progress", "#timeline-svg", "#tracks-table", "#d-evidence figure", "#d-report"}
 
 // checkLayout sets the viewport to width, checks the key boxes and saves a full-page
@@ -242,6 +242,7 @@ func TestBrowserSubmitShowsVerdictAndEvidence(t *testing.T) {
 		t.Logf("page at %d px: %s", w, checkLayout(ctx, t, b, dir, w))
 	}
 	checkLabels(ctx, t, b, dir)
+	checkFilter(ctx, t, b, st.Video)
 
 	// What the page shows is what the API says.
 	code, body, _ := get(t, baseURL(s)+"/api/scans/"+st.Video)
@@ -352,4 +353,41 @@ func checkLabels(ctx context.Context, t *testing.T, b *browser, dir string) {
 	shot := filepath.Join(dir, "lae-serve-page-states.png")
 	require.NoError(t, b.screenshot(ctx, shot, true))
 	t.Logf("states screenshot (live stream selected): %s", shot)
+}
+
+// checkFilter types into the scan list's filter box: the list narrows to the scans whose
+// name, id, verdict or state match every word, says how many, and comes back when cleared.
+// It runs after checkLabels, with its three scans listed besides the uploaded one.
+func checkFilter(ctx context.Context, t *testing.T, b *browser, uploaded string) {
+	t.Helper()
+	type listed struct {
+		IDs   []string `json:"ids"`
+		Count string   `json:"count"`
+	}
+	read := func() listed {
+		var l listed
+		require.NoError(t, b.eval(ctx, `({ ids: [...document.querySelectorAll('#scans li')].map((li) => li.dataset.video),
+		  count: document.getElementById('filter-count').hidden ? '' : document.getElementById('filter-count').textContent })`, &l))
+		return l
+	}
+	typeFilter := func(text string) listed {
+		require.NoError(t, b.eval(ctx, `(() => { const f = document.getElementById('scan-filter'); f.value = ''; f.focus(); f.dispatchEvent(new Event('input')); return true; })()`, nil))
+		if text != "" {
+			require.NoError(t, b.typeText(ctx, text))
+		}
+		return read()
+	}
+	require.Len(t, typeFilter("").IDs, 4)
+	l := typeFilter("partial")
+	require.Equal(t, []string{"partial-test"}, l.IDs)
+	require.Equal(t, "1 of 4 scans", l.Count)
+	require.Equal(t, []string{"live-test"}, typeFilter("RTSP").IDs, "case-insensitive, over the input")
+	require.Equal(t, []string{uploaded}, typeFilter("browser clip").IDs, "every word, over the name")
+	require.Equal(t, []string{"rolling-test"}, typeFilter("so far").IDs)
+	l = typeFilter("no such scan")
+	require.Empty(t, l.IDs)
+	require.Contains(t, l.Count, "No scan matches")
+	l = typeFilter("")
+	require.Len(t, l.IDs, 4)
+	require.Empty(t, l.Count)
 }

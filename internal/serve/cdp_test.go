@@ -228,6 +228,11 @@ func (b *browser) key(ctx context.Context, name string, code int) error {
 	return nil
 }
 
+// typeText types text into the focused element, as a keyboard would (input events).
+func (b *browser) typeText(ctx context.Context, text string) error {
+	return b.call(ctx, "Input.insertText", map[string]any{"text": text}, nil)
+}
+
 // screenshot captures the viewport as PNG into path.
 func (b *browser) screenshot(ctx context.Context, path string, fullPage bool) error {
 	params := map[string]any{"format": "png"}

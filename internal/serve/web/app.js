@@ -36,11 +36,26 @@ function label(sc) { return sc.name || sc.input || sc.video_id; }
 
 // ---- scan list ----
 
+// matches reports whether a scan matches every word of the filter (case-insensitive, over
+// its name, input, id, verdict and state).
+function matches(sc, words) {
+  if (!words.length) return true;
+  const st = sc.state === "done" && sc.verdict ? status(scanVerdict(sc)).label : "";
+  const hay = [sc.name, sc.input, sc.video_id, sc.reference, sc.verdict, sc.stage, sc.state, st, sc.live ? "live" : "",
+    sc.state !== "done" && sc.verdict ? "so far rolling" : ""].join(" ").toLowerCase();
+  return words.every((w) => hay.includes(w));
+}
+
 function renderList() {
   const ul = $("scans");
-  const items = [...scans.values()].sort((a, b) =>
+  const all = [...scans.values()];
+  const words = $("scan-filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+  const items = all.filter((sc) => matches(sc, words)).sort((a, b) =>
     (b.submitted_at || b.updated_at || "").localeCompare(a.submitted_at || a.updated_at || "") ||
     b.video_id.localeCompare(a.video_id));
+  const count = $("filter-count");
+  count.hidden = !words.length;
+  count.textContent = items.length ? `${items.length} of ${all.length} scans` : `No scan matches (${all.length} in all).`;
   ul.replaceChildren(...items.map((sc) => {
     const li = el("li", { "data-video": sc.video_id, "data-state": sc.state });
     if (sc.video_id === selected) li.classList.add("selected");
@@ -54,7 +69,7 @@ function renderList() {
     li.addEventListener("click", () => select(sc.video_id));
     return li;
   }));
-  $("no-scans").hidden = items.length > 0;
+  $("no-scans").hidden = all.length > 0;
 }
 
 // scanVerdict is the verdict-shaped view of a scan summary, for status.
@@ -492,6 +507,7 @@ function connect() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("submit-form").addEventListener("submit", submitScan);
+  $("scan-filter").addEventListener("input", renderList);
   $("zoom-close").addEventListener("click", () => $("zoom").close());
   // The timeline is drawn at its box's width: redraw it when that changes.
   let drawnWidth = 0;
