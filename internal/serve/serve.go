@@ -22,6 +22,11 @@
 //
 // The verdict, evidence and report routes take ?revision=N for an earlier revision.
 //
+// A scan summary (GET /api/scans, "scan" events) reports progress as media time read:
+// media_seconds of duration_seconds (the length is known from ingest's end-of-stream on;
+// before it, and for live streams, only the elapsed media time), and for a final verdict
+// that read part of the video only, partial and read_share.
+//
 // Local file paths are not accepted in JSON submissions unless Options.AllowLocalPaths is set:
 // the HTTP API must not let a caller make the server read arbitrary files. Uploads are stored
 // under <store>/uploads/<video id>/ and submitted by path.
