@@ -1,7 +1,6 @@
 package report
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/html"
 	"google.golang.org/protobuf/proto"
@@ -287,20 +285,8 @@ func TestTrackLabels(t *testing.T) {
 // requireSchemaValid checks a verdict, source facts included, against verdict.schema.json.
 func requireSchemaValid(t *testing.T, v laev1.Verdict) {
 	t.Helper()
-	f, err := os.Open(filepath.Join(testenv.RepoRoot(), "schemas", "v1", "verdict.schema.json"))
-	require.NoError(t, err)
-	defer f.Close() //nolint:errcheck // read-only
-	doc, err := jsonschema.UnmarshalJSON(f)
-	require.NoError(t, err)
-	c := jsonschema.NewCompiler()
-	c.AssertFormat()
-	require.NoError(t, c.AddResource("verdict.schema.json", doc))
-	sch, err := c.Compile("verdict.schema.json")
-	require.NoError(t, err)
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-	require.NoError(t, err)
-	require.NoError(t, sch.Validate(inst))
+	testenv.RequireVerdictJSON(t, b)
 	require.Contains(t, string(b), `"source":{"file_size":`)
 }

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gocv.io/x/gocv"
@@ -171,22 +169,6 @@ func makeVideo(t testing.TB, id string, frames int, fake bool) *video {
 	return v
 }
 
-// schema compiles schemas/v1/verdict.schema.json.
-func schema(t testing.TB) *jsonschema.Schema {
-	t.Helper()
-	f, err := os.Open(filepath.Join(testenv.RepoRoot(), "schemas", "v1", "verdict.schema.json"))
-	require.NoError(t, err)
-	defer f.Close()
-	doc, err := jsonschema.UnmarshalJSON(f)
-	require.NoError(t, err)
-	c := jsonschema.NewCompiler()
-	c.AssertFormat()
-	require.NoError(t, c.AddResource("verdict.schema.json", doc))
-	sch, err := c.Compile("verdict.schema.json")
-	require.NoError(t, err)
-	return sch
-}
-
 // TestSchemaInStepWithGoTypes checks that verdict.schema.json and laev1.Verdict (and its
 // nested types) name the same JSON fields, and that the schema requires every field the Go
 // type always writes (no omitempty).
@@ -233,13 +215,6 @@ func TestSchemaInStepWithGoTypes(t *testing.T) {
 	}
 }
 
-func validate(t testing.TB, sch *jsonschema.Schema, data []byte) {
-	t.Helper()
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
-	require.NoError(t, err)
-	require.NoError(t, sch.Validate(inst), "verdict JSON does not match the schema:\n%s", data)
-}
-
 // waitVerdict waits for the verdict of id on its public subject and returns it with its JSON.
 func waitVerdict(t testing.TB, sub *nats.Subscription) (laev1.Verdict, []byte) {
 	t.Helper()
@@ -262,7 +237,6 @@ func overlaps(a, b laev1.Rect) bool {
 func TestFakeVideoVerdictWithEvidence(t *testing.T) {
 	h := startServer(t)
 	h.run(t, Options{})
-	sch := schema(t)
 	v := makeVideo(t, "fake-1", 12, true)
 	sub, err := h.nc.SubscribeSync(laev1.VerdictSubject(v.id))
 	require.NoError(t, err)
@@ -275,7 +249,7 @@ func TestFakeVideoVerdictWithEvidence(t *testing.T) {
 	h.publishEOS(t, v.eos)
 
 	got, data := waitVerdict(t, sub)
-	validate(t, sch, data)
+	testenv.RequireVerdictJSON(t, data)
 	assert.Equal(t, laev1.VerdictFake, got.Verdict)
 	assert.Equal(t, v.eos.GetCropsPublished(), got.CropsScored, "crops scored = crops published")
 	assert.Equal(t, v.eos.GetSourceUrl(), got.Input)
@@ -330,7 +304,7 @@ func TestFakeVideoVerdictWithEvidence(t *testing.T) {
 	require.NoError(t, err)
 	entry, err := kv.Get(context.Background(), v.id)
 	require.NoError(t, err)
-	validate(t, sch, entry.Value())
+	testenv.RequireVerdictJSON(t, entry.Value())
 	assert.JSONEq(t, string(data), string(entry.Value()))
 	assert.Len(t, h.verdictsFor(v.id), 1)
 }
@@ -482,7 +456,6 @@ func TestNoVerdictBeforeEveryCropIsScored(t *testing.T) {
 func TestUnknownAndErrorVerdicts(t *testing.T) {
 	h := startServer(t)
 	h.run(t, Options{})
-	sch := schema(t)
 	errored := func(id string, f uint64) *laev1.FrameScore {
 		s := synth.Score(id, f, 0, 1, 0.9, synth.Face{Box: laev1.Rect{X: 1, Y: 1, W: 50, H: 50}}, 640, 360)
 		s.Error = "crop is 0x0"
@@ -519,7 +492,7 @@ func TestUnknownAndErrorVerdicts(t *testing.T) {
 			}
 			h.publishEOS(t, tc.eos)
 			got, data := waitVerdict(t, sub)
-			validate(t, sch, data)
+			testenv.RequireVerdictJSON(t, data)
 			assert.Equal(t, tc.wantVerdict, got.Verdict)
 			assert.Equal(t, tc.wantError, got.Error)
 			assert.Empty(t, got.Evidence)
@@ -667,7 +640,6 @@ func TestGiveUpPublishesIncompleteVerdict(t *testing.T) {
 func TestRollingVerdictsBeforeTheEnd(t *testing.T) {
 	h := startServer(t)
 	h.run(t, Options{RollingEvery: 50 * time.Millisecond})
-	sch := schema(t)
 	v := makeVideo(t, "live-1", 8, true)
 	sub, err := h.nc.SubscribeSync(laev1.VerdictSubject(v.id))
 	require.NoError(t, err)
@@ -680,7 +652,7 @@ func TestRollingVerdictsBeforeTheEnd(t *testing.T) {
 	for got.CropsScored < uint64(half) {
 		var data []byte
 		got, data = waitVerdict(t, sub)
-		validate(t, sch, data)
+		testenv.RequireVerdictJSON(t, data)
 		require.False(t, got.Final)
 		require.LessOrEqual(t, got.CropsScored, uint64(half))
 	}

@@ -106,7 +106,7 @@ func TestScanEndToEnd(t *testing.T) {
 	require.GreaterOrEqual(t, float64(v.FramesWithFace), 0.8*float64(v.FramesSampled))
 
 	// The verdict JSON is what the schema says.
-	validateVerdictJSON(t, kvGet(t, sc, v.VideoID))
+	testenv.RequireVerdictJSON(t, kvGet(t, sc, v.VideoID))
 
 	// Evidence lies inside the frame and on the face.
 	require.NotEmpty(t, v.Evidence)
@@ -172,7 +172,7 @@ func TestScanTinyFacesAreUnknown(t *testing.T) {
 	require.Empty(t, v.Evidence)
 	require.Zero(t, countSubject(t, sc.JS, laev1.StreamFaces, laev1.FacesSubject(v.VideoID)), "nothing published")
 	b := kvGet(t, sc, v.VideoID)
-	validateVerdictJSON(t, b)
+	testenv.RequireVerdictJSON(t, b)
 	require.Contains(t, string(b), fmt.Sprintf(`"faces_too_small":%d`, v.FacesTooSmall))
 
 	// The limit off (--min-eye-px 0): the same faces are scored, every one exactly once.
