@@ -254,75 +254,29 @@ func (a *aggregator) withHeatmap(ctx context.Context, st *state, s *laev1.FrameS
 	return full
 }
 
-// maxCropScan bounds the crop headers read to find the evidence crops of one video.
-const maxCropScan = 200_000
-
-// faceCrops fetches the aligned crops of the chosen scores from LAE_FACES, for the evidence
-// image's crop panel at full crop resolution. The crops of a video share one subject, so their
-// stream sequences are found by reading the video's crop headers only (no pixels; each crop
-// carries its de-duplication id, laev1.CropMsgID), then each chosen crop is fetched by
-// sequence. Crops not found (expired, or the stream unreachable) are left out: the image then
-// re-cuts the crop from the frame image.
+// faceCrops fetches the aligned crops of the chosen scores from LAE_FACES by the sequence the
+// detector recorded on each score, for the evidence image's crop panel at full crop
+// resolution. Crops not found (expired, scored before sequences were recorded, or the stream
+// unreachable) are left out: the image then re-cuts the crop from the frame image.
 func (a *aggregator) faceCrops(ctx context.Context, key videoKey, top []*laev1.FrameScore) map[cropKey]*laev1.FaceCrop {
 	out := make(map[cropKey]*laev1.FaceCrop, len(top))
-	if len(top) == 0 {
-		return out
-	}
-	want := make(map[string]cropKey, len(top))
-	for _, s := range top {
-		want[laev1.CropMsgID(key.id, s.GetFrameIndex(), s.GetFaceIndex())] = cropKey{s.GetFrameIndex(), s.GetFaceIndex()}
-	}
 	ctx, cancel := context.WithTimeout(ctx, finishTimeout)
 	defer cancel()
-	fail := func(err error) map[cropKey]*laev1.FaceCrop {
-		a.log.Warn("find evidence crops (re-cutting them from the frame images)", zap.Stringer("video", key), zap.Error(err))
-		return out
-	}
-	stream, err := a.js.Stream(ctx, laev1.StreamFaces)
-	if err != nil {
-		return fail(err)
-	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{laev1.FacesSubject(key.id)}, DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: true,
-	})
-	if err != nil {
-		return fail(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	seqs := make(map[cropKey]uint64, len(want))
-	for remaining := min(info.NumPending, maxCropScan); remaining > 0 && len(seqs) < len(want); {
-		batch, err := cons.Fetch(int(min(remaining, 1024)), jetstream.FetchMaxWait(2*time.Second))
+	for _, s := range top {
+		k, seq := cropKey{s.GetFrameIndex(), s.GetFaceIndex()}, s.GetCropSeq()
+		if seq == 0 {
+			continue
+		}
+		raw, err := a.crops.GetMsg(ctx, seq)
 		if err != nil {
-			return fail(err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			remaining--
-			k, ok := want[m.Headers().Get(jetstream.MsgIDHeader)]
-			if !ok {
-				continue
-			}
-			if md, err := m.Metadata(); err == nil {
-				seqs[k] = md.Sequence.Stream
-			}
-		}
-		if got == 0 {
-			break
-		}
-	}
-	for k, seq := range seqs {
-		raw, err := stream.GetMsg(ctx, seq)
-		if err != nil {
-			a.log.Warn("fetch evidence crop", zap.Stringer("video", key), zap.Uint64("seq", seq), zap.Error(err))
+			a.log.Warn("fetch evidence crop (re-cutting it from the frame image)", zap.Stringer("video", key),
+				zap.Uint64("seq", seq), zap.Error(err))
 			continue
 		}
 		var fc laev1.FaceCrop
-		if err := proto.Unmarshal(raw.Data, &fc); err != nil || fc.GetFrameIndex() != k.frame || fc.GetFaceIndex() != k.face {
-			a.log.Warn("evidence crop does not match", zap.Stringer("video", key), zap.Uint64("seq", seq), zap.Error(err))
+		if err := proto.Unmarshal(raw.Data, &fc); err != nil || raw.Subject != laev1.FacesSubject(key.id) ||
+			fc.GetFrameIndex() != k.frame || fc.GetFaceIndex() != k.face {
+			a.log.Warn("evidence crop does not match its score", zap.Stringer("video", key), zap.Uint64("seq", seq), zap.Error(err))
 			continue
 		}
 		out[k] = &fc

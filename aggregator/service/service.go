@@ -327,6 +327,7 @@ type aggregator struct {
 	obs    jetstream.ObjectStore
 	scores jetstream.Stream
 	frames jetstream.Stream
+	crops  jetstream.Stream
 	states map[videoKey]*state
 	done   map[videoKey]time.Time
 	now    func() time.Time
@@ -375,6 +376,9 @@ func newAggregator(ctx context.Context, js jetstream.JetStream, o Options) (*agg
 	}
 	if a.frames, err = js.Stream(ctx, laev1.StreamFrames); err != nil {
 		return nil, fmt.Errorf("aggregator: open stream %s: %w", laev1.StreamFrames, err)
+	}
+	if a.crops, err = js.Stream(ctx, laev1.StreamFaces); err != nil {
+		return nil, fmt.Errorf("aggregator: open stream %s: %w", laev1.StreamFaces, err)
 	}
 	return a, nil
 }

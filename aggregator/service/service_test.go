@@ -331,9 +331,10 @@ func TestEvidenceUsesScoredCrop(t *testing.T) {
 			EyesAligned: s.GetTrackId() == 1}
 		data, err := proto.Marshal(fc)
 		require.NoError(t, err)
-		_, err = h.js.Publish(context.Background(), laev1.FacesSubject(v.id), data,
+		ack, err := h.js.Publish(context.Background(), laev1.FacesSubject(v.id), data,
 			jetstream.WithMsgID(laev1.CropMsgID(v.id, s.GetFrameIndex(), s.GetFaceIndex())))
 		require.NoError(t, err)
+		s.CropSeq = ack.Sequence // as the detector records it from the crop's delivery
 		h.publishScore(t, s)
 	}
 	h.publishEOS(t, v.eos)

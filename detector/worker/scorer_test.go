@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/detector/model"
 	"github.com/lae-screening/lae/internal/testenv"
@@ -130,6 +132,8 @@ func TestWorkerWithFakeScorer(t *testing.T) {
 					"each crop of a failed batch was delivered once more")
 				scores := readScores(t, s.JS)
 				require.Len(t, scores, n, "one score per crop, none for the failed tries")
+				faces, err := s.JS.Stream(context.Background(), laev1.StreamFaces)
+				require.NoError(t, err)
 				for _, sc := range scores {
 					var red byte = 255 // validCrop: even frames red, odd frames blue
 					if sc.FrameIndex%2 == 1 {
@@ -143,6 +147,12 @@ func TestWorkerWithFakeScorer(t *testing.T) {
 					require.Equal(t, uint32(fakeHeatW), sc.HeatmapWidth)
 					require.Equal(t, uint32(fakeHeatH), sc.HeatmapHeight)
 					require.Equal(t, bytes.Repeat([]byte{red}, fakeHeatW*fakeHeatH), sc.Heatmap)
+					// The score names its crop's place in LAE_FACES, where evidence fetches it.
+					raw, err := faces.GetMsg(context.Background(), sc.CropSeq)
+					require.NoError(t, err, "crop of frame %d by its sequence", sc.FrameIndex)
+					var fc laev1.FaceCrop
+					require.NoError(t, proto.Unmarshal(raw.Data, &fc))
+					require.Equal(t, sc.FrameIndex, fc.FrameIndex)
 				}
 			}
 

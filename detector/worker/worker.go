@@ -405,6 +405,9 @@ func (w *worker) score(j *job, p *model.Prediction) *laev1.FrameScore {
 		VideoId: j.key.videoID, FrameIndex: j.key.frameIndex, FaceIndex: j.key.faceIndex,
 		Model: w.modelName, ModelVersion: w.modelVersion, Revision: w.o.Revision,
 	}
+	if md, err := j.msg.Metadata(); err == nil {
+		s.CropSeq = md.Sequence.Stream
+	}
 	if c := j.crop; c != nil {
 		s.SampleIndex, s.PtsSeconds, s.TrackId = c.SampleIndex, c.PtsSeconds, c.TrackId
 		s.Box, s.CropToFrame = c.Box, c.CropToFrame

@@ -453,7 +453,10 @@ type FrameScore struct {
 	// Non-empty when the crop could not be scored (malformed crop); score is then meaningless.
 	Error string `protobuf:"bytes,19,opt,name=error,proto3" json:"error,omitempty"`
 	// Scoring revision: 0 for the first scoring, incremented by rescoring runs.
-	Revision      uint32 `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint32 `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The scored crop's sequence in LAE_FACES (0 = unknown): the aggregator fetches an evidence
+	// crop by it instead of searching the video's crops.
+	CropSeq       uint64 `protobuf:"varint,21,opt,name=crop_seq,json=cropSeq,proto3" json:"crop_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -624,6 +627,13 @@ func (x *FrameScore) GetError() string {
 func (x *FrameScore) GetRevision() uint32 {
 	if x != nil {
 		return x.Revision
+	}
+	return 0
+}
+
+func (x *FrameScore) GetCropSeq() uint64 {
+	if x != nil {
+		return x.CropSeq
 	}
 	return 0
 }
@@ -991,7 +1001,7 @@ const file_schemas_v1_lae_proto_rawDesc = "" +
 	"\vframe_width\x18\x04 \x01(\rR\n" +
 	"frameWidth\x12!\n" +
 	"\fframe_height\x18\x05 \x01(\rR\vframeHeight\x12\x12\n" +
-	"\x04jpeg\x18\x06 \x01(\fR\x04jpeg\"\xf6\x04\n" +
+	"\x04jpeg\x18\x06 \x01(\fR\x04jpeg\"\x91\x05\n" +
 	"\n" +
 	"FrameScore\x12\x19\n" +
 	"\bvideo_id\x18\x01 \x01(\tR\avideoId\x12\x1f\n" +
@@ -1020,7 +1030,8 @@ const file_schemas_v1_lae_proto_rawDesc = "" +
 	"\x05model\x18\x11 \x01(\tR\x05model\x12#\n" +
 	"\rmodel_version\x18\x12 \x01(\tR\fmodelVersion\x12\x14\n" +
 	"\x05error\x18\x13 \x01(\tR\x05error\x12\x1a\n" +
-	"\brevision\x18\x14 \x01(\rR\brevision\"\x9b\x04\n" +
+	"\brevision\x18\x14 \x01(\rR\brevision\x12\x19\n" +
+	"\bcrop_seq\x18\x15 \x01(\x04R\acropSeq\"\x9b\x04\n" +
 	"\vEndOfStream\x12\x19\n" +
 	"\bvideo_id\x18\x01 \x01(\tR\avideoId\x12\x1d\n" +
 	"\n" +
