@@ -78,12 +78,19 @@ type Options struct {
 // policyTimeout bounds the host lookup of a submission's check.
 const policyTimeout = 10 * time.Second
 
-// Admit is Validate followed by the source policy p (nil = none): a refused scheme is named, a
-// refused or unresolvable host gives source.ErrUnavailable, which does not say which. Nothing
-// is connected.
-func Admit(ctx context.Context, req *laev1.SubmitRequest, p *source.Policy) error {
+// Admit decides whether a submission may be queued: Validate; a video id chosen by the caller
+// must be unused in js (CheckUnused: ErrVideoIDTaken); the URL must pass the source policy p
+// (nil = none): a refused scheme is named, a refused or unresolvable host gives
+// source.ErrUnavailable, which does not say which. Nothing is connected.
+func Admit(ctx context.Context, js jetstream.JetStream, req *laev1.SubmitRequest, p *source.Policy) error {
+	chosen := req.VideoID != ""
 	if err := Validate(req); err != nil {
 		return err
+	}
+	if chosen {
+		if err := CheckUnused(ctx, js, req.VideoID); err != nil {
+			return err
+		}
 	}
 	if p == nil {
 		return nil
@@ -93,18 +100,11 @@ func Admit(ctx context.Context, req *laev1.SubmitRequest, p *source.Policy) erro
 	return p.Check(ctx, req.URL)
 }
 
-// Enqueue validates req and queues it for ingest. A video id chosen by the caller must be new:
-// one already queued, ingested or judged is refused with ErrVideoIDTaken (the server's own ids
-// are random and never collide).
+// Enqueue validates req and queues it for ingest (after Admit, for a submission from outside).
+// An id queued moments ago, within the de-duplication window, is refused with ErrVideoIDTaken.
 func Enqueue(ctx context.Context, js jetstream.JetStream, req *laev1.SubmitRequest) error {
-	chosen := req.VideoID != ""
 	if err := Validate(req); err != nil {
 		return err
-	}
-	if chosen {
-		if err := CheckUnused(ctx, js, req.VideoID); err != nil {
-			return err
-		}
 	}
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -122,8 +122,7 @@ func Enqueue(ctx context.Context, js jetstream.JetStream, req *laev1.SubmitReque
 }
 
 // CheckUnused refuses, with ErrVideoIDTaken, a video id with any trace: a verdict, a
-// published crop, an end-of-stream. Enqueue runs it for caller-chosen ids; a caller that
-// records the submission before queueing it runs it first.
+// published crop, an end-of-stream (Admit runs it for caller-chosen ids).
 func CheckUnused(ctx context.Context, js jetstream.JetStream, id string) error {
 	kv, err := js.KeyValue(ctx, laev1.BucketVerdicts)
 	if err != nil {
@@ -189,7 +188,7 @@ func handle(ctx context.Context, js jetstream.JetStream, data []byte, p *source.
 	if err := json.Unmarshal(data, &req); err != nil {
 		return laev1.SubmitReply{Error: fmt.Sprintf("malformed submit request: %v", err)}
 	}
-	if err := Admit(ctx, &req, p); err != nil {
+	if err := Admit(ctx, js, &req, p); err != nil {
 		return laev1.SubmitReply{Reference: req.Reference, Error: err.Error()}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)

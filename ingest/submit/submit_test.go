@@ -155,7 +155,7 @@ func TestAdmit(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.url, func(t *testing.T) {
 			req := laev1.SubmitRequest{URL: tc.url}
-			err := Admit(ctx, &req, p)
+			err := Admit(ctx, nil, &req, p)
 			if tc.want == nil {
 				require.NoError(t, err)
 				require.NotEmpty(t, req.VideoID)
@@ -164,11 +164,11 @@ func TestAdmit(t *testing.T) {
 			require.ErrorIs(t, err, tc.want)
 			require.Contains(t, err.Error(), tc.msg)
 			// Without a policy (lae scan) the same URL is accepted.
-			require.NoError(t, Admit(ctx, &laev1.SubmitRequest{URL: tc.url}, nil))
+			require.NoError(t, Admit(ctx, nil, &laev1.SubmitRequest{URL: tc.url}, nil))
 		})
 	}
 	// Validation comes first: a malformed request is answered as such.
-	require.ErrorContains(t, Admit(ctx, &laev1.SubmitRequest{URL: "http://127.0.0.1/", SampleFPS: ptr(-1.0)}, p), "sample_fps")
+	require.ErrorContains(t, Admit(ctx, nil, &laev1.SubmitRequest{URL: "http://127.0.0.1/", SampleFPS: ptr(-1.0)}, p), "sample_fps")
 }
 
 // TestResponderHoldsSubmissionsToThePolicy: refused URLs get the generic answer on lae.submit

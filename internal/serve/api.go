@@ -121,16 +121,15 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	// Held to the source policy here for a fast answer; ingest holds the URL to it again when
 	// it connects (redirects and playlist entries included).
-	if err := submit.Admit(ctx, &req, s.stack.SourcePolicy()); err != nil {
+	// Admitted before the tracker records it: a caller-chosen id in use is refused here, and the
+	// scan that owns it keeps its entry.
+	if err := submit.Admit(ctx, s.js, &req, s.stack.SourcePolicy()); err != nil {
 		s.dropUpload(name, req.VideoID)
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	// A caller-chosen id must be new, checked before the tracker records it (it would
-	// otherwise replace the scan that owns the id).
-	if err := submit.CheckUnused(ctx, s.js, req.VideoID); err != nil {
-		s.dropUpload(name, req.VideoID)
-		httpError(w, submitStatus(err), err.Error())
+		code := http.StatusBadRequest
+		if errors.Is(err, submit.ErrVideoIDTaken) {
+			code = http.StatusConflict
+		}
+		httpError(w, code, err.Error())
 		return
 	}
 	// Tracked before it is queued, so the scan never appears without its upload's name.
