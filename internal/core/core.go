@@ -115,11 +115,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 	}()
 	c := o.Config
-	if c.Aggregator.Threshold > 0 || o.Roles.Aggregate || o.Roles.Detect {
-		if s.Card, err = model.ResolveCard(c.Detector.Model, c.Aggregator.Threshold); err != nil && o.Roles.Aggregate {
-			return nil, err
+	if o.Roles.Aggregate || o.Roles.Detect {
+		// The aggregator decides with the card's threshold; a detector alone only names the
+		// model in its log, and its ONNX metadata can do that (below).
+		card, cerr := model.ResolveCard(c.Detector.Model, c.Aggregator.Threshold)
+		if cerr != nil && o.Roles.Aggregate {
+			return nil, cerr
 		}
-		err = nil
+		s.Card = card
 	}
 	if o.Roles.Ingest {
 		if s.sources, err = SourcePolicy(c.Sources, s.log.Named("sources")); err != nil {
