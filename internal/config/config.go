@@ -59,6 +59,27 @@ type Serve struct {
 	// (0 = deleted at once): the verdict, evidence and report do not need it, and uploads are
 	// what fills a server's disk.
 	KeepUploads time.Duration `yaml:"keep_uploads"`
+	// TokensFile holds the API's bearer tokens, one per line ('#' starts a comment). Tokens
+	// (LAE_SERVE_TOKENS, comma-separated) adds more, for deployments that inject secrets as
+	// environment variables. With none, the API is open: allowed on a loopback address only,
+	// unless InsecureNoAuth says an open API elsewhere is meant.
+	TokensFile string   `yaml:"tokens_file"`
+	Tokens     []string `yaml:"tokens"`
+	// InsecureNoAuth lets lae serve listen on a non-loopback address without tokens.
+	InsecureNoAuth bool `yaml:"insecure_no_auth"`
+	// MetricsAuth puts /metrics behind the tokens too (off: scrapers need no token; /healthz
+	// and /readyz are always open, for probes).
+	MetricsAuth bool `yaml:"metrics_auth"`
+	// WebhookURL receives every final verdict (besides a submission's own webhook_url).
+	WebhookURL string `yaml:"webhook_url"`
+	// WebhookSecret (or the first line of WebhookSecretFile) keys the HMAC-SHA256 signature
+	// of webhook deliveries; webhooks need one.
+	WebhookSecret     string `yaml:"webhook_secret"`
+	WebhookSecretFile string `yaml:"webhook_secret_file"`
+	// WebhookAttempts bounds the tries of one delivery (retries back off exponentially).
+	WebhookAttempts int `yaml:"webhook_attempts"`
+	// WebhookTimeout bounds one delivery attempt.
+	WebhookTimeout time.Duration `yaml:"webhook_timeout"`
 }
 
 // Sources is the source policy of submitted URLs (ingest/source.Policy): which network
@@ -186,7 +207,7 @@ func Default() Config {
 		Ingest:          Ingest{SampleFPS: 5, MinEyePx: 16, Concurrency: 2, OpenTimeout: 15 * time.Second},
 		Detector:        Detector{Provider: "cpu", BatchSize: 16, BatchTimeout: 20 * time.Millisecond, Workers: 1},
 		Aggregator:      Aggregator{EvidenceFrames: 3, RollingEvery: 10 * time.Second},
-		Serve:           Serve{MaxUpload: 2 << 30},
+		Serve:           Serve{MaxUpload: 2 << 30, WebhookAttempts: 5, WebhookTimeout: 10 * time.Second},
 		Sources:         Sources{Policy: PolicyOn, AllowedSchemes: slices.Clone(source.DefaultSchemes), AllowCIDRs: []string{}},
 		ShutdownTimeout: 30 * time.Second,
 	}

@@ -146,6 +146,12 @@ func ServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.Serve.AllowLocalPaths, "allow-local-paths", c.Serve.AllowLocalPaths, "accept local file paths in HTTP submissions (uploads are always accepted)")
 	fs.Int64Var(&c.Serve.MaxUpload, "max-upload", c.Serve.MaxUpload, "largest accepted upload, in bytes")
 	fs.DurationVar(&c.Serve.KeepUploads, "keep-uploads", c.Serve.KeepUploads, "how long an uploaded file is kept after its scan's final verdict (0 = deleted at once)")
+	fs.StringVar(&c.Serve.TokensFile, "tokens-file", c.Serve.TokensFile, "file of API bearer tokens, one per line, # comments (env LAE_SERVE_TOKENS adds comma-separated ones); none = open API, loopback only")
+	fs.BoolVar(&c.Serve.InsecureNoAuth, "insecure-no-auth", c.Serve.InsecureNoAuth, "serve the API without tokens on a non-loopback address")
+	fs.BoolVar(&c.Serve.MetricsAuth, "metrics-auth", c.Serve.MetricsAuth, "require a token for /metrics too (/healthz and /readyz stay open)")
+	fs.StringVar(&c.Serve.WebhookURL, "webhook-url", c.Serve.WebhookURL, "URL that receives every final verdict as a signed POST (held to the source policy)")
+	fs.StringVar(&c.Serve.WebhookSecretFile, "webhook-secret-file", c.Serve.WebhookSecretFile, "file whose first line is the webhooks' HMAC-SHA256 key (env LAE_SERVE_WEBHOOK_SECRET instead)")
+	fs.IntVar(&c.Serve.WebhookAttempts, "webhook-attempts", c.Serve.WebhookAttempts, "most tries of one webhook delivery (exponential backoff with jitter between them)")
 }
 
 // RoleFlags binds the flags of the distributed roles: where NATS is and the operations

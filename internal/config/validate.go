@@ -56,6 +56,7 @@ func (c Config) Validate(r Roles) error {
 			}
 			return nil
 		},
+		c.Serve.check,
 	}
 	if r.Ingest {
 		checks = append(checks, c.checkIngest, c.Sources.check)
