@@ -101,6 +101,11 @@ type Options struct {
 	Workers int
 	// Progress, when set, is called from Run's goroutine after every sampled frame.
 	Progress func(Progress)
+	// StageTime, when set, receives how long each sampled frame spent in a stage: StageDecode
+	// (reading and decoding up to the sampled frame) and StageFaceDetect (the face detector
+	// alone). It is called from the reader and the analysis workers at once, so it must be
+	// safe for concurrent use.
+	StageTime func(stage string, d time.Duration)
 	// Logger gets per-video events (default: none).
 	Logger *zap.Logger
 	// Source tunes the decoder (timeouts, threads).
@@ -109,6 +114,12 @@ type Options struct {
 	// Source.ReadTimeout) is re-opened; frame numbers and times continue across re-opens.
 	Reconnect source.Reconnect
 }
+
+// Stages named to Options.StageTime.
+const (
+	StageDecode     = "decode"
+	StageFaceDetect = "face_detect"
+)
 
 // Run ingests one video and publishes its crops, frame images and end-of-stream event. The
 // EndOfStream is published in every case, with Failure set when the source could not be read or
@@ -341,7 +352,11 @@ func (r *run) work(parent context.Context, url string, src *source.Reconnecting,
 	go func() {
 		defer close(frames)
 		for seq := uint64(0); ; seq++ {
+			t0 := time.Now()
 			fr, err := src.Next(ctx)
+			if err == nil && r.o.StageTime != nil {
+				r.o.StageTime(StageDecode, time.Since(t0))
+			}
 			if errors.Is(err, io.EOF) {
 				return
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image"
 	"math"
+	"time"
 
 	"gocv.io/x/gocv"
 
@@ -67,7 +68,11 @@ func (w *worker) analyse(in sampled) analysed {
 	img := in.fr.Image
 	a := analysed{seq: in.seq, index: in.fr.Index, sampleIndex: in.fr.SampleIndex, pts: in.fr.PTS,
 		size: image.Pt(img.Cols(), img.Rows()), stats: in.stats}
+	t0 := time.Now()
 	found, err := w.det.Detect(img)
+	if w.o.StageTime != nil {
+		w.o.StageTime(StageFaceDetect, time.Since(t0))
+	}
 	if err != nil {
 		a.errors++
 		return a
