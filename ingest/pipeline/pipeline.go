@@ -40,6 +40,13 @@ const (
 	frameJPEGQuality = 85
 	// ackTimeout bounds the wait for one JetStream acknowledgement.
 	ackTimeout = 30 * time.Second
+	// republishBudget bounds how long one message is sent again while its stream does not
+	// answer: long enough for a clustered stream to elect a new leader, short of ackTimeout.
+	republishBudget = 20 * time.Second
+	// republishBackoff is the first wait before sending again; it doubles up to
+	// republishMaxBackoff.
+	republishBackoff    = 100 * time.Millisecond
+	republishMaxBackoff = 2 * time.Second
 	// eosTimeout bounds the final EndOfStream publish, which runs even after ctx is cancelled.
 	eosTimeout = 10 * time.Second
 )
@@ -139,7 +146,7 @@ func Run(ctx context.Context, js jetstream.JetStream, videoID, url string, o Opt
 	}
 	log := o.Logger.With(zap.String("video_id", videoID), zap.String("url", url))
 	eos := &laev1.EndOfStream{VideoId: videoID, SourceUrl: url}
-	r := &run{js: js, videoID: videoID, o: o, log: log, eos: eos}
+	r := &run{js: js, videoID: videoID, o: o, log: log, eos: eos, republishBudget: republishBudget}
 	var err error
 	if verr := laev1.ValidateVideoID(videoID); verr != nil {
 		// No EOS either: a subject cannot be built from an invalid id.
@@ -194,6 +201,10 @@ type run struct {
 
 	tracker *track.Tracker
 	pending []pending
+	// republishBudget is the package's republishBudget (tests shorten it); republished,
+	// when set, runs before each message is sent again.
+	republishBudget time.Duration
+	republished     func()
 	prog    Progress
 	hash    fileHash // written by the hashing goroutine, read after it ends
 }
@@ -499,26 +510,61 @@ func (r *run) publish(ctx context.Context, m *nats.Msg, id string, crop bool) er
 	return nil
 }
 
-// waitOldest waits for the oldest pending publish's acknowledgement.
+// waitOldest waits for the oldest pending publish's acknowledgement. A publish the stream did
+// not answer (a clustered stream electing a new leader) is sent again with the same message
+// id, so the stream stores it once, until republishBudget has passed.
 func (r *run) waitOldest(ctx context.Context) error {
 	p := r.pending[0]
 	r.pending = r.pending[1:]
 	timer := time.NewTimer(ackTimeout)
 	defer timer.Stop()
-	select {
-	case <-p.fut.Ok():
-		// A duplicate ack means an earlier attempt stored it: still published exactly once.
-		if p.crop {
-			r.eos.CropsPublished++
+	var retryUntil time.Time
+	backoff := republishBackoff
+	for {
+		select {
+		case <-p.fut.Ok():
+			// A duplicate ack means an earlier attempt stored it: still published exactly once.
+			if p.crop {
+				r.eos.CropsPublished++
+			}
+			return nil
+		case err := <-p.fut.Err():
+			if retryUntil.IsZero() {
+				retryUntil = time.Now().Add(r.republishBudget)
+			}
+			if !unanswered(err) || time.Now().After(retryUntil) {
+				return fmt.Errorf("%w: %s: %w", ErrPublish, p.what, err)
+			}
+			r.log.Debug("stream did not answer; publishing again", zap.String("msg", p.what), zap.Error(err))
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return fmt.Errorf("publish %s: %w", p.what, ctx.Err())
+			}
+			backoff = min(2*backoff, republishMaxBackoff)
+			if r.republished != nil {
+				r.republished()
+			}
+			fut, perr := r.js.PublishMsgAsync(p.fut.Msg(), jetstream.WithMsgID(p.what))
+			if perr != nil {
+				return fmt.Errorf("%w: %s: %w", ErrPublish, p.what, perr)
+			}
+			p.fut = fut
+			continue
+		case <-ctx.Done():
+			return fmt.Errorf("publish %s: %w", p.what, ctx.Err())
+		case <-timer.C:
+			return fmt.Errorf("%w: %s: no acknowledgement after %s", ErrPublish, p.what, ackTimeout)
 		}
-		return nil
-	case err := <-p.fut.Err():
-		return fmt.Errorf("%w: %s: %w", ErrPublish, p.what, err)
-	case <-ctx.Done():
-		return fmt.Errorf("publish %s: %w", p.what, ctx.Err())
-	case <-timer.C:
-		return fmt.Errorf("%w: %s: no acknowledgement after %s", ErrPublish, p.what, ackTimeout)
 	}
+}
+
+// unanswered says whether a publish failed because no stream leader answered it, which a
+// clustered stream electing a new leader does for a few seconds.
+func unanswered(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		(errors.As(err, &apiErr) && apiErr.Code == 503)
 }
 
 // drain waits for every pending acknowledgement. It keeps counting after a failure so the EOS
