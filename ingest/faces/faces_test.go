@@ -239,20 +239,21 @@ func writeTemp(t *testing.T, name string, b []byte) string {
 	return p
 }
 
-// benchFrame is a 640-wide real frame (a dlib photo resized) so the cascades do real work.
-func benchFrame(b *testing.B) gocv.Mat {
+// benchFrame is a real frame of the given size (a dlib photo resized) so the cascades do real
+// work.
+func benchFrame(b *testing.B, size image.Point) gocv.Mat {
 	img := gocv.IMRead(filepath.Join(testenv.SharedData(b), "photos", "dlib_annotated", "2008_002506.jpg"), gocv.IMReadColor)
 	if img.Empty() {
 		b.Fatal("cannot read bench image")
 	}
 	out := gocv.NewMat()
-	gocv.Resize(img, &out, image.Pt(640, 480), 0, 0, gocv.InterpolationLinear)
+	gocv.Resize(img, &out, size, 0, 0, gocv.InterpolationLinear)
 	img.Close()
 	return out
 }
 
-func benchDetector(b *testing.B, spec string) {
-	frame := benchFrame(b)
+func benchDetector(b *testing.B, spec string, size image.Point) {
+	frame := benchFrame(b, size)
 	defer frame.Close()
 	det, err := Open(spec)
 	if err != nil {
@@ -267,10 +268,13 @@ func benchDetector(b *testing.B, spec string) {
 	}
 }
 
-func BenchmarkDetectLBP640(b *testing.B)     { benchDetector(b, SpecLBP) }
-func BenchmarkDetectHaar640(b *testing.B)    { benchDetector(b, SpecHaar) }
-func BenchmarkDetectHaarAlt640(b *testing.B) { benchDetector(b, SpecHaarAlt) }
-func BenchmarkDetectYuNet640(b *testing.B)   { benchDetector(b, SpecYuNet) }
+func BenchmarkDetectLBP640(b *testing.B)     { benchDetector(b, SpecLBP, image.Pt(640, 480)) }
+func BenchmarkDetectHaar640(b *testing.B)    { benchDetector(b, SpecHaar, image.Pt(640, 480)) }
+func BenchmarkDetectHaarAlt640(b *testing.B) { benchDetector(b, SpecHaarAlt, image.Pt(640, 480)) }
+func BenchmarkDetectYuNet640(b *testing.B)   { benchDetector(b, SpecYuNet, image.Pt(640, 480)) }
+
+// BenchmarkDetectYuNet720p is the 16:9 HD frame the scan benchmark's clip has.
+func BenchmarkDetectYuNet720p(b *testing.B) { benchDetector(b, SpecYuNet, image.Pt(1280, 720)) }
 
 // truncated returns the first half of a file, as a download cut short would leave it.
 func truncated(t *testing.T, path string) []byte {
