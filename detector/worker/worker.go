@@ -94,7 +94,13 @@ type Options struct {
 	NakDelay time.Duration
 	// PublishTimeout bounds the wait for JetStream to acknowledge a batch's scores.
 	PublishTimeout time.Duration
+	// AbandonPullOnStop cancels the idle pull request when ctx ends instead of letting it run
+	// out (up to idleWait). Only for a server that stops with the worker (the embedded one):
+	// on a shared server crops delivered to the abandoned request would wait out AckWait.
+	AbandonPullOnStop bool
 
+	// idleWait, when set (tests only), replaces the package's idleWait.
+	idleWait time.Duration
 	// beforeAck, when set (tests only), runs after a batch's scores are stored and before its
 	// crops are acked; an error makes the worker stop at once without acking, like a crash.
 	beforeAck func() error
@@ -227,9 +233,13 @@ func (w *worker) pull(ctx context.Context, cons jetstream.Consumer, batches chan
 			return nil
 		default:
 		}
-		batch, err := fetch(cons, 1, idleWait, nil)
+		wait := idleWait
+		if w.o.idleWait > 0 {
+			wait = w.o.idleWait
+		}
+		batch, err := fetch(ctx, w.o.AbandonPullOnStop, cons, 1, wait, nil)
 		if err == nil && len(batch) > 0 && w.o.BatchSize > 1 {
-			batch, err = fetch(cons, w.o.BatchSize-1, w.o.BatchTimeout, batch)
+			batch, err = fetch(ctx, false, cons, w.o.BatchSize-1, w.o.BatchTimeout, batch)
 		}
 		if len(batch) > 0 {
 			// Crops in hand are always handed over, even when stopping: they are ours to ack.
@@ -255,16 +265,27 @@ func (w *worker) pull(ctx context.Context, cons jetstream.Consumer, batches chan
 }
 
 // fetch sends one pull request for up to n crops, waiting at most wait, reads it to its end
-// and appends what came to into.
-func fetch(cons jetstream.Consumer, n int, wait time.Duration, into []jetstream.Msg) ([]jetstream.Msg, error) {
-	b, err := cons.Fetch(n, jetstream.FetchMaxWait(wait))
+// and appends what came to into. With abandon, ctx ending cancels the request (see
+// Options.AbandonPullOnStop).
+func fetch(ctx context.Context, abandon bool, cons jetstream.Consumer, n int, wait time.Duration, into []jetstream.Msg) ([]jetstream.Msg, error) {
+	opt := jetstream.FetchMaxWait(wait)
+	if abandon {
+		fctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		opt = jetstream.FetchContext(fctx)
+	}
+	b, err := cons.Fetch(n, opt)
 	if err != nil {
+		if abandon && ctx.Err() != nil {
+			return into, nil
+		}
 		return into, err
 	}
 	for msg := range b.Messages() {
 		into = append(into, msg)
 	}
-	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, context.Canceled) {
 		return into, err
 	}
 	return into, nil

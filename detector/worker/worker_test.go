@@ -323,6 +323,22 @@ func TestWorkerGracefulShutdownAndHandover(t *testing.T) {
 	require.Len(t, seen, n)
 }
 
+// With AbandonPullOnStop a stop does not wait for the idle pull request to run out (here a
+// minute, far beyond runWorker's stop bound, which a worker without it hits).
+func TestWorkerAbandonsIdlePullOnStop(t *testing.T) {
+	s := testenv.StartNATS(t)
+	stop := runWorker(t, s.JS, loadTiny(t), Options{AbandonPullOnStop: true, idleWait: time.Minute})
+	require.Eventually(t, func() bool {
+		c, err := s.JS.Consumer(context.Background(), laev1.StreamFaces, laev1.ConsumerDetector)
+		if err != nil {
+			return false // the worker has not created it yet
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumWaiting > 0
+	}, 20*time.Second, 10*time.Millisecond, "the worker waits on a pull request")
+	require.NoError(t, stop())
+}
+
 // A worker that dies after publishing scores but before acking: the crops come back after
 // AckWait, the next worker scores them again, and JetStream keeps one score per crop.
 func TestWorkerCrashRedeliversWithoutDuplicates(t *testing.T) {

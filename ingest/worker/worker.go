@@ -75,6 +75,14 @@ type Options struct {
 	Logger *zap.Logger
 	// Hooks observe videos and errors (metrics).
 	Hooks Hooks
+	// AbandonPullOnStop cancels the waiting pull request when ctx ends instead of letting it
+	// run out (up to pollWait). Only for a server that stops with the worker (the embedded
+	// one): on a shared server a submission delivered to the abandoned request would wait out
+	// its AckWait before another worker got it.
+	AbandonPullOnStop bool
+
+	// pollWait, when set (tests only), replaces the package's pollWait.
+	pollWait time.Duration
 }
 
 // ErrGaveUp is the error Hooks.Done gets for a submission failed without being run, because its
@@ -129,7 +137,7 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 			return nil
 		case slots <- struct{}{}:
 		}
-		msg, err := next(ctx, cons)
+		msg, err := next(ctx, cons, o.pollWait, o.AbandonPullOnStop)
 		if err != nil {
 			<-slots
 			if ctx.Err() != nil {
@@ -178,11 +186,24 @@ func fatal(err error) bool {
 		errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
-// next fetches one submission, or nil when none arrived within the poll interval.
-func next(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
-	// A submission is delivered as soon as it arrives whatever the wait; a short wait only
-	// bounds how long a stop waits for the pending fetch.
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
+// pollWait is how long one pull request waits for a submission. A submission is delivered as
+// soon as it arrives whatever the wait; a short wait only bounds how long a stop waits for the
+// pending request.
+const pollWait = 500 * time.Millisecond
+
+// next fetches one submission, or nil when none arrived within wait (0 = pollWait). With
+// abandon, ctx ending cancels the request.
+func next(ctx context.Context, cons jetstream.Consumer, wait time.Duration, abandon bool) (jetstream.Msg, error) {
+	if wait <= 0 {
+		wait = pollWait
+	}
+	opt := jetstream.FetchMaxWait(wait)
+	if abandon {
+		fctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		opt = jetstream.FetchContext(fctx)
+	}
+	batch, err := cons.Fetch(1, opt)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return nil, nil
@@ -192,7 +213,8 @@ func next(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
 	for m := range batch.Messages() {
 		return m, nil
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 		return nil, fmt.Errorf("fetch submission: %w", err)
 	}
 	return nil, nil

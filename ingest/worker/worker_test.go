@@ -127,3 +127,27 @@ func TestWorkerIngestsEachSubmissionOnce(t *testing.T) {
 	require.Equal(t, int64(eos["one"].FramesSampled+eos["two"].FramesSampled), templateCalls.Load(),
 		"the template's Progress is called once per sampled frame")
 }
+
+// With AbandonPullOnStop a stop does not wait for the idle pull request to run out (here a
+// minute, far beyond the bound below).
+func TestWorkerAbandonsIdlePullOnStop(t *testing.T) {
+	srv := testenv.StartNATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, srv.JS, Options{AbandonPullOnStop: true, pollWait: time.Minute}) }()
+	require.Eventually(t, func() bool {
+		c, err := srv.JS.Consumer(context.Background(), laev1.StreamIngest, laev1.ConsumerIngest)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumWaiting > 0
+	}, 20*time.Second, 10*time.Millisecond, "the worker waits on a pull request")
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the worker waited out its pull request")
+	}
+}

@@ -313,7 +313,7 @@ func (s *Stack) startStages() error {
 		s.goStage(&s.stagesWG, "detector", func() error {
 			return worker.Run(stagesCtx, js, s.model, worker.Options{
 				BatchSize: c.Detector.BatchSize, BatchTimeout: c.Detector.BatchTimeout, Workers: c.Detector.Workers,
-				Logger: s.log.Named("detector"), Hooks: detectorHooks(mt),
+				Logger: s.log.Named("detector"), Hooks: detectorHooks(mt), AbandonPullOnStop: s.roles.Embedded,
 			})
 		})
 	}
@@ -333,7 +333,7 @@ func (s *Stack) startStages() error {
 				Concurrency: in.Concurrency, DefaultSampleFPS: in.SampleFPS, ShutdownTimeout: c.ShutdownTimeout, Abort: s.abort,
 				Pipeline: pipeline.Options{MaxDuration: in.MaxDuration, FaceModel: in.FaceModel, MinEyePx: in.MinEyePx,
 					Source: source.Options{OpenTimeout: in.OpenTimeout, ReadTimeout: in.OpenTimeout, Policy: s.sources}},
-				Logger: s.log.Named("ingest"), Hooks: ingestHooks(mt, s.reportProgress),
+				Logger: s.log.Named("ingest"), Hooks: ingestHooks(mt, s.reportProgress), AbandonPullOnStop: s.roles.Embedded,
 			})
 		})
 	}
