@@ -21,6 +21,7 @@ import (
 	"syscall"
 
 	"github.com/lae-screening/lae/internal/config"
+	"github.com/lae-screening/lae/internal/memtune"
 )
 
 // exitError carries a specific exit code out of a subcommand.
@@ -53,7 +54,10 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, "\nRun 'lae <command> --help' for the flags of a command (the settings among them are also config\nkeys and LAE_* variables: deploy/lae.example.yaml). 'lae --version' prints the build.\n")
 }
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	memtune.Apply()
+	os.Exit(run(os.Args[1:]))
+}
 
 // run executes one command line and returns the exit status: 0 done, 1 failed, 2 usage
 // error, 130 interrupted.

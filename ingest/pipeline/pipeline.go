@@ -31,7 +31,7 @@ import (
 // Defaults for Options.
 const (
 	DefaultFrameJPEGWidth = 640
-	DefaultMaxPending     = 256
+	DefaultMaxPending     = 64
 	DefaultWorkers        = 2
 	// DefaultMinEyePx is the product's tiny-face limit that callers pass as Options.MinEyePx
 	// (see crops.DefaultMinEyePx for why 16 source pixels).
@@ -100,7 +100,8 @@ type Options struct {
 	// FrameJPEGWidth is the width of the evidence JPEG of frames with faces (default 640;
 	// frames narrower than this are not upscaled; negative = publish no frame images).
 	FrameJPEGWidth int
-	// MaxPending bounds the publishes awaiting acknowledgement (default 256).
+	// MaxPending bounds the publishes awaiting acknowledgement (default 64: each holds a raw
+	// crop or a frame JPEG until its ack; more buys no speed on a local server and costs peak memory).
 	MaxPending int
 	// Workers is how many frames are analysed (detect + align) at once, each worker with its
 	// own detector and aligner (default 2, at most the CPU count). Output order and track ids
