@@ -206,8 +206,8 @@ type run struct {
 	// when set, runs before each message is sent again.
 	republishBudget time.Duration
 	republished     func()
-	prog    Progress
-	hash    fileHash // written by the hashing goroutine, read after it ends
+	prog            Progress
+	hash            fileHash // written by the hashing goroutine, read after it ends
 }
 
 // pending is an unacknowledged publish; crop tells whether it counts in CropsPublished.
