@@ -36,6 +36,19 @@ const (
 // DefaultMaxBatch is how many crops go through one session run when Options.MaxBatch is 0.
 const DefaultMaxBatch = 64
 
+// BatchSize is the batch a detector fills for provider when none is configured. A CPU gains
+// little past a few crops per run and a full batch waits longer to fill; a GPU's throughput
+// keeps growing with the batch (bench: BenchmarkEndToEnd in detector/worker, and the GPU
+// figures in deploy/README.md).
+func BatchSize(provider string) int {
+	switch strings.ToLower(strings.TrimSpace(provider)) {
+	case ProviderCUDA, ProviderTensorRT:
+		return 64
+	default:
+		return 16
+	}
+}
+
 // Options configures Load.
 type Options struct {
 	// Path of the .onnx file. Its card, if any, is CardPath(Path).

@@ -554,3 +554,14 @@ func maxAbsDiff(a, b []float32) float64 {
 	}
 	return m
 }
+
+func TestBatchSizeByProvider(t *testing.T) {
+	for _, tc := range []struct {
+		provider string
+		want     int
+	}{
+		{"", 16}, {ProviderCPU, 16}, {ProviderCUDA, 64}, {" TensorRT ", 64},
+	} {
+		require.Equal(t, tc.want, BatchSize(tc.provider), "provider %q", tc.provider)
+	}
+}

@@ -141,7 +141,8 @@ type Detector struct {
 	ORTLib string `yaml:"ort_lib"`
 	// Provider is the execution provider: cpu, cuda or tensorrt.
 	Provider string `yaml:"provider"`
-	// BatchSize is the most crops per inference; BatchTimeout how long a partial batch waits.
+	// BatchSize is the most crops per inference (0 = the provider's, model.BatchSize);
+	// BatchTimeout how long a partial batch waits.
 	BatchSize    int           `yaml:"batch_size"`
 	BatchTimeout time.Duration `yaml:"batch_timeout"`
 	// Workers is how many batches one process scores at once.
@@ -205,7 +206,7 @@ func Default() Config {
 		HTTP:            HTTP{Addr: ":9090"},
 		Log:             Log{Level: "info", Format: "json"},
 		Ingest:          Ingest{SampleFPS: 5, MinEyePx: 16, Concurrency: 2, OpenTimeout: 15 * time.Second},
-		Detector:        Detector{Provider: "cpu", BatchSize: 16, BatchTimeout: 20 * time.Millisecond, Workers: 1},
+		Detector:        Detector{Provider: "cpu", BatchSize: 0, BatchTimeout: 20 * time.Millisecond, Workers: 1},
 		Aggregator:      Aggregator{EvidenceFrames: 3, RollingEvery: 10 * time.Second},
 		Serve:           Serve{MaxUpload: 2 << 30, WebhookAttempts: 5, WebhookTimeout: 10 * time.Second},
 		Sources:         Sources{Policy: PolicyOn, AllowedSchemes: slices.Clone(source.DefaultSchemes), AllowCIDRs: []string{}},

@@ -137,7 +137,7 @@ func DetectorFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Detector.Model, "model", c.Detector.Model, "LAE ONNX model; its card (*.card.json) gives the calibrated threshold (\"\" = the shipped detector/models/lae-v2.onnx)")
 	fs.StringVar(&c.Detector.ORTLib, "ort-lib", c.Detector.ORTLib, "ONNX Runtime shared library (\"\" = $LAE_ORT_LIB, then .cache/ort/libonnxruntime.so.1)")
 	fs.StringVar(&c.Detector.Provider, "provider", c.Detector.Provider, "ONNX Runtime execution provider: cpu, cuda or tensorrt")
-	fs.IntVar(&c.Detector.BatchSize, "batch-size", c.Detector.BatchSize, "most face crops per inference batch")
+	fs.IntVar(&c.Detector.BatchSize, "batch-size", c.Detector.BatchSize, "most face crops per inference batch (0 = by provider: 16 on cpu, 64 on cuda/tensorrt)")
 }
 
 // ServeFlags binds what `lae serve` adds: the HTTP API and its limits.

@@ -197,8 +197,8 @@ func (c Config) checkDetector() error {
 		return bad("--provider", "detector.provider", d.Provider, "want cpu, cuda or tensorrt")
 	}
 	switch {
-	case d.BatchSize < 1:
-		return bad("--batch-size", "detector.batch_size", d.BatchSize, "must be >= 1")
+	case d.BatchSize < 0:
+		return bad("--batch-size", "detector.batch_size", d.BatchSize, "must be >= 0 (0 = by provider)")
 	case d.BatchTimeout < 0:
 		return bad("--batch-timeout", "detector.batch_timeout", d.BatchTimeout, "must be >= 0")
 	case d.Workers < 1:

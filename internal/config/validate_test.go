@@ -43,7 +43,7 @@ func TestValidate(t *testing.T) {
 		{"negative fps", AllRoles, func(c *Config) { c.Ingest.SampleFPS = -2 }, "--fps -2"},
 		{"every frame", AllRoles, func(c *Config) { c.Ingest.SampleFPS = 0 }, ""},
 		{"provider", AllRoles, func(c *Config) { c.Detector.Provider = "gpu" }, "--provider gpu"},
-		{"batch", AllRoles, func(c *Config) { c.Detector.BatchSize = 0 }, "--batch-size 0"},
+		{"batch", AllRoles, func(c *Config) { c.Detector.BatchSize = -1 }, "--batch-size -1"},
 		{"missing model", AllRoles, func(c *Config) { c.Detector.Model = filepath.Join(dir, "nope.onnx") }, "--model"},
 		{"model is a directory", AllRoles, func(c *Config) { c.Detector.Model = dir }, "is a directory"},
 		{"face model", AllRoles, func(c *Config) { c.Ingest.FaceModel = "dlib" }, "--face-model dlib"},

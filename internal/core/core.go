@@ -95,7 +95,15 @@ type Stack struct {
 func LoadModel(d config.Detector) (*model.Model, error) {
 	// model.Load's errors already say "load model <path>".
 	return model.Load(model.Options{Path: model.PathOrDefault(d.Model), LibPath: d.ORTLib, Provider: d.Provider,
-		MaxBatch: d.BatchSize, NoArena: d.NoArena})
+		MaxBatch: batchSize(d), NoArena: d.NoArena})
+}
+
+// batchSize is the configured batch, or the provider's when none is.
+func batchSize(d config.Detector) int {
+	if d.BatchSize > 0 {
+		return d.BatchSize
+	}
+	return model.BatchSize(d.Provider)
 }
 
 // Start validates the configuration and starts the stack. On error everything started is
@@ -312,7 +320,7 @@ func (s *Stack) startStages() error {
 		watch(laev1.StreamFaces, laev1.ConsumerDetector)
 		s.goStage(&s.stagesWG, "detector", func() error {
 			return worker.Run(stagesCtx, js, s.model, worker.Options{
-				BatchSize: c.Detector.BatchSize, BatchTimeout: c.Detector.BatchTimeout, Workers: c.Detector.Workers,
+				BatchSize: batchSize(c.Detector), BatchTimeout: c.Detector.BatchTimeout, Workers: c.Detector.Workers,
 				Logger: s.log.Named("detector"), Hooks: detectorHooks(mt), AbandonPullOnStop: s.roles.Embedded,
 			})
 		})
