@@ -149,9 +149,12 @@ func (y *YuNet) Detect(img gocv.Mat) ([]Face, error) {
 	rw, rh := max(1, int(math.Round(float64(w)*scale))), max(1, int(math.Round(float64(h)*scale)))
 	rw, rh = min(rw, y.in.X), min(rh, y.in.Y)
 	// The network is fully convolutional: it runs on any multiple of its largest stride, so the
-	// frame is padded only up to the next one, not to the export's full square (a 16:9 frame
-	// costs 40 % of the square's work; bench: BenchmarkDetectYuNet720p).
-	in := image.Pt(padTo(rw, yunetStrides[2], y.in.X), padTo(rh, yunetStrides[2], y.in.Y))
+	// frame is padded to that, not to the export's full square (a 16:9 frame costs about half
+	// the square's work; bench: BenchmarkDetectYuNet720p). At least one stride of black stays
+	// below and right of the picture: the detections near its edges then match the square
+	// export's exactly (without it, landmarks moved by a pixel and some clips' scores by 0.03).
+	margin := yunetStrides[2]
+	in := image.Pt(padTo(rw+margin, yunetStrides[2], y.in.X), padTo(rh+margin, yunetStrides[2], y.in.Y))
 	gocv.Resize(img, &y.resized, image.Pt(rw, rh), 0, 0, gocv.InterpolationLinear)
 	gocv.CopyMakeBorder(y.resized, &y.padded, 0, in.Y-rh, 0, in.X-rw, gocv.BorderConstant, colorBlack)
 	// YuNet takes raw BGR 0..255, no mean or scaling.
