@@ -131,3 +131,22 @@ func FuzzDecodeCrop(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDecodeCrop is the detector's per-crop message work: a 256x256 BGR crop (what ingest
+// publishes) unmarshalled, checked and turned into model input pixels.
+func BenchmarkDecodeCrop(b *testing.B) {
+	c := validCrop("bench", 1)
+	c.Width, c.Height, c.Pixels = 256, 256, solidBGR(256, 256, 10, 20, 30)
+	data, err := proto.Marshal(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	subject := laev1.FacesSubject("bench")
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if j := decodeCrop(subject, nil, data); j.reason != "" {
+			b.Fatal(j.reason)
+		}
+	}
+}
