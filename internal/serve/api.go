@@ -3,12 +3,13 @@ package serve
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"mime"
 	"net/http"
 	"os"
@@ -33,33 +34,6 @@ var webFS embed.FS
 // requestTimeout bounds the NATS work of one API request.
 const requestTimeout = 30 * time.Second
 
-func (s *Server) routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/scans", s.handleSubmit)
-	mux.HandleFunc("GET /api/scans", s.handleList)
-	mux.HandleFunc("GET /api/scans/{id}", s.handleVerdict)
-	mux.HandleFunc("GET /api/scans/{id}/history", s.handleHistory)
-	mux.HandleFunc("GET /api/scans/{id}/evidence/{n}", s.handleEvidence)
-	mux.HandleFunc("GET /api/scans/{id}/report", s.handleReport)
-	mux.HandleFunc("GET /api/events", s.handleEvents)
-	assets, _ := fs.Sub(webFS, "web")
-	files := http.FileServerFS(assets)
-	// "/{$}" and "/assets/" rather than "GET /": a method pattern on "/" would conflict with
-	// the ops server's method-less /metrics, /healthz and /readyz.
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			httpError(w, http.StatusMethodNotAllowed, "method not allowed")
-			return
-		}
-		pageHeaders(w)
-		http.ServeFileFS(w, r, assets, "index.html")
-	})
-	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		pageHeaders(w)
-		files.ServeHTTP(w, r)
-	})))
-}
-
 // pageHeaders lock the live page down to its own origin: it renders data from submissions
 // (input names, errors), so a slip in escaping must not be able to run or load anything.
 func pageHeaders(w http.ResponseWriter) {
@@ -80,31 +54,46 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-// submitted is the body of a 202 answer to POST /api/scans.
+// submitted is the body of a 202 answer to POST /api/scans, and of a 200 answer for an upload
+// that was scanned before (DuplicateOf names the earlier scan, which VideoID then is).
 type submitted struct {
-	VideoID   string `json:"video_id"`
-	Reference string `json:"reference,omitempty"`
+	VideoID     string `json:"video_id"`
+	Reference   string `json:"reference,omitempty"`
+	DuplicateOf string `json:"duplicate_of,omitempty"`
+	State       string `json:"state,omitempty"`
+}
+
+// submission is a POST /api/scans body: the submit request plus what only the HTTP API takes.
+type submission struct {
+	laev1.SubmitRequest
+	// WebhookURL receives this scan's final verdicts (besides serve.webhook_url).
+	WebhookURL string `json:"webhook_url,omitempty"`
+}
+
+// received is a submission as received: a JSON body, or a multipart upload with its file.
+type received struct {
+	submission
+	name    string // the file's name as sent
+	sha256  string // hex digest of the stored bytes
+	rescore bool   // scan again even if the same bytes were scanned before
 }
 
 func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	var (
-		req  laev1.SubmitRequest
-		name string
-		err  error
-	)
+	var up received
 	switch ct {
 	case "application/json":
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&up.submission); err != nil {
 			httpError(w, http.StatusBadRequest, fmt.Sprintf("malformed submit request: %v", err))
 			return
 		}
-		if !s.o.Config.Serve.AllowLocalPaths && isLocal(req.URL) {
+		if !s.o.Config.Serve.AllowLocalPaths && isLocal(up.URL) {
 			httpError(w, http.StatusBadRequest, "local paths are not accepted over HTTP: upload the file, or start lae serve with --allow-local-paths")
 			return
 		}
 	case "multipart/form-data":
-		req, name, err = s.receiveUpload(w, r)
+		var err error
+		up, err = s.receiveUpload(w, r)
 		if err != nil {
 			code := http.StatusBadRequest
 			if errors.As(err, new(*http.MaxBytesError)) {
@@ -117,13 +106,31 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusUnsupportedMediaType, "send application/json (a submit request) or multipart/form-data (field \"file\")")
 		return
 	}
+	req, name := &up.SubmitRequest, up.name
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
+	if up.WebhookURL != "" {
+		if err := s.checkWebhook(ctx, up.WebhookURL); err != nil {
+			s.dropUpload(name, req.VideoID)
+			httpError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	if up.sha256 != "" {
+		rescore := up.rescore || queryBool(r, "rescore")
+		if earlier, state, dup := s.dedupe.claim(ctx, s, up.sha256, req.VideoID, rescore); dup {
+			s.dropUpload(name, req.VideoID)
+			s.log.Info("duplicate upload", zap.String("video_id", earlier), zap.String("sha256", up.sha256))
+			w.Header().Set("Location", "/api/scans/"+earlier)
+			writeJSON(w, http.StatusOK, submitted{VideoID: earlier, DuplicateOf: earlier, State: state, Reference: req.Reference})
+			return
+		}
+	}
 	// Held to the source policy here for a fast answer; ingest holds the URL to it again when
 	// it connects (redirects and playlist entries included).
 	// Admitted before the tracker records it: a caller-chosen id in use is refused here, and the
 	// scan that owns it keeps its entry.
-	if err := submit.Admit(ctx, s.js, &req, s.stack.SourcePolicy()); err != nil {
+	if err := submit.Admit(ctx, s.js, req, s.stack.SourcePolicy()); err != nil {
 		s.dropUpload(name, req.VideoID)
 		code := http.StatusBadRequest
 		if errors.Is(err, submit.ErrVideoIDTaken) {
@@ -132,17 +139,27 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		httpError(w, code, err.Error())
 		return
 	}
+	if up.WebhookURL != "" {
+		s.setHook(req.VideoID, up.WebhookURL)
+	}
 	// Tracked before it is queued, so the scan never appears without its upload's name.
-	s.tracker.submitted(req, name)
-	if err := submit.Enqueue(ctx, s.js, &req); err != nil {
+	s.tracker.submitted(*req, name)
+	if err := submit.Enqueue(ctx, s.js, req); err != nil {
 		s.dropUpload(name, req.VideoID)
+		s.setHook(req.VideoID, "")
 		s.log.Warn("queue submission", zap.String("video_id", req.VideoID), zap.Error(err))
 		httpError(w, submitStatus(err), err.Error())
 		return
 	}
 	s.log.Info("submission queued", zap.String("video_id", req.VideoID), zap.String("url", req.URL), zap.String("upload", name))
 	w.Header().Set("Location", "/api/scans/"+req.VideoID)
-	writeJSON(w, http.StatusAccepted, submitted{VideoID: req.VideoID, Reference: req.Reference})
+	writeJSON(w, http.StatusAccepted, submitted{VideoID: req.VideoID, Reference: req.Reference, State: StatePending})
+}
+
+// queryBool reads a boolean query parameter ("1", "true", ...; anything else is false).
+func queryBool(r *http.Request, name string) bool {
+	b, err := strconv.ParseBool(r.URL.Query().Get(name))
+	return err == nil && b
 }
 
 // isLocal reports whether a submitted URL names something on this machine: a plain path or
@@ -171,19 +188,18 @@ func submitStatus(err error) int {
 	return http.StatusServiceUnavailable
 }
 
-// receiveUpload streams a multipart upload into <uploads>/<video id>/<name> and returns the
-// submission for it. Fields before or after the file are accepted.
-func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request) (laev1.SubmitRequest, string, error) {
-	req := laev1.SubmitRequest{VideoID: laev1.NewVideoID()}
+// receiveUpload streams a multipart upload into <uploads>/<video id>/<name>, hashing it, and
+// returns the submission for it. Fields before or after the file are accepted.
+func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request) (received, error) {
+	up := received{submission: submission{SubmitRequest: laev1.SubmitRequest{VideoID: laev1.NewVideoID()}}}
 	r.Body = http.MaxBytesReader(w, r.Body, s.o.Config.Serve.MaxUpload)
 	mr, err := r.MultipartReader()
 	if err != nil {
-		return req, "", fmt.Errorf("read upload: %w", err)
+		return up, fmt.Errorf("read upload: %w", err)
 	}
-	var name string
-	fail := func(err error) (laev1.SubmitRequest, string, error) {
-		s.dropUpload(name, req.VideoID)
-		return req, "", err
+	fail := func(err error) (received, error) {
+		s.dropUpload(up.name, up.VideoID)
+		return up, err
 	}
 	for {
 		part, err := mr.NextPart()
@@ -195,55 +211,70 @@ func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request) (laev1.Su
 		}
 		field := part.FormName()
 		if field == "file" {
-			if name != "" {
+			if up.name != "" {
 				return fail(errors.New("one file per upload"))
 			}
-			name = baseName(part.FileName())
-			if name == "" {
-				name = "upload"
+			up.name = baseName(part.FileName())
+			if up.name == "" {
+				up.name = "upload"
 			}
-			path, err := s.saveUpload(req.VideoID, name, part)
+			path, sum, err := s.saveUpload(up.VideoID, up.name, part)
 			if err != nil {
 				return fail(err)
 			}
-			req.URL = path
+			up.URL, up.sha256 = path, sum
 			continue
 		}
-		b, err := io.ReadAll(io.LimitReader(part, 1025))
+		b, err := io.ReadAll(io.LimitReader(part, 2049))
 		if err != nil {
 			return fail(fmt.Errorf("read field %s: %w", field, err))
 		}
-		if len(b) > 1024 {
+		if len(b) > 2048 {
 			return fail(fmt.Errorf("field %s too long", field))
 		}
-		if err := setField(&req, field, strings.TrimSpace(string(b))); err != nil {
-			return fail(err)
+		val := strings.TrimSpace(string(b))
+		switch field {
+		case "webhook_url":
+			up.WebhookURL = val
+		case "rescore":
+			if val != "" {
+				if up.rescore, err = strconv.ParseBool(val); err != nil {
+					return fail(fmt.Errorf("rescore %q: not a boolean", val))
+				}
+			}
+		default:
+			if err := setField(&up.SubmitRequest, field, val); err != nil {
+				return fail(err)
+			}
 		}
 	}
-	if name == "" {
+	if up.name == "" {
 		return fail(errors.New(`no file in the upload (field "file")`))
 	}
-	return req, name, nil
+	return up, nil
 }
 
-func (s *Server) saveUpload(videoID, name string, src io.Reader) (string, error) {
+// saveUpload stores an upload and returns its path and the hex SHA-256 of its bytes (the
+// de-duplication key; ingest records the same digest as the verdict's source.sha256).
+func (s *Server) saveUpload(videoID, name string, src io.Reader) (string, string, error) {
 	dir := filepath.Join(s.upDir, videoID)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("store upload: %w", err)
+		return "", "", fmt.Errorf("store upload: %w", err)
 	}
 	path := filepath.Join(dir, storedName(name))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
-		return "", fmt.Errorf("store upload: %w", err)
+		return "", "", fmt.Errorf("store upload: %w", err)
 	}
-	if _, err := io.Copy(f, src); err != nil {
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(f, h), src); err != nil {
 		_ = f.Close()
-		return "", fmt.Errorf("store upload %s: %w", name, err)
+		return "", "", fmt.Errorf("store upload %s: %w", name, err)
 	}
 	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("store upload %s: %w", name, err)
+		return "", "", fmt.Errorf("store upload %s: %w", name, err)
 	}
-	return path, nil
+	return path, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // baseName drops any directory a client put in an uploaded file's name, with either slash
@@ -438,64 +469,6 @@ func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, hist)
 }
 
-func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	limit := 200
-	if a := r.URL.Query().Get("limit"); a != "" {
-		n, err := strconv.Atoi(a)
-		if err != nil || n <= 0 {
-			httpError(w, http.StatusBadRequest, "limit must be a positive integer")
-			return
-		}
-		limit = n
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
-	defer cancel()
-	byID := map[string]Scan{}
-	for _, sc := range s.tracker.list() {
-		byID[sc.VideoID] = sc
-	}
-	lister, err := s.kv.ListKeys(ctx)
-	if err != nil {
-		s.log.Warn("list verdicts", zap.Error(err))
-		httpError(w, http.StatusInternalServerError, fmt.Sprintf("list verdicts: %v", err))
-		return
-	}
-	for key := range lister.Keys() {
-		if tr, ok := byID[key]; ok && tr.State == StateDone {
-			continue // the tracker already has the final verdict's summary
-		}
-		e, err := s.kv.Get(ctx, key)
-		if err != nil {
-			continue // deleted meanwhile
-		}
-		var v laev1.Verdict
-		if json.Unmarshal(e.Value(), &v) != nil {
-			continue
-		}
-		sc := byID[key]
-		sc.VideoID = key
-		applyVerdict(&sc, v)
-		if sc.Input == "" {
-			sc.Input = v.Input
-		}
-		sc.UpdatedAt = v.CreatedAt
-		if !v.Final && sc.State == "" {
-			sc.State, sc.Stage = StatePending, StageStalled
-		}
-		byID[key] = sc
-	}
-	_ = lister.Stop()
-	scans := make([]Scan, 0, len(byID))
-	for _, sc := range byID {
-		scans = append(scans, sc)
-	}
-	sortScans(scans)
-	if len(scans) > limit {
-		scans = scans[:limit]
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"scans": scans})
-}
-
 func (s *Server) handleEvidence(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
 	if !ok {
@@ -601,10 +574,26 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
-	c := s.hub.subscribe()
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("last_event_id") // for clients that cannot set headers
+	}
+	c, replay, reset := s.hub.subscribeFrom(last)
 	defer s.hub.unsubscribe(c)
 	if _, err := io.WriteString(w, "retry: 2000\n: lae events\n\n"); err != nil {
 		return
+	}
+	if reset {
+		// The events missed are gone: the client reloads what it shows. (The client's id is not
+		// echoed: it is outside input, and a newline in it would forge events.)
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: {\"reason\":\"missed events are no longer available: reload the scan list\"}\n\n", eventReset); err != nil {
+			return
+		}
+	}
+	for _, e := range replay {
+		if err := writeEvent(w, e); err != nil {
+			return
+		}
 	}
 	if err := rc.Flush(); err != nil {
 		return
@@ -622,9 +611,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			_, err = io.WriteString(w, ": ping\n\n")
 		case e, ok := <-c:
 			if !ok {
-				return // too slow: the client reconnects and reloads
+				return // too slow: the client reconnects with its Last-Event-ID
 			}
-			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.Name, e.Data)
+			err = writeEvent(w, e)
 		}
 		if err == nil {
 			err = rc.Flush()
@@ -633,4 +622,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+func writeEvent(w io.Writer, e event) error {
+	_, err := fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", e.ID, e.Name, e.Data)
+	return err
 }

@@ -43,8 +43,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/lae-screening/lae/ingest/source"
 	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/core"
+	"github.com/lae-screening/lae/internal/webhook"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -54,6 +56,9 @@ type Options struct {
 	// settings, HTTP.Addr for the API and page, Serve for the API's limits.
 	Config config.Config
 	Logger *zap.Logger
+	// Resolver resolves webhook hosts, at registration and at delivery (nil =
+	// net.DefaultResolver); tests inject one so that no name is ever looked up.
+	Resolver webhook.Resolver
 }
 
 // Server is a running `lae serve`: the stack plus the HTTP API and the live page.
@@ -67,6 +72,15 @@ type Server struct {
 	tracker *tracker
 	hub     *hub
 	upDir   string
+	auth    *authn
+	dedupe  *dedupe
+	// webhooks delivers final verdicts (nil without a webhook secret); hooks are the
+	// submissions' own webhook URLs until their final verdict.
+	webhooks *webhook.Dispatcher
+	// hookPolicy decides webhook addresses (nil when the source policy is off).
+	hookPolicy *source.Policy
+	hooksMu    sync.Mutex
+	hooks      map[string]string
 
 	// done is closed when shutdown starts: event streams end so the HTTP server can stop.
 	done      chan struct{}
@@ -85,7 +99,18 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	if o.Config.HTTP.Addr == "" {
 		return nil, config.Usagef("--http: lae serve needs an HTTP address")
 	}
-	s := &Server{o: o, log: o.Logger, done: make(chan struct{}), cancelWatch: func() {}}
+	if err := o.Config.ValidateServe(); err != nil {
+		return nil, err
+	}
+	tokens, err := o.Config.Serve.APITokens()
+	if err != nil {
+		return nil, config.UsageError{Err: err}
+	}
+	s := &Server{o: o, log: o.Logger, done: make(chan struct{}), cancelWatch: func() {}, auth: newAuthn(tokens),
+		dedupe: newDedupe(), hooks: map[string]string{}}
+	if !s.auth.enabled() {
+		s.log.Warn("the HTTP API has no tokens: anyone who can reach " + o.Config.HTTP.Addr + " may submit, read and delete scans (give --tokens-file)")
+	}
 	s.hub = newHub()
 	s.tracker = newTracker(s.hub)
 	s.stack, err = core.Start(ctx, core.Options{Config: o.Config, Roles: config.AllRoles, Name: "serve", Logger: o.Logger,
@@ -113,10 +138,15 @@ func (s *Server) prepare(ctx context.Context, st *core.Stack) error {
 	if s.obj, err = st.JS.ObjectStore(ctx, laev1.BucketEvidence); err != nil {
 		return fmt.Errorf("open evidence store: %w", err)
 	}
+	if err := s.startWebhooks(ctx); err != nil {
+		return err
+	}
 	if err := s.startWatch(ctx); err != nil {
 		return err
 	}
-	s.routes(st.Ops.Mux)
+	// The ops mux becomes the fallback of serve's: the API and page routes, and the token
+	// check in front of everything but the probes (routes.go).
+	st.Ops.Mux = s.mux(st.Ops.Mux)
 	return nil
 }
 
@@ -164,6 +194,11 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.stack.Close(ctx)
 		s.cancelWatch()
 		s.watchWG.Wait()
+		if s.webhooks != nil {
+			// After the watcher: the drain's last final verdicts are queued by then.
+			s.webhooks.Close(ctx)
+		}
+		_ = s.hookPolicy.Close()
 		s.log.Info("stopped")
 	})
 }

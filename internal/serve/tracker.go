@@ -384,6 +384,11 @@ func (s *Server) startWatch(ctx context.Context) error {
 		sweep := time.NewTicker(sweepEvery)
 		defer sweep.Stop()
 		s.sweepUploads(wctx, time.Now())
+		s.watchWG.Add(1)
+		go func() {
+			defer s.watchWG.Done()
+			s.learnDigests(wctx)
+		}()
 		for {
 			select {
 			case <-wctx.Done():
@@ -405,6 +410,10 @@ func (s *Server) startWatch(ctx context.Context) error {
 				tr.verdict(v)
 				if v.Final {
 					s.uploadFinished(v.VideoID)
+					if v.Source != nil {
+						s.dedupe.learn(v.Source.SHA256, v.VideoID)
+					}
+					s.notify(v, e.Value())
 				}
 			case now := <-sweep.C:
 				s.sweepUploads(wctx, now)
@@ -416,17 +425,19 @@ func (s *Server) startWatch(ctx context.Context) error {
 
 // sortScans orders scans newest first (by submission or verdict time), then by id.
 func sortScans(scans []Scan) {
-	key := func(s Scan) time.Time {
-		if !s.SubmittedAt.IsZero() {
-			return s.SubmittedAt
-		}
-		return s.UpdatedAt
-	}
 	sort.Slice(scans, func(i, j int) bool {
-		ki, kj := key(scans[i]), key(scans[j])
+		ki, kj := sortKey(scans[i]), sortKey(scans[j])
 		if !ki.Equal(kj) {
 			return ki.After(kj)
 		}
 		return scans[i].VideoID > scans[j].VideoID
 	})
+}
+
+// forget drops a deleted scan.
+func (t *tracker) forget(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.scans, id)
+	delete(t.dirty, id)
 }

@@ -216,7 +216,7 @@ func FuzzUpload(f *testing.F) {
 		s := &Server{o: Options{Config: config.Config{Serve: config.Serve{MaxUpload: 1 << 16}}}, upDir: dir}
 		r := httptest.NewRequest(http.MethodPost, "/api/scans", bytes.NewReader(body))
 		r.Header.Set("Content-Type", "multipart/form-data; boundary=BOUNDARY")
-		req, _, err := s.receiveUpload(httptest.NewRecorder(), r)
+		req, err := s.receiveUpload(httptest.NewRecorder(), r)
 		var files []string
 		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, _ error) error {
 			if d != nil && !d.IsDir() {
