@@ -10,6 +10,8 @@ package metrics
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,7 +42,32 @@ type Metrics struct {
 	// AckPending is what a consumer's clients hold, delivered and not yet acknowledged: for
 	// consumer "detector" these are the crops in flight across all detectors.
 	AckPending *prometheus.GaugeVec
+
+	// TimeToVerdict is the time from a submission's acceptance (Accepted) to its first final
+	// verdict (VerdictFinal), or what ObserveTimeToVerdict is given.
+	TimeToVerdict prometheus.Histogram
+	// Decode and FaceDetect are ingest's costs per sampled frame (ObserveDecode,
+	// ObserveFaceDetect): the two CPU-heavy steps that size ingest.
+	Decode     prometheus.Histogram
+	FaceDetect prometheus.Histogram
+	// LiveLag is how far a live source's media time is behind the wall clock, by video
+	// (SetLiveLag; LiveEnded removes the series so ended streams do not linger).
+	LiveLag *prometheus.GaugeVec
+	// HTTPRequests and HTTPDuration describe the HTTP API by route pattern (HTTPMiddleware).
+	HTTPRequests *prometheus.CounterVec
+	HTTPDuration *prometheus.HistogramVec
+	// BuildInfo is 1 for the running build and model (SetBuildInfo), so dashboards can show
+	// and join on what each process runs.
+	BuildInfo *prometheus.GaugeVec
+
+	acceptedMu sync.Mutex
+	accepted   map[string]time.Time
 }
+
+// maxAccepted bounds the submissions waiting for a verdict that Accepted remembers: a verdict
+// that never comes (a video lost before ingest, another process's verdict) must not grow the
+// map forever. Past the bound the oldest half is forgotten (they then go unmeasured).
+const maxAccepted = 100_000
 
 // New creates the collectors and registers them on reg.
 func New(reg prometheus.Registerer) *Metrics {
@@ -59,12 +86,127 @@ func New(reg prometheus.Registerer) *Metrics {
 		Errors:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lae_errors_total", Help: "Errors by stage and kind."}, []string{"stage", "kind"}),
 		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lae_consumer_pending", Help: "Messages waiting for a consumer."}, []string{"consumer"}),
 		AckPending:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lae_consumer_ack_pending", Help: "Messages delivered to a consumer and not yet acknowledged."}, []string{"consumer"}),
+		// 0.25 s .. ~2.3 h: a short clip on an idle system up to a long video behind a queue.
+		TimeToVerdict: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lae_time_to_verdict_seconds",
+			Help: "Time from a submission's acceptance to its final verdict.", Buckets: prometheus.ExponentialBuckets(0.25, 2, 16)}),
+		// 0.25 ms .. ~2 s per sampled frame: a small H.264 frame up to a 4K HEVC one on a
+		// busy core (or a live source's pacing, which the read waits out too).
+		Decode: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lae_ingest_decode_seconds",
+			Help:    "Time to read and decode up to one sampled frame (FFmpeg; a live source's wait for its frames included).",
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14)}),
+		FaceDetect: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lae_ingest_face_detect_seconds",
+			Help: "Time the face detector took on one sampled frame.", Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14)}),
+		LiveLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lae_live_lag_seconds",
+			Help: "How far a live source's media time is behind the wall clock."}, []string{"video_id"}),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lae_http_requests_total",
+			Help: "HTTP requests answered, by route pattern and status code."}, []string{"route", "code"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "lae_http_request_seconds",
+			Help: "HTTP request latency until the handler returned, by route pattern.", Buckets: prometheus.DefBuckets}, []string{"route"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lae_build_info",
+			Help: "Always 1: the lae version and the model (name and version) this process runs."}, []string{"version", "model"}),
+		accepted: map[string]time.Time{},
 	}
 	if reg != nil {
 		reg.MustRegister(m.FramesDecoded, m.FramesSampled, m.Faces, m.CropsPublished, m.VideosIngested,
-			m.BatchSize, m.Inference, m.CropsScored, m.Verdicts, m.Errors, m.ConsumerLag, m.AckPending)
+			m.BatchSize, m.Inference, m.CropsScored, m.Verdicts, m.Errors, m.ConsumerLag, m.AckPending,
+			m.TimeToVerdict, m.Decode, m.FaceDetect, m.LiveLag, m.HTTPRequests, m.HTTPDuration, m.BuildInfo)
 	}
 	return m
+}
+
+// SetBuildInfo sets lae_build_info{version, model} to 1, replacing an earlier pair (a
+// process runs one build and one model at a time).
+func (m *Metrics) SetBuildInfo(version, model string) {
+	if m == nil {
+		return
+	}
+	m.BuildInfo.Reset()
+	m.BuildInfo.WithLabelValues(version, model).Set(1)
+}
+
+// ObserveDecode records the time ingest took to read and decode up to one sampled frame.
+func (m *Metrics) ObserveDecode(d time.Duration) {
+	if m != nil && d >= 0 {
+		m.Decode.Observe(d.Seconds())
+	}
+}
+
+// ObserveFaceDetect records the time the face detector took on one sampled frame.
+func (m *Metrics) ObserveFaceDetect(d time.Duration) {
+	if m != nil && d >= 0 {
+		m.FaceDetect.Observe(d.Seconds())
+	}
+}
+
+// SetLiveLag records how far a live source is behind: the wall-clock time since its first
+// sampled frame minus the media time read since then (the composition site computes it). It
+// grows when ingest cannot keep up.
+func (m *Metrics) SetLiveLag(videoID string, lag time.Duration) {
+	if m != nil {
+		m.LiveLag.WithLabelValues(videoID).Set(lag.Seconds())
+	}
+}
+
+// LiveEnded removes a live source's lag series when its ingest ends.
+func (m *Metrics) LiveEnded(videoID string) {
+	if m != nil {
+		m.LiveLag.DeleteLabelValues(videoID)
+	}
+}
+
+// ObserveTimeToVerdict records one submission's time from acceptance to final verdict,
+// for callers that know both ends themselves.
+func (m *Metrics) ObserveTimeToVerdict(d time.Duration) {
+	if m != nil && d >= 0 {
+		m.TimeToVerdict.Observe(d.Seconds())
+	}
+}
+
+// Accepted remembers when a submission was accepted, for VerdictFinal. Only the first
+// acceptance of an id counts: a resubmission does not restart the clock.
+func (m *Metrics) Accepted(videoID string, at time.Time) {
+	if m == nil {
+		return
+	}
+	m.acceptedMu.Lock()
+	defer m.acceptedMu.Unlock()
+	if _, ok := m.accepted[videoID]; ok {
+		return
+	}
+	if len(m.accepted) >= maxAccepted {
+		m.forgetOldest()
+	}
+	m.accepted[videoID] = at
+}
+
+// forgetOldest drops the older half of the remembered acceptances.
+func (m *Metrics) forgetOldest() {
+	var times []time.Time
+	for _, t := range m.accepted {
+		times = append(times, t)
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	cut := times[len(times)/2]
+	for id, t := range m.accepted {
+		if t.Before(cut) {
+			delete(m.accepted, id)
+		}
+	}
+}
+
+// VerdictFinal observes the time to verdict of a video whose acceptance this process saw
+// (Accepted) and forgets it; a video accepted elsewhere is not observed.
+func (m *Metrics) VerdictFinal(videoID string, at time.Time) {
+	if m == nil {
+		return
+	}
+	m.acceptedMu.Lock()
+	t, ok := m.accepted[videoID]
+	delete(m.accepted, videoID)
+	m.acceptedMu.Unlock()
+	if ok {
+		m.ObserveTimeToVerdict(at.Sub(t))
+	}
 }
 
 // Error counts one error of a stage.

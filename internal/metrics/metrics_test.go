@@ -44,5 +44,13 @@ func TestNilMetrics(t *testing.T) {
 		m.ErrorN("detector", "inference", 3)
 		m.Verdict("real")
 		m.Batch(4, time.Millisecond)
+		m.ObserveDecode(time.Millisecond)
+		m.ObserveFaceDetect(time.Millisecond)
+		m.ObserveTimeToVerdict(time.Second)
+		m.Accepted("v", time.Now())
+		m.VerdictFinal("v", time.Now())
+		m.SetLiveLag("v", time.Second)
+		m.LiveEnded("v")
+		m.SetBuildInfo("devel", "lae-v2")
 	})
 }

@@ -4,11 +4,15 @@ package ops
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +24,7 @@ import (
 
 	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/memstat"
+	"github.com/lae-screening/lae/internal/metrics"
 )
 
 // NewLogger builds the role's logger from config (JSON for machines, console for people).
@@ -96,28 +101,86 @@ func joinURLs(u []string) string {
 // Server is the role's operations HTTP server.
 type Server struct {
 	Registry *prometheus.Registry
-	Mux      *http.ServeMux
-	mu       sync.Mutex
-	checks   map[string]func() error
-	srv      *http.Server
-	ln       net.Listener
+	// Metrics holds the lae_* collectors, registered on Registry; the endpoint's own routes
+	// are counted in its HTTP request metrics.
+	Metrics *metrics.Metrics
+	Mux     *http.ServeMux
+	mu      sync.Mutex
+	checks  map[string]func() error
+	srv     *http.Server
+	ln      net.Listener
+	// metricsTokens are the SHA-256 sums of the bearer tokens /metrics accepts; nil = open.
+	metricsTokens atomic.Pointer[[][sha256.Size]byte]
 }
 
 // NewServer creates the mux with /metrics, /healthz (the process runs) and /readyz (every
 // registered readiness check passes, e.g. NATS connected and the model loaded).
 func NewServer() *Server {
 	reg := prometheus.NewRegistry()
+	s := &Server{Registry: reg, Mux: http.NewServeMux(), checks: map[string]func() error{}}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		// RSS also counts what malloc keeps after a free; the live C heap (FFmpeg, OpenCV, ONNX
 		// Runtime) is what a leak grows, so operators and the soak test watch this instead.
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lae_c_heap_inuse_bytes",
 			Help: "Bytes the C allocator has handed out and not had back (FFmpeg, OpenCV, ONNX Runtime)."},
-			func() float64 { return float64(memstat.CHeapInUse()) }))
-	s := &Server{Registry: reg, Mux: http.NewServeMux(), checks: map[string]func() error{}}
-	s.Mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	s.Mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	s.Mux.HandleFunc("/readyz", s.ready)
+			func() float64 { return float64(memstat.CHeapInUse()) }),
+		// Readiness as a metric, so an alert sees a process that is up but not ready for
+		// longer than a probe's restart would take (the probe only restarts or unroutes it).
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lae_ready",
+			Help: "1 when every readiness check passes (/readyz answers 200), else 0."},
+			func() float64 {
+				if s.notReady() != nil {
+					return 0
+				}
+				return 1
+			}))
+	s.Metrics = metrics.New(reg)
+	s.Mux.Handle("/metrics", s.Metrics.HTTPMiddleware("/metrics", s.protect(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))))
+	s.Mux.Handle("/healthz", s.Metrics.HTTPMiddleware("/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })))
+	s.Mux.Handle("/readyz", s.Metrics.HTTPMiddleware("/readyz", http.HandlerFunc(s.ready)))
 	return s
+}
+
+// RequireMetricsToken makes /metrics answer only requests with "Authorization: Bearer
+// <token>" for one of tokens (serve.metrics_auth on a role's endpoint); /healthz and /readyz
+// stay open for probes. No tokens leaves /metrics open.
+func (s *Server) RequireMetricsToken(tokens []string) {
+	if len(tokens) == 0 {
+		s.metricsTokens.Store(nil)
+		return
+	}
+	sums := make([][sha256.Size]byte, len(tokens))
+	for i, t := range tokens {
+		sums[i] = sha256.Sum256([]byte(t))
+	}
+	s.metricsTokens.Store(&sums)
+}
+
+// protect checks the bearer token of /metrics when RequireMetricsToken set tokens.
+func (s *Server) protect(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sums := s.metricsTokens.Load(); sums != nil && !bearerIn(r, *sums) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="lae metrics"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// bearerIn reports whether r carries one of the tokens whose sums are given. Comparing
+// fixed-size sums in constant time tells a caller nothing of a token's length or prefix.
+func bearerIn(r *http.Request, sums [][sha256.Size]byte) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	match := 0
+	for _, want := range sums {
+		match |= subtle.ConstantTimeCompare(got[:], want[:])
+	}
+	return match == 1
 }
 
 // AddReadyCheck registers a readiness condition.
@@ -138,15 +201,23 @@ func NATSReady(nc *nats.Conn) func() error {
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if err := s.notReady(); err != nil {
+		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// notReady is the first failing readiness check ("name: error"), nil when all pass.
+func (s *Server) notReady() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for name, f := range s.checks {
 		if err := f(); err != nil {
-			http.Error(w, fmt.Sprintf("not ready: %s: %v", name, err), http.StatusServiceUnavailable)
-			return
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	fmt.Fprintln(w, "ready")
+	return nil
 }
 
 // Start listens on addr ("" disables the server; ":0" picks a free port).
