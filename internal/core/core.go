@@ -139,7 +139,10 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	if c.HTTP.Addr != "" {
 		s.Ops = ops.NewServer()
-		s.Metrics = metrics.New(s.Ops.Registry)
+		s.Metrics = s.Ops.Metrics
+		if err := s.protectMetrics(); err != nil {
+			return nil, err
+		}
 	}
 	if o.Roles.Detect {
 		if s.model, err = LoadModel(c.Detector); err != nil {
@@ -159,6 +162,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 	}
 	if s.Ops != nil {
+		s.Metrics.SetBuildInfo(ops.Version(), buildModel(s.Card))
 		s.Ops.AddReadyCheck("nats", ops.NATSReady(s.NC))
 		s.Ops.AddReadyCheck("stages", s.stagesReady)
 		if err := s.Ops.Start(c.HTTP.Addr); err != nil {
@@ -171,6 +175,25 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.log.Info("started", zap.String("nats", s.NATSURL()), zap.String("http", s.HTTPAddr()),
 		zap.String("model", s.Card.Name), zap.String("model_version", s.Card.Version), zap.Float64("threshold", s.Card.Threshold))
 	return s, nil
+}
+
+// protectMetrics puts a distributed role's /metrics behind serve's tokens when
+// serve.metrics_auth asks for it. `lae serve` (embedded) checks its own tokens in front of
+// the whole endpoint (internal/serve), so it is left alone here; a role asked to protect
+// /metrics without any token is a configuration mistake, not an open endpoint.
+func (s *Stack) protectMetrics() error {
+	if s.roles.Embedded || !s.cfg.Serve.MetricsAuth {
+		return nil
+	}
+	tokens, err := s.cfg.Serve.APITokens()
+	if err != nil {
+		return err
+	}
+	if len(tokens) == 0 {
+		return config.Usagef("serve.metrics_auth: no tokens to check (set serve.tokens_file or LAE_SERVE_TOKENS)")
+	}
+	s.Ops.RequireMetricsToken(tokens)
+	return nil
 }
 
 // Retention is the contract's retention for the configured one.
@@ -340,8 +363,8 @@ func (s *Stack) startStages() error {
 			return ingestworker.Run(ingestCtx, js, ingestworker.Options{
 				Concurrency: in.Concurrency, DefaultSampleFPS: in.SampleFPS, ShutdownTimeout: c.ShutdownTimeout, Abort: s.abort,
 				Pipeline: pipeline.Options{MaxDuration: in.MaxDuration, FaceModel: in.FaceModel, MinEyePx: in.MinEyePx,
-					Source: source.Options{OpenTimeout: in.OpenTimeout, ReadTimeout: in.OpenTimeout, Policy: s.sources}},
-				Logger: s.log.Named("ingest"), Hooks: ingestHooks(mt, s.reportProgress), AbandonPullOnStop: s.roles.Embedded,
+					Source: source.Options{OpenTimeout: in.OpenTimeout, ReadTimeout: in.OpenTimeout, Policy: s.sources}, StageTime: stageTime(mt)},
+				Logger: s.log.Named("ingest"), Hooks: ingestHooks(mt, s.roles.Aggregate, s.reportProgress), AbandonPullOnStop: s.roles.Embedded,
 			})
 		})
 	}
