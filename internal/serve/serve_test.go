@@ -25,6 +25,7 @@ import (
 
 // sseEvent is one parsed Server-Sent Event.
 type sseEvent struct {
+	ID   string
 	Name string
 	Data string
 }
@@ -32,10 +33,21 @@ type sseEvent struct {
 // subscribeEvents opens /api/events and delivers its events until the test ends.
 func subscribeEvents(t *testing.T, s *Server) <-chan sseEvent {
 	t.Helper()
+	ch, _ := subscribeEventsFrom(t, s, "")
+	return ch
+}
+
+// subscribeEventsFrom opens /api/events resuming after lastID ("" = from now); cancel closes
+// the stream (a client going away).
+func subscribeEventsFrom(t *testing.T, s *Server, lastID string) (<-chan sseEvent, context.CancelFunc) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL(s)+"/api/events", nil)
 	require.NoError(t, err)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -59,6 +71,8 @@ func subscribeEvents(t *testing.T, s *Server) <-chan sseEvent {
 					}
 				}
 				ev = sseEvent{}
+			case strings.HasPrefix(line, "id: "):
+				ev.ID = strings.TrimPrefix(line, "id: ")
 			case strings.HasPrefix(line, "event: "):
 				ev.Name = strings.TrimPrefix(line, "event: ")
 			case strings.HasPrefix(line, "data: "):
@@ -66,7 +80,7 @@ func subscribeEvents(t *testing.T, s *Server) <-chan sseEvent {
 			}
 		}
 	}()
-	return out
+	return out, cancel
 }
 
 // TestServeEndToEnd uploads a video over HTTP, follows it on the event stream to its final
