@@ -100,7 +100,7 @@ func checkRefs(t *testing.T, doc, v any) {
 	case map[string]any:
 		if ref, ok := x["$ref"].(string); ok {
 			require.True(t, strings.HasPrefix(ref, "#/"), "external $ref %s", ref)
-			var cur any = doc
+			cur := doc
 			for _, part := range strings.Split(strings.TrimPrefix(ref, "#/"), "/") {
 				m, ok := cur.(map[string]any)
 				require.True(t, ok, "$ref %s: %s is not an object", ref, part)

@@ -5,20 +5,36 @@
 //
 // # HTTP API
 //
-//	POST /api/scans                       submit: a JSON laev1.SubmitRequest, or a multipart
-//	                                      upload (field "file", optional fields sample_fps,
-//	                                      max_duration_s, reference) -> 202 {"video_id": ...}
-//	GET  /api/scans                       scans: finished ones from the verdicts KV bucket and the
-//	                                      ones in progress, newest first (?limit=N, default 200)
-//	GET  /api/scans/{id}                  the latest verdict JSON with "state": "done", or
+// openapi.yaml is the API's description (served as GET /api/openapi.json, and tested against
+// the route table of routes.go); in short:
+//
+//	POST   /api/scans                     submit: a JSON laev1.SubmitRequest (plus webhook_url),
+//	                                      or a multipart upload (field "file", optional fields
+//	                                      sample_fps, max_duration_s, reference, priority,
+//	                                      webhook_url, rescore) -> 202 {"video_id": ...}; an
+//	                                      upload of bytes scanned before -> 200 with the earlier
+//	                                      scan (duplicate_of) unless rescore=true
+//	GET    /api/scans                     scans, newest first, a page at a time (?limit=N,
+//	                                      default 200; ?cursor= from next_cursor), filtered by
+//	                                      ?state=, ?verdict=, ?q=
+//	GET    /api/scans/{id}                the latest verdict JSON with "state": "done", or
 //	                                      "state": "pending" (with the rolling verdict, if any)
 //	                                      while the scan runs; 404 for an unknown id
-//	GET  /api/scans/{id}/history          every final verdict revision
-//	GET  /api/scans/{id}/evidence/{n}     the n-th (0-based) evidence image, JPEG
-//	GET  /api/scans/{id}/report           the self-contained HTML report (?download=1 to save)
-//	GET  /api/events                      Server-Sent Events: "scan" (progress) and "verdict"
-//	GET  /metrics /healthz /readyz        operations (internal/ops)
-//	GET  /                                the live page
+//	DELETE /api/scans/{id}                the scan, its verdicts, evidence, upload and webhook log
+//	GET    /api/scans/{id}/history        every final verdict revision
+//	GET    /api/scans/{id}/evidence/{n}   the n-th (0-based) evidence image, JPEG
+//	GET    /api/scans/{id}/report         the self-contained HTML report (?download=1 to save)
+//	GET    /api/scans/{id}/webhooks       the scan's webhook deliveries and their attempts
+//	GET    /api/events                    Server-Sent Events with ids: "scan" (progress),
+//	                                      "verdict", "deleted"; Last-Event-ID resumes (hub.go)
+//	GET    /api/openapi.json              the OpenAPI document (open)
+//	GET    /metrics /healthz /readyz      operations (internal/ops; the probes are open,
+//	                                      /metrics unless serve.metrics_auth)
+//	GET    /, /login                      the live page and its sign-in form
+//
+// With tokens configured every other route needs "Authorization: Bearer <token>" (auth.go).
+// Errors are one-line JSON objects: {"error": "..."}. Final verdicts are POSTed, signed, to
+// the configured and per-submission webhook URLs (hooks.go).
 //
 // The verdict, evidence and report routes take ?revision=N for an earlier revision.
 //

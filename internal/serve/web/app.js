@@ -169,9 +169,14 @@ function upsertScan(sc) {
   scans.set(sc.video_id, Object.assign({}, old, sc));
 }
 
+// signIn sends the browser to the login form: the session cookie is missing or no longer
+// valid (the server's tokens changed).
+function signIn() { location.assign("/login"); }
+
 async function loadList() {
   try {
     const r = await fetch("/api/scans");
+    if (r.status === 401) { signIn(); return; }
     if (!r.ok) return;
     const body = await r.json();
     for (const sc of body.scans || []) upsertScan(sc);
@@ -445,6 +450,17 @@ async function submitScan(ev) {
   try {
     const r = await fetch("/api/scans", init);
     const body = await r.json().catch(() => ({}));
+    if (r.status === 401) { signIn(); return; }
+    if (r.status === 200 && body.duplicate_of) {
+      // The same bytes were scanned before: the server answers with that scan.
+      status.textContent = "Already scanned: " + body.video_id;
+      status.setAttribute("data-video", body.video_id);
+      $("url").value = "";
+      $("file").value = "";
+      if (!scans.has(body.video_id)) await loadList();
+      select(body.video_id);
+      return;
+    }
     if (r.status !== 202) {
       status.className = "status bad";
       status.textContent = body.error || `submission failed (${r.status})`;
@@ -488,6 +504,19 @@ function connect() {
     }
     renderList();
     if (sc.video_id === selected) renderDetail();
+  });
+  es.addEventListener("deleted", (m) => {
+    const { video_id: id } = JSON.parse(m.data);
+    scans.delete(id);
+    verdicts.delete(id);
+    if (selected === id) selected = "";
+    renderList();
+    renderDetail();
+  });
+  es.addEventListener("reset", () => {
+    // The events missed while disconnected are gone: start over from the list.
+    scans.clear();
+    loadList();
   });
   es.addEventListener("verdict", (m) => {
     const v = JSON.parse(m.data);
