@@ -112,8 +112,7 @@ func metricNames(expr string) []string {
 			}
 			continue
 		}
-		c := tok[0]
-		if !(c == '_' || c == ':' || (c|0x20 >= 'a' && c|0x20 <= 'z')) || notMetric[strings.ToLower(tok)] {
+		if !nameStart(tok[0]) || notMetric[strings.ToLower(tok)] {
 			continue
 		}
 		if i+1 < len(toks) && toks[i+1] == "(" {
@@ -122,6 +121,12 @@ func metricNames(expr string) []string {
 		names = append(names, tok)
 	}
 	return names
+}
+
+// nameStart reports whether c may start a metric name (numbers, strings, variables and
+// punctuation may not).
+func nameStart(c byte) bool {
+	return c == '_' || c == ':' || (c|0x20 >= 'a' && c|0x20 <= 'z')
 }
 
 // unknown is the names of expr that no lae collector (nor Prometheus) provides: a
