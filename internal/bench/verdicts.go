@@ -85,7 +85,9 @@ func CompareScores(b Baseline, scores map[string]float64, maxDelta float64) *Ver
 			if a := math.Abs(d.Delta); a > rep.MaxDelta {
 				rep.MaxDelta, rep.Worst = a, k
 			}
-			if math.Abs(d.Delta) > maxDelta {
+			// The limit is inclusive; the epsilon keeps 0.52-0.5 (0.0200000000000000178)
+			// from failing a clip that moved by exactly the allowed amount.
+			if math.Abs(d.Delta) > maxDelta+1e-9 {
 				rep.Fail = true
 			}
 		}
