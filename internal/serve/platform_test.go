@@ -118,12 +118,123 @@ func checkRefs(t *testing.T, doc, v any) {
 	}
 }
 
+// resolve follows a "$ref" (the refs were checked by checkRefs).
+func resolve(t *testing.T, doc, v any) any {
+	t.Helper()
+	for {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return v
+		}
+		ref, ok := m["$ref"].(string)
+		if !ok {
+			return v
+		}
+		v = doc
+		for _, part := range strings.Split(strings.TrimPrefix(ref, "#/"), "/") {
+			v = v.(map[string]any)[part]
+		}
+	}
+}
+
+// conforms checks v against an OpenAPI 3.0 schema: the subset the document uses ($ref,
+// type, nullable, required, properties, items, enum, allOf, oneOf).
+func conforms(doc, schema, v any, at string) error {
+	sc, _ := schema.(map[string]any)
+	if ref, ok := sc["$ref"].(string); ok {
+		target := doc
+		for _, part := range strings.Split(strings.TrimPrefix(ref, "#/"), "/") {
+			target = target.(map[string]any)[part]
+		}
+		return conforms(doc, target, v, at)
+	}
+	if all, ok := sc["allOf"].([]any); ok {
+		for _, sub := range all {
+			if err := conforms(doc, sub, v, at); err != nil {
+				return err
+			}
+		}
+	}
+	if one, ok := sc["oneOf"].([]any); ok {
+		var errs []string
+		for _, sub := range one {
+			err := conforms(doc, sub, v, at)
+			if err == nil {
+				errs = nil
+				break
+			}
+			errs = append(errs, err.Error())
+		}
+		if errs != nil {
+			return fmt.Errorf("%s matches no oneOf: %s", at, strings.Join(errs, "; "))
+		}
+	}
+	if v == nil {
+		if sc["nullable"] == true || sc["type"] == nil {
+			return nil
+		}
+		return fmt.Errorf("%s is null", at)
+	}
+	if enum, ok := sc["enum"].([]any); ok && !slices.Contains(enum, v) {
+		return fmt.Errorf("%s: %v is not one of %v", at, v, enum)
+	}
+	switch sc["type"] {
+	case "object":
+		m, ok := v.(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s is not an object", at)
+		}
+		req, _ := sc["required"].([]any)
+		for _, r := range req {
+			if _, ok := m[r.(string)]; !ok {
+				return fmt.Errorf("%s lacks required %s", at, r)
+			}
+		}
+		props, _ := sc["properties"].(map[string]any)
+		for k, pv := range m {
+			if ps, ok := props[k]; ok {
+				if err := conforms(doc, ps, pv, at+"."+k); err != nil {
+					return err
+				}
+			}
+		}
+	case "array":
+		a, ok := v.([]any)
+		if !ok {
+			return fmt.Errorf("%s is not an array", at)
+		}
+		for i, e := range a {
+			if err := conforms(doc, sc["items"], e, fmt.Sprintf("%s[%d]", at, i)); err != nil {
+				return err
+			}
+		}
+	case "string":
+		if _, ok := v.(string); !ok {
+			return fmt.Errorf("%s is not a string", at)
+		}
+	case "number":
+		if _, ok := v.(float64); !ok {
+			return fmt.Errorf("%s is not a number", at)
+		}
+	case "integer":
+		if f, ok := v.(float64); !ok || f != float64(int64(f)) {
+			return fmt.Errorf("%s is not an integer", at)
+		}
+	case "boolean":
+		if _, ok := v.(bool); !ok {
+			return fmt.Errorf("%s is not a boolean", at)
+		}
+	}
+	return nil
+}
+
 var httpMethods = map[string]bool{"get": true, "put": true, "post": true, "delete": true, "patch": true, "head": true, "options": true}
 
 // TestOpenAPIDocumentsEveryRoute holds /api/openapi.json to the handlers: it is served without
 // a token, every $ref resolves, every registered route is documented and every documented one
 // is registered, each answers a request with a status its operation documents, and the
-// routes it says are open answer without a token while the others refuse with 401.
+// routes it says are open answer without a token while the others refuse with 401; JSON
+// answers conform to their documented schemas.
 func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	s := startServer(t, withToken)
 	code, body, hdr := send(t, http.MethodGet, baseURL(s)+"/api/openapi.json", "", nil, nil)
@@ -198,6 +309,13 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			code, b := probe(tok)
 			require.Equal(t, want, code, "%s", b)
 			require.Contains(t, op["responses"], strconv.Itoa(code), "status %d is not documented", code)
+			resp := resolve(t, doc, op["responses"].(map[string]any)[strconv.Itoa(code)])
+			content, _ := resp.(map[string]any)["content"].(map[string]any)
+			if media, ok := content["application/json"].(map[string]any); ok && len(b) > 0 {
+				var got any
+				require.NoError(t, json.Unmarshal(b, &got), "%s", b)
+				require.NoError(t, conforms(doc, media["schema"], got, "body"), "%s", b)
+			}
 		})
 	}
 }
