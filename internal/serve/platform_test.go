@@ -621,19 +621,25 @@ func TestHubRing(t *testing.T) {
 }
 
 // TestUploadDeduplication: the same bytes uploaded again return the earlier scan (one learnt
-// from a stored verdict's source digest, or an earlier upload), unless a rescore is asked.
+// from a stored verdict's source digest, or an earlier upload), unless a rescore is asked or
+// the earlier scan failed.
 func TestUploadDeduplication(t *testing.T) {
 	s := startServer(t, nil)
-	content := []byte("not really a video, but the same bytes twice")
-	sum := sha256.Sum256(content)
-	v := finalVerdict(t, s, "dedupe-src", laev1.VerdictReal, time.Now())
-	v.Source = &laev1.SourceFacts{SHA256: hex.EncodeToString(sum[:])}
-	putVerdict(t, s, v)
-	require.Eventually(t, func() bool {
-		s.dedupe.mu.Lock()
-		defer s.dedupe.mu.Unlock()
-		return s.dedupe.bySum[hex.EncodeToString(sum[:])] == "dedupe-src"
-	}, 30*time.Second, 20*time.Millisecond, "the verdict's digest is learnt")
+	content, err := os.ReadFile(faceVideo(t, t.TempDir(), "clip.mp4", 15))
+	require.NoError(t, err)
+	learn := func(id, verdict string, b []byte) {
+		t.Helper()
+		sum := sha256.Sum256(b)
+		v := finalVerdict(t, s, id, verdict, time.Now())
+		v.Source = &laev1.SourceFacts{SHA256: hex.EncodeToString(sum[:])}
+		putVerdict(t, s, v)
+		require.Eventually(t, func() bool {
+			s.dedupe.mu.Lock()
+			defer s.dedupe.mu.Unlock()
+			return s.dedupe.bySum[hex.EncodeToString(sum[:])] == id
+		}, 30*time.Second, 20*time.Millisecond, "the verdict's digest is learnt")
+	}
+	learn("dedupe-src", laev1.VerdictReal, content)
 
 	post := func(fields map[string]string, query string) submitted {
 		t.Helper()
@@ -659,10 +665,17 @@ func TestUploadDeduplication(t *testing.T) {
 
 	code, body := upload(t, baseURL(s)+"/api/scans", "same.mp4", bytes.NewReader(content), map[string]string{"rescore": "perhaps"})
 	require.Equal(t, http.StatusBadRequest, code, "%s", body)
+
+	broken := []byte("bytes whose scan failed")
+	learn("dedupe-failed", laev1.VerdictError, broken)
+	code, body = upload(t, baseURL(s)+"/api/scans", "broken.mp4", bytes.NewReader(broken), nil)
+	require.Equal(t, http.StatusAccepted, code, "a failed scan is not a verdict to return: %s", body)
+	var retried submitted
+	require.NoError(t, json.Unmarshal(body, &retried))
 	entries, err := os.ReadDir(s.upDir)
 	require.NoError(t, err)
 	for _, e := range entries {
-		require.Contains(t, []string{fresh.VideoID, viaQuery.VideoID}, e.Name(), "only scanned uploads are kept")
+		require.Contains(t, []string{fresh.VideoID, viaQuery.VideoID, retried.VideoID}, e.Name(), "only scanned uploads are kept")
 	}
 }
 

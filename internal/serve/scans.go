@@ -311,15 +311,16 @@ func (d *dedupe) learn(sum, videoID string) {
 	}
 }
 
-// claim returns the earlier scan of sum and its state when there is one that still exists
-// and no rescore is asked; otherwise it records videoID as the scan of sum (the newest scan is
-// what later duplicates get).
+// claim returns the earlier scan of sum and its state when there is one that still exists,
+// did not fail (an "error" verdict says nothing of the video: uploading it again is how a
+// user retries) and no rescore is asked; otherwise it records videoID as the scan of sum (the
+// newest scan is what later duplicates get).
 func (d *dedupe) claim(ctx context.Context, s *Server, sum, videoID string, rescore bool) (earlier, state string, dup bool) {
 	d.mu.Lock()
 	prev, ok := d.bySum[sum]
 	d.mu.Unlock()
 	if ok && !rescore {
-		if st, exists := s.scanState(ctx, prev); exists {
+		if st, exists := s.scanState(ctx, prev); exists && !s.failed(ctx, prev) {
 			return prev, st, true
 		}
 	}
@@ -358,6 +359,19 @@ func (s *Server) scanState(ctx context.Context, id string) (string, bool) {
 		return StatePending, true
 	}
 	return StateDone, true
+}
+
+// failed reports whether a scan's final verdict is an error.
+func (s *Server) failed(ctx context.Context, id string) bool {
+	if sc, ok := s.tracker.get(id); ok && sc.State == StateDone {
+		return sc.Verdict == laev1.VerdictError
+	}
+	e, err := s.kv.Get(ctx, id)
+	if err != nil {
+		return false
+	}
+	var v laev1.Verdict
+	return json.Unmarshal(e.Value(), &v) == nil && v.Final && v.Verdict == laev1.VerdictError
 }
 
 // learnDigests fills the de-duplication index from the final verdicts in the bucket, in the
