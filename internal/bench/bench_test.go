@@ -37,7 +37,7 @@ func childAlloc() {
 	for t0 := time.Now(); time.Since(t0) < 100*time.Millisecond; {
 		x++
 	}
-	os.Stdout.WriteString(strings.Repeat("y", int(b[12345]%2)+x%2))
+	_, _ = os.Stdout.WriteString(strings.Repeat("y", int(b[12345]%2)+x%2))
 }
 
 func TestPercentile(t *testing.T) {
@@ -176,8 +176,8 @@ PASS
 	require.InDelta(t, 3, rs[1].AllocsPerOp, 1e-9)
 }
 
-func TestBenchPackages(t *testing.T) {
-	pkgs, err := BenchPackages(testenv.RepoRoot(), HotPathRoots)
+func TestHotPathPackages(t *testing.T) {
+	pkgs, err := HotPathPackages(testenv.RepoRoot(), HotPathRoots)
 	require.NoError(t, err)
 	require.Contains(t, pkgs, "./detector/worker", "detector/worker has BenchmarkEndToEnd")
 	for _, p := range pkgs {

@@ -37,9 +37,9 @@ type GoBenchReport struct {
 	Failed map[string]string `json:"failed,omitempty"`
 }
 
-// BenchPackages finds the packages under roots (relative to repo) that declare a Benchmark
+// HotPathPackages finds the packages under roots (relative to repo) that declare a Benchmark
 // function, as ./relative import paths.
-func BenchPackages(repo string, roots []string) ([]string, error) {
+func HotPathPackages(repo string, roots []string) ([]string, error) {
 	seen := map[string]bool{}
 	for _, root := range roots {
 		err := filepath.WalkDir(filepath.Join(repo, root), func(p string, d os.DirEntry, err error) error {
@@ -81,7 +81,7 @@ func BenchPackages(repo string, roots []string) ([]string, error) {
 // hot-path package of repo, one package at a time so that one that fails to build does not
 // hide the others.
 func GoBench(ctx context.Context, repo string, logf func(string, ...any)) (*GoBenchReport, error) {
-	pkgs, err := BenchPackages(repo, HotPathRoots)
+	pkgs, err := HotPathPackages(repo, HotPathRoots)
 	if err != nil {
 		return nil, err
 	}
