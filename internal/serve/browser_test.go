@@ -392,3 +392,41 @@ func checkFilter(ctx context.Context, t *testing.T, b *browser, uploaded string)
 	require.Len(t, l.IDs, 4)
 	require.Empty(t, l.Count)
 }
+
+// TestBrowserSignInAndDelete: with tokens configured the page sends a browser to the sign-in
+// form; once signed in (the token becomes a session cookie) the page lists the scans and
+// follows the event stream, and a scan deleted through the API leaves the list.
+func TestBrowserSignInAndDelete(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	b := startBrowser(t, 1200, 900)
+	s := startServer(t, withToken)
+	putVerdict(t, s, finalVerdict(t, s, "signed-in", laev1.VerdictFake, time.Now()))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	require.NoError(t, b.navigate(ctx, baseURL(s)+"/"))
+	var path string
+	require.Eventually(t, func() bool {
+		return b.eval(ctx, `location.pathname`, &path) == nil && path == "/login"
+	}, 30*time.Second, 100*time.Millisecond, "not sent to the sign-in form: %s", path)
+	require.Eventually(t, func() bool {
+		return b.eval(ctx, `(() => { const i = document.getElementById('token'); if (!i) return false;
+  i.value = '`+testToken+`'; document.querySelector('form').submit(); return true; })()`, nil) == nil
+	}, 30*time.Second, 100*time.Millisecond, "no sign-in form")
+
+	var st pageState
+	require.Eventually(t, func() bool {
+		return b.eval(ctx, pageStateJS, &st) == nil && st.Conn == "live" && st.Listed == 1
+	}, 30*time.Second, 100*time.Millisecond, "page never listed the scan after signing in: %+v", st)
+	var cookies string
+	require.NoError(t, b.eval(ctx, `document.cookie`, &cookies))
+	require.NotContains(t, cookies, cookieName, "the session cookie is HttpOnly")
+
+	code, body, _ := send(t, http.MethodDelete, baseURL(s)+"/api/scans/signed-in", testToken, nil, nil)
+	require.Equal(t, http.StatusNoContent, code, "%s", body)
+	require.Eventually(t, func() bool {
+		return b.eval(ctx, pageStateJS, &st) == nil && st.Listed == 0
+	}, 30*time.Second, 100*time.Millisecond, "the deleted scan stayed listed: %+v", st)
+}
