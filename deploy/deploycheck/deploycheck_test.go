@@ -1,0 +1,269 @@
+package deploycheck
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	laev1 "github.com/lae-screening/lae/schemas/v1"
+)
+
+// repoRoot is the repository root (the directory of go.mod above this package).
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	require.NoError(t, err)
+	require.FileExists(t, filepath.Join(root, "go.mod"))
+	return root
+}
+
+var dockerfiles = []DockerfileSpec{
+	{Path: "deploy/docker/Dockerfile", ORT: true},
+	{Path: "deploy/docker/Dockerfile.gpu", RuntimeAlso: []string{"libcudnn9-cuda-12"}},
+}
+
+func TestDockerfilesMatchSetup(t *testing.T) {
+	root := repoRoot(t)
+	setup, err := ParseSetup(root)
+	require.NoError(t, err)
+	require.Equal(t, "1.24.3", setup.ORTVersion)
+	require.Contains(t, setup.Packages, "libopencv-dev")
+	for _, spec := range dockerfiles {
+		t.Run(filepath.Base(spec.Path), func(t *testing.T) {
+			require.NoError(t, CheckDockerfile(root, spec, setup))
+		})
+	}
+}
+
+func TestDockerfileMutationsFail(t *testing.T) {
+	root := repoRoot(t)
+	setup, err := ParseSetup(root)
+	require.NoError(t, err)
+	orig, err := os.ReadFile(filepath.Join(root, "deploy/docker/Dockerfile"))
+	require.NoError(t, err)
+	cases := []struct{ name, from, to, want string }{
+		{"sha256", "ARG ORT_SHA256=92ba", "ARG ORT_SHA256=93ba", "ORT_SHA256"},
+		{"ort version", "ARG ORT_VERSION=1.24.3", "ARG ORT_VERSION=1.24.4", "ORT_VERSION"},
+		{"package not in setup", "build-essential pkg-config", "build-essential pkg-config cmake", "cmake"},
+		{"go version", "ARG GO_VERSION=1.26.8", "ARG GO_VERSION=1.25.0", "go.mod's Go"},
+		{"missing model", "detector/models/lae-v2.onnx detector", "detector/models/lae-v3.onnx detector", "lae-v3.onnx: not in the repository"},
+		{"root user", "USER 10001:10001", "USER root", "non-root"},
+		{"healthcheck port", "/dev/tcp/127.0.0.1/9090", "/dev/tcp/127.0.0.1/8080", "HEALTHCHECK"},
+		{"unknown env", "LAE_ORT_LIB=", "LAE_ORT_LIBRARY=", "LAE_ORT_LIBRARY"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			require.Contains(t, string(orig), c.from)
+			text := strings.Replace(string(orig), c.from, c.to, 1)
+			err := CheckDockerfile(root, DockerfileSpec{Path: "deploy/docker/Dockerfile", ORT: true, Text: text}, setup)
+			require.ErrorContains(t, err, c.want)
+		})
+	}
+}
+
+// TestRuntimeLibraries checks that the runtime stages install the package of every shared
+// library the lae binary built here links (bin/lae, which `task build` makes before `task
+// test`); a library missing from the image would fail its first container.
+func TestRuntimeLibraries(t *testing.T) {
+	root := repoRoot(t)
+	bin := filepath.Join(root, "bin", "lae")
+	if _, err := os.Stat(bin); err != nil {
+		t.Skip("no bin/lae: run go tool -modfile=tools/go.mod task build")
+	}
+	pkgs, err := RuntimePackages(bin)
+	require.NoError(t, err)
+	require.Contains(t, pkgs, "libavcodec59")
+	for _, spec := range dockerfiles {
+		b, err := os.ReadFile(filepath.Join(root, spec.Path))
+		require.NoError(t, err)
+		d, err := ParseDockerfile(string(b))
+		require.NoError(t, err)
+		for _, p := range pkgs {
+			require.Contains(t, d.Stage("runtime").Installed, p, "%s: runtime stage lacks %s, which bin/lae links", spec.Path, p)
+		}
+	}
+}
+
+func TestCompose(t *testing.T) {
+	root := repoRoot(t)
+	orig, err := os.ReadFile(filepath.Join(root, "deploy", "compose.yaml"))
+	require.NoError(t, err)
+	c, err := ParseCompose(orig)
+	require.NoError(t, err)
+	require.NoError(t, CheckCompose(root, c))
+
+	cases := []struct{ name, from, to, want string }{
+		{"unknown field", "    restart: unless-stopped\n    environment:\n      SERVER_NAME", "    restrat: unless-stopped\n    environment:\n      SERVER_NAME", "restrat"},
+		{"unknown top-level key", "\nvolumes:\n", "\nvolume:\n", "volume"},
+		{"env lae does not read", "LAE_NATS_USER: ingest", "LAE_NATS_USERNAME: ingest", "LAE_NATS_USERNAME"},
+		{"wrong password variable", "LAE_NATS_PASSWORD: ${LAE_INGEST_PASSWORD", "LAE_NATS_PASSWORD: ${LAE_DETECTOR_PASSWORD", "user ingest's password"},
+		{"unknown nats user", "LAE_NATS_USER: aggregator", "LAE_NATS_USER: aggregate", `NATS user "aggregate"`},
+		{"missing config file", "./compose/lae.yaml:/etc/lae/lae.yaml:ro\n  stop", "./compose/lae-missing.yaml:/etc/lae/lae.yaml:ro\n  stop", "lae-missing.yaml"},
+		{"nats variable missing", "      LAE_SYS_PASSWORD: ${LAE_SYS_PASSWORD:?set in deploy/.env}\n", "", "$LAE_SYS_PASSWORD"},
+		{"one detector", "  detector-2:\n    <<: *role\n    command: [\"detect\"", "  detector-2:\n    <<: *role\n    command: [\"aggregate\"", "lae detect"},
+		{"nats image not go.mod's", "nats:2.15.2-alpine", "nats:2.10.0-alpine", "go.mod's nats-server"},
+		{"tokens file not a secret", "/run/secrets/api_tokens", "/run/secrets/tokens", "tokens file"},
+		{"unknown dependency", "depends_on:\n      nats:", "depends_on:\n      natz:", "unknown service natz"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Contains(t, string(orig), tc.from)
+			mut := strings.Replace(string(orig), tc.from, tc.to, 1)
+			c, err := ParseCompose([]byte(mut))
+			if err == nil {
+				err = CheckCompose(root, c)
+			}
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestOverlays(t *testing.T) {
+	root := repoRoot(t)
+	for _, name := range Overlays {
+		t.Run(name, func(t *testing.T) {
+			o, err := BuildOverlay(root, name)
+			require.NoError(t, err)
+			require.NoError(t, o.Check())
+			roles := map[string]bool{}
+			for _, d := range o.Deployments {
+				roles[role(d.Spec.Template.Spec.Containers[0])] = true
+				require.Equal(t, "lae", d.Namespace)
+			}
+			require.Equal(t, map[string]bool{"ingest": true, "detect": true, "aggregate": true, "serve": true}, roles)
+			require.Len(t, o.ScaledObjects, 2)
+			require.Len(t, o.Jobs, 1)
+			det := o.deployment("lae-detector").Spec.Template.Spec
+			gpu := det.Containers[0].Resources.Limits[corev1.ResourceName("nvidia.com/gpu")]
+			if name == "gpu" {
+				require.Equal(t, "1", gpu.String())
+				require.Equal(t, "true", det.NodeSelector["nvidia.com/gpu.present"])
+				require.Equal(t, "registry.example/lae-gpu:v1", det.Containers[0].Image)
+			} else {
+				require.True(t, gpu.IsZero())
+				require.Empty(t, det.NodeSelector)
+			}
+			// The NATS chart reads the same Secret's keys.
+			s := o.secret("lae-nats")
+			require.NotNil(t, s)
+			var keys []string
+			for k := range s.Data {
+				keys = append(keys, k)
+			}
+			require.NoError(t, CheckNATSValues(root, keys))
+		})
+	}
+}
+
+// TestScaledObjectsUseSchemaNames reads the stream and consumer names of the built
+// ScaledObjects against schemas/v1, independently of Check.
+func TestScaledObjectsUseSchemaNames(t *testing.T) {
+	o, err := BuildOverlay(repoRoot(t), "gpu")
+	require.NoError(t, err)
+	got := map[string][2]string{}
+	for _, so := range o.ScaledObjects {
+		m := so.Spec.Triggers[0].Metadata
+		got[so.Spec.ScaleTargetRef.Name] = [2]string{m["stream"], m["consumer"]}
+	}
+	require.Equal(t, map[string][2]string{
+		"lae-detector": {laev1.StreamFaces, laev1.ConsumerDetector},
+		"lae-ingest":   {laev1.StreamIngest, laev1.ConsumerIngest},
+	}, got)
+}
+
+// memFS copies deploy/k8s into memory with one file's text replaced.
+func memFS(t *testing.T, root, file, from, to string) filesys.FileSystem {
+	t.Helper()
+	mem := filesys.MakeFsInMemory()
+	base := filepath.Join(root, "deploy", "k8s")
+	replaced := false
+	err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(base, p)
+		if rel == file {
+			require.Contains(t, string(b), from)
+			b = []byte(strings.Replace(string(b), from, to, 1))
+			replaced = true
+		}
+		return mem.WriteFile(filepath.Join("/k8s", rel), b)
+	})
+	require.NoError(t, err)
+	require.True(t, replaced, "no file %s", file)
+	return mem
+}
+
+func TestOverlayMutationsFail(t *testing.T) {
+	root := repoRoot(t)
+	cases := []struct{ name, overlay, file, from, to, want string }{
+		{"misspelt secret key", "dev", "base/detector.yaml", "key: detector}", "key: detectr}", `no key "detectr"`},
+		{"unknown secret", "dev", "base/ingest.yaml", "{name: lae-nats, key: ingest}", "{name: lae-natz, key: ingest}", `no Secret "lae-natz"`},
+		{"probe on a wrong port", "gpu", "base/aggregator.yaml", "{path: /readyz, port: ops}", "{path: /readyz, port: 9091}", "readinessProbe port 9091"},
+		{"ops port moved in lae.yaml", "dev", "base/lae.yaml", `addr: ":9090"`, `addr: ":9091"`, "lae serves /healthz and /readyz on 9091"},
+		{"unknown config key", "dev", "base/lae.yaml", "retention:\n  replicas: 3", "retention:\n  replica: 3", "replica"},
+		{"unknown Kubernetes field", "dev", "base/ingest.yaml", "readinessProbe:", "readinesProbe:", "readinesProbe"},
+		{"unknown KEDA field", "gpu", "base/scaledobjects.yaml", "cooldownPeriod: 300\n  triggers", "cooldownPeriods: 300\n  triggers", "cooldownPeriods"},
+		{"wrong stream", "gpu", "base/scaledobjects.yaml", "stream: LAE_FACES", "stream: LAE_FRAMES", "LAE_FRAMES/detector"},
+		{"wrong consumer", "dev", "base/scaledobjects.yaml", "consumer: ingest", "consumer: ingester", "LAE_INGEST/ingester"},
+		{"cpu scaler", "dev", "base/scaledobjects.yaml", "- type: nats-jetstream", "- type: cpu", "want nats-jetstream"},
+		{"monitoring endpoint namespace", "gpu", "base/scaledobjects.yaml", "nats-headless.lae.svc", "nats-headless.nats.svc", "not in namespace"},
+		{"model path not mounted", "gpu", "base/lae.yaml", "  provider: cpu", "  provider: cpu\n  model: /models/lae-v3.onnx", "model /models/lae-v3.onnx"},
+		{"env lae does not read", "gpu", "overlays/gpu/detector-gpu.yaml", "{name: LAE_DETECTOR_PROVIDER,", "{name: LAE_DETECTOR_PROVIDERS,", "LAE_DETECTOR_PROVIDERS"},
+		{"service to no port", "dev", "base/serve.yaml", "targetPort: http", "targetPort: https", "targets https"},
+		{"prometheus port", "dev", "base/detector.yaml", `prometheus.io/port: "9090"`, `prometheus.io/port: "9091"`, "prometheus.io/port"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys := memFS(t, root, tc.file, tc.from, tc.to)
+			o, err := Build(fsys, "/k8s/overlays/"+tc.overlay)
+			if err == nil {
+				err = o.Check()
+			}
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestNATSValuesMutationsFail(t *testing.T) {
+	root := repoRoot(t)
+	orig, err := os.ReadFile(filepath.Join(root, "deploy", "helm", "nats-values.yaml"))
+	require.NoError(t, err)
+	keys := []string{"admin", "client", "ingest", "detector", "aggregator", "rescore", "sys"}
+	require.NoError(t, CheckNATSValuesData(root, orig, keys))
+	cases := []struct{ name, from, to, want string }{
+		{"two replicas", "replicas: 3", "replicas: 2", "3-replica"},
+		{"unknown field", "maxSize: 200Gi", "maxSzie: 200Gi", "maxSzie"},
+		{"a permission dropped", "\n              - $JS.ACK.LAE_FACES.>\n", "\n", "differs from deploy/nats/nats-server.conf"},
+		{"password from a wrong key", "key: rescore}", "key: rescorer}", "LAE_RESCORE_PASSWORD"},
+		{"no monitoring", "monitor:\n    enabled: true", "monitor:\n    enabled: false", "8222"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Contains(t, string(orig), tc.from)
+			err := CheckNATSValuesData(root, []byte(strings.Replace(string(orig), tc.from, tc.to, 1)), keys)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestKnownEnv(t *testing.T) {
+	for name, want := range map[string]bool{
+		"LAE_NATS_USER": true, "LAE_DETECTOR_MODEL": true, "LAE_ORT_LIB": true, "MALLOC_ARENA_MAX": true,
+		"LAE_NATS_USERNAME": false, "LAE_MODEL": false,
+	} {
+		require.Equal(t, want, KnownEnv(name), name)
+	}
+	require.True(t, slices.Contains(extraEnv, "LAE_CONFIG"))
+}
