@@ -367,15 +367,24 @@ func TestAuthentication(t *testing.T) {
 		{name: "unknown route hidden without a token", method: http.MethodGet, path: "/api/nothing", want: http.StatusUnauthorized,
 			challenge: `Bearer realm="lae"`},
 		{name: "unknown route with a token", method: http.MethodGet, path: "/api/nothing", tok: testToken, want: http.StatusNotFound},
+		{name: "unknown method with a token", method: http.MethodPut, path: "/api/scans", tok: testToken, want: http.StatusMethodNotAllowed},
 		{name: "delete needs a token", method: http.MethodDelete, path: "/api/scans/abc", want: http.StatusUnauthorized, challenge: `Bearer realm="lae"`},
 		{name: "page redirects to the login", method: http.MethodGet, path: "/", want: http.StatusSeeOther},
 		{name: "login form", method: http.MethodGet, path: "/login", want: http.StatusOK},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, body, hdr := send(t, c.method, base+c.path, c.tok, nil, c.hdr)
-			if c.want == http.StatusUnauthorized {
+			switch c.want {
+			case http.StatusUnauthorized:
 				requireOneLineError(t, code, c.want, body, hdr)
 				require.Equal(t, c.challenge, hdr.Get("WWW-Authenticate"))
+				return
+			case http.StatusNotFound:
+				requireOneLineError(t, code, c.want, body, hdr)
+				return
+			case http.StatusMethodNotAllowed:
+				requireOneLineError(t, code, c.want, body, hdr)
+				require.Equal(t, "GET, HEAD, POST", hdr.Get("Allow"))
 				return
 			}
 			require.Equal(t, c.want, code, "%s", body)

@@ -55,7 +55,7 @@ func (s *Server) mux(ops *http.ServeMux) *http.ServeMux {
 	mux := http.NewServeMux()
 	// One handler for the whole /api/ tree: unknown paths and methods get the API mux's 404
 	// and 405, after the token check (an unauthenticated caller learns nothing of the routes).
-	mux.Handle("/api/", s.auth.require(api, func(r *http.Request) bool { return open[r.URL.Path] }))
+	mux.Handle("/api/", s.auth.require(jsonMisses(api), func(r *http.Request) bool { return open[r.URL.Path] }))
 	s.pageRoutes(mux)
 	mux.Handle("/", s.auth.require(ops, func(r *http.Request) bool {
 		switch r.URL.Path {
@@ -67,6 +67,54 @@ func (s *Server) mux(ops *http.ServeMux) *http.ServeMux {
 		return false
 	}))
 	return mux
+}
+
+// jsonMisses serves mux, answering requests that match no route (404) or none for their
+// method (405, with Allow) with the API's one-line JSON errors instead of ServeMux's text.
+func jsonMisses(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		var miss headerCapture
+		h.ServeHTTP(&miss, r)
+		switch miss.code {
+		case http.StatusNotFound:
+			httpError(w, http.StatusNotFound, "no API route "+r.URL.Path+" (see /api/openapi.json)")
+		case http.StatusMethodNotAllowed:
+			allow := miss.Header().Get("Allow")
+			w.Header().Set("Allow", allow)
+			httpError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow))
+		default:
+			mux.ServeHTTP(w, r) // a redirect to the clean path
+		}
+	})
+}
+
+// headerCapture records what a handler answers, discarding the body.
+type headerCapture struct {
+	h    http.Header
+	code int
+}
+
+func (c *headerCapture) Header() http.Header {
+	if c.h == nil {
+		c.h = http.Header{}
+	}
+	return c.h
+}
+
+func (c *headerCapture) WriteHeader(code int) {
+	if c.code == 0 {
+		c.code = code
+	}
+}
+
+func (c *headerCapture) Write(b []byte) (int, error) {
+	c.WriteHeader(http.StatusOK)
+	return len(b), nil
 }
 
 // pageRoutes adds the live page: its HTML at / (a redirect to the login form when tokens are
