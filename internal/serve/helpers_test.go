@@ -30,10 +30,7 @@ func TestMain(m *testing.M) {
 // startServer starts a server on free ports with a memory-backed JetStream.
 func startServer(t testing.TB, mod func(*Options)) *Server {
 	t.Helper()
-	c := config.ForCommand("serve")
-	c.NATS.ListenPort, c.HTTP.Addr, c.Store, c.Detector.Model = -1, "127.0.0.1:0", t.TempDir(), testenv.ServingModel(t)
-	c.Retention.Memory, c.Aggregator.RollingEvery, c.ShutdownTimeout = true, 500*time.Millisecond, 10*time.Second
-	o := Options{Config: c}
+	o := Options{Config: startServerConfig(t)}
 	if mod != nil {
 		mod(&o)
 	}
@@ -45,6 +42,16 @@ func startServer(t testing.TB, mod func(*Options)) *Server {
 		s.Shutdown(ctx)
 	})
 	return s
+}
+
+// startServerConfig is startServer's configuration: free loopback ports, a memory-backed
+// JetStream, the serving model.
+func startServerConfig(t testing.TB) config.Config {
+	t.Helper()
+	c := config.ForCommand("serve")
+	c.NATS.ListenPort, c.HTTP.Addr, c.Store, c.Detector.Model = -1, "127.0.0.1:0", t.TempDir(), testenv.ServingModel(t)
+	c.Retention.Memory, c.Aggregator.RollingEvery, c.ShutdownTimeout = true, 500*time.Millisecond, 10*time.Second
+	return c
 }
 
 // faceVideo writes a 640x360, 25 fps clip of frames frames: one drawn face 240 pixels wide

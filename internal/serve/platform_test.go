@@ -598,6 +598,13 @@ func TestEventsResume(t *testing.T) {
 		e := waitEvent(t, resumed, func(e sseEvent) bool { return e.Name == "test" })
 		require.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i), e.Data, "missed events replayed in order")
 	}
+	// The query parameter, for clients that cannot set headers.
+	s.hub.publish("test", map[string]int{"n": 6})
+	code, body := probeQueryResume(t, baseURL(s)+"/api/events?last_event_id="+url.QueryEscape(last.ID))
+	require.Equal(t, http.StatusOK, code)
+	for i := 3; i < 7; i++ {
+		require.Contains(t, body, fmt.Sprintf(`data: {"n":%d}`, i))
+	}
 	for _, id := range []string{"0000-1", "garbage", last.ID + "0000"} {
 		t.Run(id, func(t *testing.T) {
 			ch, _ := subscribeEventsFrom(t, s, id)
@@ -605,6 +612,29 @@ func TestEventsResume(t *testing.T) {
 			require.Equal(t, eventReset, e.Name)
 		})
 	}
+}
+
+// probeQueryResume opens an event stream and reads what it sends at once (the replay),
+// until the stream has been quiet for a moment.
+func probeQueryResume(t *testing.T, u string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var got strings.Builder
+	buf := make([]byte, 64<<10)
+	for !strings.Contains(got.String(), `data: {"n":6}`) {
+		n, err := resp.Body.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, got.String()
 }
 
 // TestHubRing: the replay buffer is bounded; a client further behind than it is reset.
@@ -819,4 +849,21 @@ func TestWebhookURLNeedsASecret(t *testing.T) {
 	code, body, hdr := send(t, http.MethodPost, baseURL(s)+"/api/scans", "", bytes.NewReader(b), map[string]string{"Content-Type": "application/json"})
 	msg := requireOneLineError(t, code, http.StatusBadRequest, body, hdr)
 	require.Contains(t, msg, "no webhook secret")
+}
+
+// TestGlobalWebhookURL: serve.webhook_url must be an http(s) URL without credentials, or the
+// server does not start.
+func TestGlobalWebhookURL(t *testing.T) {
+	for _, u := range []string{"ftp://hooks.test/x", "http://user:pw@hooks.test/x", "hooks.test/x"} {
+		t.Run(u, func(t *testing.T) {
+			c := startServerConfig(t)
+			c.Serve.WebhookSecret, c.Serve.WebhookURL = "webhook-secret-0123456789", u
+			s, err := Start(t.Context(), Options{Config: c, Resolver: &fakeResolver{}})
+			if s != nil {
+				s.Shutdown(t.Context())
+			}
+			require.ErrorContains(t, err, "serve.webhook_url")
+			require.NotContains(t, err.Error(), "\n")
+		})
+	}
 }
