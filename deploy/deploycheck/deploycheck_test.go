@@ -127,11 +127,13 @@ func TestCompose(t *testing.T) {
 
 func TestOverlays(t *testing.T) {
 	root := repoRoot(t)
+	users, _, err := NATSUsers(root)
+	require.NoError(t, err)
 	for _, name := range Overlays {
 		t.Run(name, func(t *testing.T) {
 			o, err := BuildOverlay(root, name)
 			require.NoError(t, err)
-			require.NoError(t, o.Check())
+			require.NoError(t, o.Check(users))
 			roles := map[string]bool{}
 			for _, d := range o.Deployments {
 				roles[role(d.Spec.Template.Spec.Containers[0])] = true
@@ -149,6 +151,10 @@ func TestOverlays(t *testing.T) {
 			} else {
 				require.True(t, gpu.IsZero())
 				require.Empty(t, det.NodeSelector)
+				// The dev patches reached their targets.
+				require.Equal(t, "lae:dev", det.Containers[0].Image)
+				require.Contains(t, det.Containers[0].Env, corev1.EnvVar{Name: "LAE_LOG_LEVEL", Value: "debug"})
+				require.Equal(t, "500m", det.Containers[0].Resources.Requests.Cpu().String())
 			}
 			// The NATS chart reads the same Secret's keys.
 			s := o.secret("lae-nats")
@@ -207,6 +213,8 @@ func memFS(t *testing.T, root, file, from, to string) filesys.FileSystem {
 
 func TestOverlayMutationsFail(t *testing.T) {
 	root := repoRoot(t)
+	users, _, err := NATSUsers(root)
+	require.NoError(t, err)
 	cases := []struct{ name, overlay, file, from, to, want string }{
 		{"misspelt secret key", "dev", "base/detector.yaml", "key: detector}", "key: detectr}", `no key "detectr"`},
 		{"unknown secret", "dev", "base/ingest.yaml", "{name: lae-nats, key: ingest}", "{name: lae-natz, key: ingest}", `no Secret "lae-natz"`},
@@ -222,6 +230,8 @@ func TestOverlayMutationsFail(t *testing.T) {
 		{"model path not mounted", "gpu", "base/lae.yaml", "  provider: cpu", "  provider: cpu\n  model: /models/lae-v3.onnx", "model /models/lae-v3.onnx"},
 		{"env lae does not read", "gpu", "overlays/gpu/detector-gpu.yaml", "{name: LAE_DETECTOR_PROVIDER,", "{name: LAE_DETECTOR_PROVIDERS,", "LAE_DETECTOR_PROVIDERS"},
 		{"service to no port", "dev", "base/serve.yaml", "targetPort: http", "targetPort: https", "targets https"},
+		{"wrong NATS user", "dev", "base/detector.yaml", "{name: LAE_NATS_USER, value: detector}", "{name: LAE_NATS_USER, value: ingest}", `as "ingest", want "detector"`},
+		{"password of another user", "gpu", "base/provision.yaml", "{name: lae-nats, key: admin}", "{name: lae-nats, key: client}", "key \"admin\""},
 		{"prometheus port", "dev", "base/detector.yaml", `prometheus.io/port: "9090"`, `prometheus.io/port: "9091"`, "prometheus.io/port"},
 	}
 	for _, tc := range cases {
@@ -229,7 +239,7 @@ func TestOverlayMutationsFail(t *testing.T) {
 			fsys := memFS(t, root, tc.file, tc.from, tc.to)
 			o, err := Build(fsys, "/k8s/overlays/"+tc.overlay)
 			if err == nil {
-				err = o.Check()
+				err = o.Check(users)
 			}
 			require.ErrorContains(t, err, tc.want)
 		})

@@ -180,15 +180,21 @@ func KnownEnv(name string) bool {
 	return slices.Contains(config.EnvNames(), name) || slices.Contains(extraEnv, name)
 }
 
+// roleUsers is the NATS user of deploy/nats/nats-server.conf each lae command logs in as.
+var roleUsers = map[string]string{
+	"provision": "admin", "ingest": "ingest", "detect": "detector", "aggregate": "aggregator", "rescore": "rescore",
+}
+
 // Check checks one build's cross references: every Secret, ConfigMap and key a pod refers
-// to exists; the config file a role reads is valid for internal/config; probes reach the
+// to exists; each role logs in as its NATS user (users: NATSUsers) with that user's key of
+// the lae-nats Secret; the config file a role reads is valid for internal/config; probes reach the
 // port the process serves its ops endpoint on; env names are lae's; a model path is the
 // image's or inside a mounted volume; the ScaledObjects scale existing Deployments on the
 // schemas/v1 stream and consumer of the role.
-func (o *Objects) Check() error {
+func (o *Objects) Check(users map[string]string) error {
 	var errs []error
 	for _, d := range o.Deployments {
-		if err := o.checkPod("deployment "+d.Name, d.Spec.Template.Spec, d.Spec.Template.Annotations, true); err != nil {
+		if err := o.checkPod("deployment "+d.Name, d.Spec.Template.Spec, d.Spec.Template.Annotations, true, users); err != nil {
 			errs = append(errs, err)
 		}
 		if d.Spec.Selector == nil || !subset(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
@@ -196,7 +202,7 @@ func (o *Objects) Check() error {
 		}
 	}
 	for _, j := range o.Jobs {
-		if err := o.checkPod("job "+j.Name, j.Spec.Template.Spec, j.Spec.Template.Annotations, false); err != nil {
+		if err := o.checkPod("job "+j.Name, j.Spec.Template.Spec, j.Spec.Template.Annotations, false, users); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -270,7 +276,7 @@ func role(c corev1.Container) string {
 
 // checkPod checks one pod template; serving says whether its lae serves the ops endpoint
 // (Deployments) or runs to completion without one (the provisioning Job).
-func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[string]string, serving bool) error {
+func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[string]string, serving bool, users map[string]string) error {
 	var errs []error
 	fail := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", what, fmt.Sprintf(format, args...)))
@@ -334,6 +340,9 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 				}
 			}
 		}
+		if err := checkNATSLogin(c, users); err != nil {
+			fail("%s: %v", cwhat, err)
+		}
 		cfg, err := o.effectiveConfig(c, spec, env)
 		if err != nil {
 			fail("%s: %v", cwhat, err)
@@ -390,6 +399,36 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkNATSLogin checks that a role container logs in as its role's NATS user with the
+// password under that user's key of lae-nats (the key the NATS servers read it from).
+func checkNATSLogin(c corev1.Container, users map[string]string) error {
+	want, ok := roleUsers[role(c)]
+	if !ok {
+		return nil // lae serve: embedded NATS, no login
+	}
+	var user string
+	var pw *corev1.SecretKeySelector
+	for _, e := range c.Env {
+		switch e.Name {
+		case "LAE_NATS_USER":
+			user = e.Value
+		case "LAE_NATS_PASSWORD":
+			if e.ValueFrom != nil {
+				pw = e.ValueFrom.SecretKeyRef
+			}
+		}
+	}
+	switch {
+	case user != want:
+		return fmt.Errorf("lae %s logs in to NATS as %q, want %q", role(c), user, want)
+	case users[user] == "":
+		return fmt.Errorf("NATS user %q is not in deploy/nats/nats-server.conf", user)
+	case pw == nil || pw.Name != "lae-nats" || pw.Key != user:
+		return fmt.Errorf("NATS user %s's password must come from Secret lae-nats key %q", user, user)
+	}
+	return nil
 }
 
 func containerPort(c corev1.Container, p intstr.IntOrString) (int, bool) {
