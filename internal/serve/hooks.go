@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 
 	"go.uber.org/zap"
 
@@ -15,9 +17,10 @@ import (
 )
 
 // Webhooks: every final verdict (a rescore's new revision included) is POSTed, signed, to
-// serve.webhook_url and to the submission's own webhook_url (internal/webhook). Per-submission
-// URLs live in this process's memory from the submission to the first final verdict: a
-// restart in between loses them (the global URL still fires).
+// serve.webhook_url, and the first final verdict also to the submission's own webhook_url
+// (internal/webhook). Per-submission URLs are kept from the submission to that verdict in
+// memory and in <store>/webhooks/<video id> (owner-only: a URL may carry a secret in its
+// query), so a scan that outlives a restart still calls its submitter back.
 
 // startWebhooks makes the dispatcher when a signing secret is configured.
 func (s *Server) startWebhooks(ctx context.Context) error {
@@ -76,13 +79,16 @@ func webhookPolicy(c config.Sources, res webhook.Resolver, log *zap.Logger) (*so
 	return p, nil
 }
 
+// maxWebhookURL bounds a submission's webhook URL.
+const maxWebhookURL = 2048
+
 // checkWebhook decides a submission's webhook_url.
 func (s *Server) checkWebhook(ctx context.Context, u string) error {
 	if s.webhooks == nil {
 		return errors.New("webhook_url: this server has no webhook secret (serve.webhook_secret_file)")
 	}
-	if len(u) > 2048 {
-		return errors.New("webhook_url is longer than 2048 bytes")
+	if len(u) > maxWebhookURL {
+		return fmt.Errorf("webhook_url is longer than %d bytes", maxWebhookURL)
 	}
 	if err := s.webhooks.Check(ctx, u); err != nil {
 		return fmt.Errorf("webhook_url: %w", err)
@@ -95,10 +101,64 @@ func (s *Server) setHook(videoID, u string) {
 	s.hooksMu.Lock()
 	defer s.hooksMu.Unlock()
 	if u == "" {
-		delete(s.hooks, videoID)
+		if _, ok := s.hooks[videoID]; ok {
+			delete(s.hooks, videoID)
+			s.dropHookFile(videoID)
+		}
 		return
 	}
 	s.hooks[videoID] = u
+	if s.hookDir == "" || laev1.ValidateVideoID(videoID) != nil {
+		return
+	}
+	// Written aside and renamed: a crash never leaves half a URL to call.
+	tmp := filepath.Join(s.hookDir, "."+videoID+".tmp")
+	if err := os.WriteFile(tmp, []byte(u), 0o600); err != nil {
+		s.log.Warn("keep webhook URL (it is lost if the server restarts before the verdict)", zap.String("video_id", videoID), zap.Error(err))
+		return
+	}
+	if err := os.Rename(tmp, filepath.Join(s.hookDir, videoID)); err != nil {
+		_ = os.Remove(tmp)
+		s.log.Warn("keep webhook URL (it is lost if the server restarts before the verdict)", zap.String("video_id", videoID), zap.Error(err))
+	}
+}
+
+// dropHookFile removes a kept webhook URL; s.hooksMu must be held.
+func (s *Server) dropHookFile(videoID string) {
+	if s.hookDir == "" || laev1.ValidateVideoID(videoID) != nil {
+		return
+	}
+	if err := os.Remove(filepath.Join(s.hookDir, videoID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("remove kept webhook URL", zap.String("video_id", videoID), zap.Error(err))
+	}
+}
+
+// loadHooks reads the webhook URLs kept by an earlier run (their scans' verdicts are still
+// to come, or came while the server was down: those are not sent again).
+func (s *Server) loadHooks(storeDir string) error {
+	s.hookDir = filepath.Join(storeDir, "webhooks")
+	if err := os.MkdirAll(s.hookDir, 0o700); err != nil {
+		return fmt.Errorf("create webhooks dir: %w", err)
+	}
+	entries, err := os.ReadDir(s.hookDir)
+	if err != nil {
+		return fmt.Errorf("read webhooks dir: %w", err)
+	}
+	s.hooksMu.Lock()
+	defer s.hooksMu.Unlock()
+	for _, e := range entries {
+		id := e.Name()
+		if !e.Type().IsRegular() || laev1.ValidateVideoID(id) != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.hookDir, id))
+		if err != nil || len(b) == 0 || len(b) > maxWebhookURL {
+			s.log.Warn("unreadable kept webhook URL", zap.String("video_id", id), zap.Error(err))
+			continue
+		}
+		s.hooks[id] = string(b)
+	}
+	return nil
 }
 
 // notify queues the deliveries of a final verdict; raw is the verdict's JSON as stored. It
@@ -108,8 +168,11 @@ func (s *Server) notify(v laev1.Verdict, raw []byte) {
 		return
 	}
 	s.hooksMu.Lock()
-	own := s.hooks[v.VideoID]
-	delete(s.hooks, v.VideoID)
+	own, ok := s.hooks[v.VideoID]
+	if ok {
+		delete(s.hooks, v.VideoID)
+		s.dropHookFile(v.VideoID)
+	}
 	s.hooksMu.Unlock()
 	global := s.o.Config.Serve.WebhookURL
 	if global != "" {

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -866,4 +867,42 @@ func TestGlobalWebhookURL(t *testing.T) {
 			require.NotContains(t, err.Error(), "\n")
 		})
 	}
+}
+
+// TestWebhookURLSurvivesRestart: a submission's webhook URL is kept on disk (owner-only) until
+// its final verdict, so a server restarted meanwhile still calls it; the verdict consumes it.
+func TestWebhookURLSurvivesRestart(t *testing.T) {
+	got := make(chan delivery, 4)
+	recv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- delivery{path: r.URL.Path, hdr: r.Header.Clone(), body: b}
+	}))
+	t.Cleanup(recv.Close)
+	store := t.TempDir()
+	secret := "webhook-secret-0123456789"
+	opts := func(o *Options) {
+		o.Config.Store, o.Config.Serve.WebhookSecret = store, secret
+		o.Config.Sources.AllowCIDRs = []string{"127.0.0.0/8"}
+		o.Resolver = &fakeResolver{}
+	}
+	first := startServer(t, opts)
+	first.setHook("kept-1", recv.URL+"/kept")
+	kept := filepath.Join(store, "webhooks", "kept-1")
+	fi, err := os.Stat(kept)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	first.Shutdown(t.Context())
+
+	s := startServer(t, opts)
+	putVerdict(t, s, finalVerdict(t, s, "kept-1", laev1.VerdictReal, time.Now()))
+	select {
+	case d := <-got:
+		require.Equal(t, "/kept", d.path)
+		require.NoError(t, webhook.Verify([]byte(secret), d.hdr.Get(webhook.HeaderTimestamp), d.hdr.Get(webhook.HeaderSignature),
+			d.body, time.Now(), 5*time.Minute))
+	case <-time.After(time.Minute):
+		t.Fatal("the kept webhook URL was not called after the restart")
+	}
+	_, err = os.Stat(kept)
+	require.ErrorIs(t, err, os.ErrNotExist, "consumed by the final verdict")
 }

@@ -97,6 +97,7 @@ type Server struct {
 	hookPolicy *source.Policy
 	hooksMu    sync.Mutex
 	hooks      map[string]string
+	hookDir    string // where hooks are kept across restarts
 
 	// done is closed when shutdown starts: event streams end so the HTTP server can stop.
 	done      chan struct{}
@@ -153,6 +154,9 @@ func (s *Server) prepare(ctx context.Context, st *core.Stack) error {
 	}
 	if s.obj, err = st.JS.ObjectStore(ctx, laev1.BucketEvidence); err != nil {
 		return fmt.Errorf("open evidence store: %w", err)
+	}
+	if err := s.loadHooks(st.StoreDir()); err != nil {
+		return err
 	}
 	if err := s.startWebhooks(ctx); err != nil {
 		return err
