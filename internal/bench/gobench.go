@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -96,9 +97,10 @@ func GoBench(ctx context.Context, repo string, logf func(string, ...any)) (*GoBe
 			if rep.Failed == nil {
 				rep.Failed = map[string]string{}
 			}
-			msg := fmt.Sprint(err, perr)
-			if i := bytes.LastIndex(out, []byte("FAIL")); i >= 0 {
-				msg += ": " + truncate(out[max(0, i-400):], 600)
+			msg := fmt.Sprint(errors.Join(err, perr))
+			// The failing test's message sits just before go test's last FAIL lines.
+			if i := bytes.Index(out, []byte("Error:")); i >= 0 {
+				msg += ": " + truncate(out[i:], 400)
 			}
 			rep.Failed[pkg] = msg
 		}

@@ -92,7 +92,7 @@ func WriteTable(w io.Writer, r *Report) error {
 			p("%s.%s\t%.0f\t%.0f\t%.0f", strings.TrimPrefix(b.Package, "./"), b.Name, b.NsPerOp, b.BytesPerOp, b.AllocsPerOp)
 		}
 		for pkg, e := range g.Failed {
-			p("%s\tFAILED: %s", pkg, oneLine(e, 80))
+			p("%s\tFAILED: %s", pkg, oneLine(e, 160))
 		}
 	}
 	if len(r.Errors) > 0 {
