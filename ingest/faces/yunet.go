@@ -123,7 +123,7 @@ func NewYuNet(o YuNetOptions) (*YuNet, error) {
 	}
 	y := &YuNet{o: o, net: net, in: in, resized: gocv.NewMat(), padded: gocv.NewMat()}
 	if err := y.probe(); err != nil {
-		y.Close()
+		_ = y.Close()
 		return nil, fmt.Errorf("yunet model %s: %w", o.Path, err)
 	}
 	return y, nil
