@@ -151,6 +151,8 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		httpError(w, submitStatus(err), err.Error())
 		return
 	}
+	// Time to verdict starts here, at acceptance, rather than at the first sampled frame.
+	s.stack.Metrics.Accepted(req.VideoID, time.Now())
 	s.log.Info("submission queued", zap.String("video_id", req.VideoID), zap.String("url", req.URL), zap.String("upload", name))
 	w.Header().Set("Location", "/api/scans/"+req.VideoID)
 	writeJSON(w, http.StatusAccepted, submitted{VideoID: req.VideoID, Reference: req.Reference, State: StatePending})
