@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 
 	"github.com/lae-screening/lae/detector/model"
 	"github.com/lae-screening/lae/internal/config"
+	"github.com/lae-screening/lae/internal/ops"
 )
 
 // version is the release, set at link time (-ldflags "-X main.version=1.2.3"); builds from a
@@ -16,33 +16,14 @@ var version = ""
 
 // buildInfo describes this binary: version, commit, Go version.
 func buildInfo() (ver, commit, goVersion string) {
-	ver, commit, goVersion = version, "unknown", runtime.Version()
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return
+	ver, commit = ops.Build()
+	if version != "" {
+		ver = version
 	}
-	if ver == "" {
-		ver = bi.Main.Version
+	if commit == "" {
+		commit = "unknown"
 	}
-	if ver == "" || ver == "(devel)" {
-		ver = "devel"
-	}
-	modified := false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			commit = s.Value
-			if len(commit) > 12 {
-				commit = commit[:12]
-			}
-		case "vcs.modified":
-			modified = s.Value == "true"
-		}
-	}
-	if modified {
-		commit += "-dirty"
-	}
-	return
+	return ver, commit, runtime.Version()
 }
 
 func versionCmd(_ context.Context, args []string) error {

@@ -5,20 +5,29 @@ import (
 	"strings"
 )
 
-// Version names this binary's build for lae_build_info: the release set at link time
-// (-ldflags "-X main.version=1.2.3"), else the module version, else "devel", followed by
-// "+" and the commit (12 hex digits, "-dirty" for a modified checkout) when the build
-// recorded one. It reads the same build information `lae --version` prints.
+// Version names this binary's build for lae_build_info: Build's release followed by "+" and
+// its commit when the build recorded one (what `lae --version` prints, on one line).
 func Version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
+	ver, commit := Build()
+	if commit == "" {
+		return ver
 	}
-	return versionFrom(bi)
+	return ver + "+" + commit
 }
 
-func versionFrom(bi *debug.BuildInfo) string {
-	ver, commit, modified := "", "", false
+// Build is this binary's release and commit: the release set at link time
+// (-ldflags "-X main.version=1.2.3"), else the module version, else "devel"; the commit's
+// first 12 hex digits, with "-dirty" for a modified checkout, or "" when none was recorded.
+func Build() (release, commit string) {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel", ""
+	}
+	return buildFrom(bi)
+}
+
+func buildFrom(bi *debug.BuildInfo) (ver, commit string) {
+	modified := false
 	for _, s := range bi.Settings {
 		switch s.Key {
 		case "-ldflags":
@@ -44,11 +53,8 @@ func versionFrom(bi *debug.BuildInfo) string {
 	if ver == "" || ver == "(devel)" {
 		ver = "devel"
 	}
-	if commit == "" {
-		return ver
-	}
-	if modified {
+	if commit != "" && modified {
 		commit += "-dirty"
 	}
-	return ver + "+" + commit
+	return ver, commit
 }

@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestVersionFrom(t *testing.T) {
+func TestBuildFrom(t *testing.T) {
 	tests := []struct {
 		name     string
 		main     string
@@ -27,7 +27,11 @@ func TestVersionFrom(t *testing.T) {
 			for k, v := range tt.settings {
 				bi.Settings = append(bi.Settings, debug.BuildSetting{Key: k, Value: v})
 			}
-			require.Equal(t, tt.want, versionFrom(bi))
+			ver, commit := buildFrom(bi)
+			if commit != "" {
+				ver += "+" + commit
+			}
+			require.Equal(t, tt.want, ver)
 		})
 	}
 	require.NotEmpty(t, Version())
