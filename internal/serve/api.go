@@ -144,6 +144,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	// Tracked before it is queued, so the scan never appears without its upload's name.
 	s.tracker.submitted(*req, name)
+	s.keepName(req.VideoID, name)
 	if err := submit.Enqueue(ctx, s.js, req); err != nil {
 		s.dropUpload(name, req.VideoID)
 		s.setHook(req.VideoID, "")
@@ -310,6 +311,7 @@ func storedName(name string) string {
 func (s *Server) dropUpload(name, videoID string) {
 	if name != "" && laev1.ValidateVideoID(videoID) == nil {
 		_ = os.RemoveAll(filepath.Join(s.upDir, videoID))
+		s.dropName(videoID)
 	}
 }
 
@@ -440,7 +442,7 @@ func (s *Server) handleVerdict(w http.ResponseWriter, r *http.Request) {
 	tracked, isTracked := s.tracker.get(id)
 	switch {
 	case found:
-		body := verdictBody{Verdict: v, State: StateDone, Stage: StageFinished, Name: tracked.Name}
+		body := verdictBody{Verdict: v, State: StateDone, Stage: StageFinished, Name: s.uploadName(id, tracked.Name)}
 		if !v.Final {
 			body.State, body.Stage = StatePending, tracked.Stage
 		}
@@ -549,8 +551,8 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 	if tracked.SampleFPS != nil {
 		st.SampleFPS = *tracked.SampleFPS
 	}
-	if tracked.Name != "" {
-		st.Input = tracked.Name + " (uploaded)"
+	if name := s.uploadName(id, tracked.Name); name != "" {
+		st.Input = name + " (uploaded)"
 	}
 	var buf bytes.Buffer
 	if err := report.Write(&buf, v, images, st); err != nil {

@@ -201,6 +201,7 @@ func (s *Server) allScans(ctx context.Context) ([]Scan, error) {
 		}
 		sc := byID[key]
 		sc.VideoID = key
+		sc.Name = s.uploadName(key, sc.Name)
 		applyVerdict(&sc, v)
 		if sc.Input == "" {
 			sc.Input = v.Input
@@ -275,6 +276,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.removeUpload(id)
+	s.dropName(id)
 	s.tracker.forget(id)
 	s.dedupe.forget(id)
 	s.setHook(id, "")

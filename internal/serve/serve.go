@@ -98,6 +98,7 @@ type Server struct {
 	hooksMu    sync.Mutex
 	hooks      map[string]string
 	hookDir    string // where hooks are kept across restarts
+	nameDir    string // where upload names are kept across restarts (names.go)
 
 	// done is closed when shutdown starts: event streams end so the HTTP server can stop.
 	done      chan struct{}
@@ -157,6 +158,10 @@ func (s *Server) prepare(ctx context.Context, st *core.Stack) error {
 	}
 	if err := s.loadHooks(st.StoreDir()); err != nil {
 		return err
+	}
+	s.nameDir = filepath.Join(st.StoreDir(), "names")
+	if err := os.MkdirAll(s.nameDir, 0o700); err != nil {
+		return fmt.Errorf("create upload names dir: %w", err)
 	}
 	if err := s.startWebhooks(ctx); err != nil {
 		return err
