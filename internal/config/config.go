@@ -234,6 +234,8 @@ func ForCommand(cmd string) Config {
 		c.NATS.ListenPort = 4222
 		c.Log.Format = "console"
 		c.Aggregator.RollingEvery = 2 * time.Second
+		// The page's player plays an upload beside its evidence for a day after the verdict.
+		c.Serve.KeepUploads = 24 * time.Hour
 	}
 	return c
 }

@@ -145,7 +145,7 @@ func ServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.HTTP.Addr, "http", c.HTTP.Addr, "HTTP address of the API, the live page and /metrics, /healthz, /readyz")
 	fs.BoolVar(&c.Serve.AllowLocalPaths, "allow-local-paths", c.Serve.AllowLocalPaths, "accept local file paths in HTTP submissions (uploads are always accepted)")
 	fs.Int64Var(&c.Serve.MaxUpload, "max-upload", c.Serve.MaxUpload, "largest accepted upload, in bytes")
-	fs.DurationVar(&c.Serve.KeepUploads, "keep-uploads", c.Serve.KeepUploads, "how long an uploaded file is kept after its scan's final verdict (0 = deleted at once)")
+	fs.DurationVar(&c.Serve.KeepUploads, "keep-uploads", c.Serve.KeepUploads, "how long an uploaded file is kept after its scan's final verdict, for the page's player and GET /api/scans/{id}/media (0 = deleted at once)")
 	fs.StringVar(&c.Serve.TokensFile, "tokens-file", c.Serve.TokensFile, "file of API bearer tokens, one per line, # comments (env LAE_SERVE_TOKENS adds comma-separated ones); none = open API, loopback only")
 	fs.BoolVar(&c.Serve.InsecureNoAuth, "insecure-no-auth", c.Serve.InsecureNoAuth, "serve the API without tokens on a non-loopback address")
 	fs.BoolVar(&c.Serve.MetricsAuth, "metrics-auth", c.Serve.MetricsAuth, "require a token for /metrics too (/healthz and /readyz stay open)")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -92,7 +93,7 @@ const layoutJS = `((sels) => {
 
 // keyBoxes are the page elements the layout check holds to: present, visible, apart.
 var keyBoxes = []string{"header h1", "#conn", "#submit-form", "#scans-card", "#scan-filter", "#scans li", "#d-verdict", "#d-input",
-	"#d-meta", "#d-headline", "#d-progress", "#timeline-svg", "#tracks-table", "#d-evidence figure", "#d-report"}
+	"#d-meta", "#d-headline", "#d-progress", "#timeline-svg", "#tracks-table", "#d-video", "#d-evidence figure", "#d-report"}
 
 // checkLayout sets the viewport to width, checks the key boxes and saves a full-page
 // screenshot as <dir>/lae-serve-page-<width>.png.
@@ -121,6 +122,25 @@ func checkLayout(ctx context.Context, t *testing.T, b *browser, dir string, widt
 	})()`, &markers))
 	require.True(t, markers.Inside, "evidence markers inside the timeline at %d px", width)
 	require.True(t, markers.Flashed, "a marker's click shows its evidence figure")
+	// The upload plays in the page: once the player has the video's metadata, an evidence's
+	// play button puts the player at that evidence's moment.
+	var player struct {
+		Hidden bool    `json:"hidden"`
+		Ready  bool    `json:"ready"`
+		T      float64 `json:"t"`
+		Cur    float64 `json:"cur"`
+	}
+	playerJS := `(() => { const v = document.getElementById('d-video'), b = document.querySelector('#d-evidence .seek');
+	  return { hidden: document.getElementById('d-player').hidden || !b || b.hidden, ready: v.readyState >= 1,
+	    t: b ? +b.dataset.t : -1, cur: v.currentTime }; })()`
+	require.Eventually(t, func() bool {
+		return b.eval(ctx, playerJS, &player) == nil && (player.Hidden || player.Ready)
+	}, 20*time.Second, 50*time.Millisecond, "the player loads the upload at %d px", width)
+	require.False(t, player.Hidden, "the upload's player and the evidence's play buttons are shown at %d px", width)
+	require.NoError(t, b.eval(ctx, `(() => { document.querySelector('#d-evidence .seek').click(); return true; })()`, nil))
+	require.Eventually(t, func() bool {
+		return b.eval(ctx, playerJS, &player) == nil && math.Abs(player.Cur-player.T) < 0.05
+	}, 10*time.Second, 50*time.Millisecond, "the play button seeks to the evidence at %d px: %+v", width, player)
 	shot := filepath.Join(dir, fmt.Sprintf("lae-serve-page-%d.png", width))
 	require.NoError(t, b.screenshot(ctx, shot, true))
 

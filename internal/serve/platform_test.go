@@ -266,6 +266,9 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 
 	const id = "openapi-probe"
 	putVerdict(t, s, finalVerdict(t, s, id, laev1.VerdictFake, time.Now()))
+	// An upload still kept, for the media route.
+	require.NoError(t, os.MkdirAll(filepath.Join(s.upDir, id), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(s.upDir, id, "clip.mp4"), []byte("not really a video"), 0o644))
 	// Deleting last: the other routes read the scan.
 	sort.Slice(documented, func(i, j int) bool {
 		di, dj := strings.HasPrefix(documented[i], "DELETE"), strings.HasPrefix(documented[j], "DELETE")

@@ -34,6 +34,7 @@ func (s *Server) apiRoutes() []route {
 		{Method: http.MethodGet, Path: "/api/scans/{id}/evidence/{n}", handler: s.handleEvidence},
 		{Method: http.MethodGet, Path: "/api/scans/{id}/report", handler: s.handleReport},
 		{Method: http.MethodGet, Path: "/api/scans/{id}/webhooks", handler: s.handleWebhookLog},
+		{Method: http.MethodGet, Path: "/api/scans/{id}/media", handler: s.handleMedia},
 		{Method: http.MethodGet, Path: "/api/events", handler: s.handleEvents},
 		{Method: http.MethodGet, Path: "/api/openapi.json", handler: handleOpenAPI, Open: true},
 	}

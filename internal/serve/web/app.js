@@ -234,6 +234,7 @@ function renderDetail() {
   $("d-headline").textContent = st ? st.headline : "";
   $("d-headline").hidden = !(st && st.headline);
   $("d-input").textContent = sc.name || (v && v.input) || sc.input || "";
+  renderPlayer(sc);
   const meta = [];
   if (v) {
     if (st.showScore) meta.push(`${st.scoreLabel} ${fmtScore(v.score)}`);
@@ -405,8 +406,44 @@ function renderEvidence(v) {
     cap.append(el("b", {}, `#${i + 1} score ${fmtScore(e.score)}`), ` at ${fmtTime(e.pts_seconds)} (frame ${e.frame_index}), track ${e.track_id}`,
       el("br"), `face box ${fmtRect(e.face_box)}`, el("br"), `hot region ${fmtRect(e.hot_region)}${e.part ? " (" + e.part + ")" : ""}`);
     fig.append(cap);
+    const seek = el("button", { type: "button", class: "seek", "data-t": e.pts_seconds }, `▶ watch at ${fmtTime(e.pts_seconds)}`);
+    seek.hidden = $("d-player").hidden;
+    seek.addEventListener("click", () => playAt(e.pts_seconds));
+    fig.append(seek);
     return fig;
   }));
+}
+
+// The player shows an upload (the server keeps it a while after the verdict, see
+// serve.keep_uploads) so that an evidence moment can be watched in motion; it hides when the
+// media is gone or the browser cannot play it, and the evidence's play buttons with it.
+let playerFor = "";
+
+function renderPlayer(sc) {
+  const id = sc.name ? sc.video_id : "";
+  if (id === playerFor) return;
+  playerFor = id;
+  const video = $("d-video");
+  $("d-player").hidden = !id;
+  if (!id) {
+    video.removeAttribute("src");
+    video.load();
+    return;
+  }
+  video.src = `/api/scans/${encodeURIComponent(id)}/media`;
+}
+
+function hidePlayer() {
+  $("d-player").hidden = true;
+  for (const b of document.querySelectorAll("#d-evidence .seek")) b.hidden = true;
+}
+
+// playAt shows the upload at media time t (seconds, as the evidence's pts_seconds).
+function playAt(t) {
+  const video = $("d-video");
+  if ($("d-player").hidden || !isFinite(t)) return;
+  video.currentTime = Math.max(0, t);
+  video.scrollIntoView({ block: "nearest" });
 }
 
 // zoom shows an evidence image at full size in a modal dialog (Escape, the button or a
@@ -538,6 +575,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("submit-form").addEventListener("submit", submitScan);
   $("scan-filter").addEventListener("input", renderList);
   $("zoom-close").addEventListener("click", () => $("zoom").close());
+  $("d-video").addEventListener("error", hidePlayer);
   // The timeline is drawn at its box's width: redraw it when that changes.
   let drawnWidth = 0;
   window.addEventListener("resize", () => {
