@@ -202,13 +202,14 @@ type Config struct {
 // one source of defaults (ForCommand adjusts the few that differ per command).
 func Default() Config {
 	return Config{
-		NATS:            NATS{URLs: []string{"nats://127.0.0.1:4222"}, ListenHost: "127.0.0.1"},
-		HTTP:            HTTP{Addr: ":9090"},
-		Log:             Log{Level: "info", Format: "json"},
-		Ingest:          Ingest{SampleFPS: 5, MinEyePx: 16, Concurrency: 2, OpenTimeout: 15 * time.Second},
-		Detector:        Detector{Provider: "cpu", BatchSize: 0, BatchTimeout: 20 * time.Millisecond, Workers: 1},
-		Aggregator:      Aggregator{EvidenceFrames: 3, RollingEvery: 10 * time.Second},
-		Serve:           Serve{MaxUpload: 2 << 30, WebhookAttempts: 5, WebhookTimeout: 10 * time.Second},
+		NATS:       NATS{URLs: []string{"nats://127.0.0.1:4222"}, ListenHost: "127.0.0.1"},
+		HTTP:       HTTP{Addr: ":9090"},
+		Log:        Log{Level: "info", Format: "json"},
+		Ingest:     Ingest{SampleFPS: 5, MinEyePx: 16, Concurrency: 2, OpenTimeout: 15 * time.Second},
+		Detector:   Detector{Provider: "cpu", BatchSize: 0, BatchTimeout: 20 * time.Millisecond, Workers: 1},
+		Aggregator: Aggregator{EvidenceFrames: 3, RollingEvery: 10 * time.Second},
+		// Uploads stay a day after the verdict: the page's player plays them beside the evidence.
+		Serve:           Serve{MaxUpload: 2 << 30, KeepUploads: 24 * time.Hour, WebhookAttempts: 5, WebhookTimeout: 10 * time.Second},
 		Sources:         Sources{Policy: PolicyOn, AllowedSchemes: slices.Clone(source.DefaultSchemes), AllowCIDRs: []string{}},
 		ShutdownTimeout: 30 * time.Second,
 	}
@@ -234,8 +235,6 @@ func ForCommand(cmd string) Config {
 		c.NATS.ListenPort = 4222
 		c.Log.Format = "console"
 		c.Aggregator.RollingEvery = 2 * time.Second
-		// The page's player plays an upload beside its evidence for a day after the verdict.
-		c.Serve.KeepUploads = 24 * time.Hour
 	}
 	return c
 }
