@@ -265,6 +265,15 @@ func TestBrowserSubmitShowsVerdictAndEvidence(t *testing.T) {
 	checkLabels(ctx, t, b, dir)
 	checkFilter(ctx, t, b, st.Video)
 
+	// Opened afresh on the scan (a shared link), the page learns that it is an upload from the
+	// list, after drawing its evidence: the player and the play buttons still appear.
+	require.NoError(t, b.navigate(ctx, baseURL(s)+"/?scan="+st.Video))
+	require.Eventually(t, func() bool {
+		var shown bool
+		return b.eval(ctx, `(() => { const s = [...document.querySelectorAll('#d-evidence .seek')];
+		  return !document.getElementById('d-player').hidden && s.length > 0 && s.every((x) => !x.hidden); })()`, &shown) == nil && shown
+	}, 20*time.Second, 50*time.Millisecond, "player and play buttons on a page opened at the scan")
+
 	// What the page shows is what the API says.
 	code, body, _ := get(t, baseURL(s)+"/api/scans/"+st.Video)
 	require.Equal(t, http.StatusOK, code)

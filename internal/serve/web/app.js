@@ -424,7 +424,7 @@ function renderPlayer(sc) {
   if (id === playerFor) return;
   playerFor = id;
   const video = $("d-video");
-  $("d-player").hidden = !id;
+  showPlayer(!!id);
   if (!id) {
     video.removeAttribute("src");
     video.load();
@@ -433,9 +433,11 @@ function renderPlayer(sc) {
   video.src = `/api/scans/${encodeURIComponent(id)}/media`;
 }
 
-function hidePlayer() {
-  $("d-player").hidden = true;
-  for (const b of document.querySelectorAll("#d-evidence .seek")) b.hidden = true;
+// showPlayer shows or hides the player and the evidence's play buttons together (the scan's
+// name, which says it is an upload, may arrive after its evidence is drawn).
+function showPlayer(on) {
+  $("d-player").hidden = !on;
+  for (const b of document.querySelectorAll("#d-evidence .seek")) b.hidden = !on;
 }
 
 // playAt shows the upload at media time t (seconds, as the evidence's pts_seconds).
@@ -575,7 +577,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("submit-form").addEventListener("submit", submitScan);
   $("scan-filter").addEventListener("input", renderList);
   $("zoom-close").addEventListener("click", () => $("zoom").close());
-  $("d-video").addEventListener("error", hidePlayer);
+  $("d-video").addEventListener("error", () => showPlayer(false));
   // The timeline is drawn at its box's width: redraw it when that changes.
   let drawnWidth = 0;
   window.addEventListener("resize", () => {
