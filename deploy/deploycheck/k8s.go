@@ -8,12 +8,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 
-	yamlv3 "gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -665,39 +663,11 @@ func (o *Objects) checkScaledObject(so ScaledObject) error {
 // NATSAccount is the account of lae's users in deploy/nats/nats-server.conf.
 const NATSAccount = "LAE"
 
-// applyEnv sets the LAE_<SECTION>_<FIELD> values of env on c as internal/config does
-// (comma-separated lists, Go durations); values from Secrets are not known here and keep
-// the file's.
+// applyEnv sets the LAE_<SECTION>_<FIELD> values of env on c the way lae does
+// (config.ApplyEnv); values from Secrets are not known here (empty) and keep the file's.
 func applyEnv(c *config.Config, env map[string]string) error {
-	var walk func(v reflect.Value, prefix string) error
-	walk = func(v reflect.Value, prefix string) error {
-		t := v.Type()
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name := prefix + "_" + strings.ToUpper(strings.Split(f.Tag.Get("yaml"), ",")[0])
-			fv := v.Field(i)
-			if f.Type.Kind() == reflect.Struct {
-				if err := walk(fv, name); err != nil {
-					return err
-				}
-				continue
-			}
-			s, ok := env[name]
-			if !ok || s == "" {
-				continue
-			}
-			if _, isList := fv.Interface().([]string); isList {
-				fv.Set(reflect.ValueOf(config.SplitList(s)))
-				continue
-			}
-			if err := yamlv3.Unmarshal([]byte(strconv.Quote(s)), fv.Addr().Interface()); err != nil {
-				// Numbers and booleans do not decode from a quoted scalar.
-				if err := yamlv3.Unmarshal([]byte(s), fv.Addr().Interface()); err != nil {
-					return fmt.Errorf("env %s=%q: %w", name, s, err)
-				}
-			}
-		}
-		return nil
-	}
-	return walk(reflect.ValueOf(c).Elem(), "LAE")
+	return config.ApplyEnv(c, func(name string) (string, bool) {
+		s, ok := env[name]
+		return s, ok && s != ""
+	})
 }

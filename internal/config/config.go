@@ -255,7 +255,7 @@ func LoadOver(c Config, path string) (Config, error) {
 			return c, fmt.Errorf("parse config %s: %w", path, err)
 		}
 	}
-	if err := applyEnv(reflect.ValueOf(&c).Elem(), "LAE", os.LookupEnv); err != nil {
+	if err := ApplyEnv(&c, os.LookupEnv); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -278,6 +278,12 @@ func EnvNames() []string {
 	}
 	walk(reflect.TypeOf(Config{}), "LAE")
 	return names
+}
+
+// ApplyEnv sets on c the LAE_<SECTION>_<FIELD> variables that lookup finds, as every lae
+// command does with its environment (deploy checks use it on a manifest's env).
+func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
+	return applyEnv(reflect.ValueOf(c).Elem(), "LAE", lookup)
 }
 
 func applyEnv(v reflect.Value, prefix string, lookup func(string) (string, bool)) error {
