@@ -207,7 +207,10 @@ func TestRunCancelled(t *testing.T) {
 	})
 	require.ErrorIs(t, err, context.Canceled)
 	require.NotEmpty(t, eos.Failure)
-	require.Less(t, eos.FramesSampled, uint64(10))
+	// The clip has ~50 samples at 5 fps. The reader runs ahead of the in-order publisher by
+	// what the channels and workers hold (a few frames, more when the machine is loaded, as
+	// under the race detector), so the bound is "stopped early", not an exact count.
+	require.Less(t, eos.FramesSampled, uint64(25))
 	checkVideo(t, srv.JS, id, eos)
 }
 
