@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lae-screening/lae/detector/model"
 	"github.com/lae-screening/lae/internal/bench"
 )
 
@@ -47,7 +48,7 @@ func run() error {
 	flag.StringVar(&o.Baseline, "baseline", "testdata/bench/verdicts-baseline.json", "verdict scores to hold the shared clips to")
 	flag.StringVar(&o.Repo, "repo", ".", "the repository root (where the Go benchmarks run)")
 	flag.StringVar(&o.Model, "model", "", "detector model for the detector section (default: the shipped one)")
-	flag.IntVar(&o.BatchSize, "batch", 16, "detector batch size")
+	flag.IntVar(&o.BatchSize, "batch", model.BatchSize(model.ProviderCPU), "detector batch size (default: what a CPU detector uses)")
 	flag.IntVar(&o.ClipSeconds, "clip-seconds", 60, "length of the generated 720p30 clip")
 	flag.Float64Var(&o.LiveSeconds, "live-seconds", 30, "seconds of the clip streamed in the live section")
 	flag.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")

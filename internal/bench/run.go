@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/lae-screening/lae/detector/model"
 )
 
 // Options configures Run.
@@ -27,7 +29,8 @@ type Options struct {
 	// streamed in the live section (30).
 	ClipSeconds int
 	LiveSeconds float64
-	// Model is the detector model ("" = shipped); BatchSize the detector section's batch (16).
+	// Model is the detector model ("" = shipped); BatchSize the detector section's batch (the
+	// CPU detector's default, model.BatchSize).
 	Model     string
 	BatchSize int
 	// Logf gets progress lines (never nil after defaults).
@@ -48,7 +51,7 @@ func (o Options) withDefaults() Options {
 		o.LiveSeconds = 30
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 16
+		o.BatchSize = model.BatchSize(model.ProviderCPU)
 	}
 	if o.Repo == "" {
 		o.Repo = "."
