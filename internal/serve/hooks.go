@@ -108,27 +108,14 @@ func (s *Server) setHook(videoID, u string) {
 		return
 	}
 	s.hooks[videoID] = u
-	if s.hookDir == "" || laev1.ValidateVideoID(videoID) != nil {
-		return
-	}
-	// Written aside and renamed: a crash never leaves half a URL to call.
-	tmp := filepath.Join(s.hookDir, "."+videoID+".tmp")
-	if err := os.WriteFile(tmp, []byte(u), 0o600); err != nil {
-		s.log.Warn("keep webhook URL (it is lost if the server restarts before the verdict)", zap.String("video_id", videoID), zap.Error(err))
-		return
-	}
-	if err := os.Rename(tmp, filepath.Join(s.hookDir, videoID)); err != nil {
-		_ = os.Remove(tmp)
+	if err := keepFile(s.hookDir, videoID, []byte(u)); err != nil {
 		s.log.Warn("keep webhook URL (it is lost if the server restarts before the verdict)", zap.String("video_id", videoID), zap.Error(err))
 	}
 }
 
 // dropHookFile removes a kept webhook URL; s.hooksMu must be held.
 func (s *Server) dropHookFile(videoID string) {
-	if s.hookDir == "" || laev1.ValidateVideoID(videoID) != nil {
-		return
-	}
-	if err := os.Remove(filepath.Join(s.hookDir, videoID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := dropKept(s.hookDir, videoID); err != nil {
 		s.log.Warn("remove kept webhook URL", zap.String("video_id", videoID), zap.Error(err))
 	}
 }

@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 
@@ -20,17 +19,10 @@ const maxNameFile = 1024
 
 // keepName records an upload's original name; a failure costs only the name after a restart.
 func (s *Server) keepName(videoID, name string) {
-	if s.nameDir == "" || name == "" || laev1.ValidateVideoID(videoID) != nil {
+	if name == "" {
 		return
 	}
-	// Written aside and renamed: a crash never leaves half a name.
-	tmp := filepath.Join(s.nameDir, "."+videoID+".tmp")
-	err := os.WriteFile(tmp, []byte(name), 0o600)
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(s.nameDir, videoID))
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := keepFile(s.nameDir, videoID, []byte(name)); err != nil {
 		s.log.Warn("keep upload name (shown as its path after a restart)", zap.String("video_id", videoID), zap.Error(err))
 	}
 }
@@ -52,10 +44,7 @@ func (s *Server) uploadName(videoID, tracked string) string {
 
 // dropName forgets a kept upload name.
 func (s *Server) dropName(videoID string) {
-	if s.nameDir == "" || laev1.ValidateVideoID(videoID) != nil {
-		return
-	}
-	if err := os.Remove(filepath.Join(s.nameDir, videoID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := dropKept(s.nameDir, videoID); err != nil {
 		s.log.Warn("remove kept upload name", zap.String("video_id", videoID), zap.Error(err))
 	}
 }
