@@ -29,6 +29,23 @@ var dockerfiles = []DockerfileSpec{
 	{Path: "deploy/docker/Dockerfile.gpu", RuntimeAlso: []string{"libcudnn9-cuda-12"}},
 }
 
+// mutation is one edit of a shipped file that its check must refuse: the first from becomes
+// to, and the error names want.
+type mutation struct{ name, from, to, want string }
+
+// requireMutationsFail applies each mutation to orig (from must be in it) and requires check
+// to fail on the result with an error containing want.
+func requireMutationsFail(t *testing.T, orig []byte, cases []mutation, check func(text []byte) error) {
+	t.Helper()
+	for _, m := range cases {
+		t.Run(m.name, func(t *testing.T) {
+			require.Contains(t, string(orig), m.from)
+			err := check([]byte(strings.Replace(string(orig), m.from, m.to, 1)))
+			require.ErrorContains(t, err, m.want)
+		})
+	}
+}
+
 func TestDockerfilesMatchSetup(t *testing.T) {
 	root := repoRoot(t)
 	setup, err := ParseSetup(root)
@@ -48,7 +65,7 @@ func TestDockerfileMutationsFail(t *testing.T) {
 	require.NoError(t, err)
 	orig, err := os.ReadFile(filepath.Join(root, "deploy/docker/Dockerfile"))
 	require.NoError(t, err)
-	cases := []struct{ name, from, to, want string }{
+	requireMutationsFail(t, orig, []mutation{
 		{"sha256", "ARG ORT_SHA256=92ba", "ARG ORT_SHA256=93ba", "ORT_SHA256"},
 		{"ort version", "ARG ORT_VERSION=1.24.3", "ARG ORT_VERSION=1.24.4", "ORT_VERSION"},
 		{"package not in setup", "build-essential pkg-config", "build-essential pkg-config cmake", "cmake"},
@@ -57,15 +74,9 @@ func TestDockerfileMutationsFail(t *testing.T) {
 		{"root user", "USER 10001:10001", "USER root", "non-root"},
 		{"healthcheck port", "/dev/tcp/127.0.0.1/9090", "/dev/tcp/127.0.0.1/8080", "HEALTHCHECK"},
 		{"unknown env", "LAE_ORT_LIB=", "LAE_ORT_LIBRARY=", "LAE_ORT_LIBRARY"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			require.Contains(t, string(orig), c.from)
-			text := strings.Replace(string(orig), c.from, c.to, 1)
-			err := CheckDockerfile(root, DockerfileSpec{Path: "deploy/docker/Dockerfile", ORT: true, Text: text}, setup)
-			require.ErrorContains(t, err, c.want)
-		})
-	}
+	}, func(text []byte) error {
+		return CheckDockerfile(root, DockerfileSpec{Path: "deploy/docker/Dockerfile", ORT: true, Text: string(text)}, setup)
+	})
 }
 
 // TestRuntimeLibraries checks that the runtime stages install the package of every shared
@@ -99,7 +110,7 @@ func TestCompose(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, CheckCompose(root, c))
 
-	cases := []struct{ name, from, to, want string }{
+	requireMutationsFail(t, orig, []mutation{
 		{"unknown field", "    restart: unless-stopped\n    environment:\n      SERVER_NAME", "    restrat: unless-stopped\n    environment:\n      SERVER_NAME", "restrat"},
 		{"unknown top-level key", "\nvolumes:\n", "\nvolume:\n", "volume"},
 		{"env lae does not read", "LAE_NATS_USER: ingest", "LAE_NATS_USERNAME: ingest", "LAE_NATS_USERNAME"},
@@ -111,18 +122,13 @@ func TestCompose(t *testing.T) {
 		{"nats image not go.mod's", "nats:2.15.2-alpine", "nats:2.10.0-alpine", "go.mod's nats-server"},
 		{"tokens file not a secret", "/run/secrets/api_tokens", "/run/secrets/tokens", "tokens file"},
 		{"unknown dependency", "depends_on:\n      nats:", "depends_on:\n      natz:", "unknown service natz"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			require.Contains(t, string(orig), tc.from)
-			mut := strings.Replace(string(orig), tc.from, tc.to, 1)
-			c, err := ParseCompose([]byte(mut))
-			if err == nil {
-				err = CheckCompose(root, c)
-			}
-			require.ErrorContains(t, err, tc.want)
-		})
-	}
+	}, func(text []byte) error {
+		c, err := ParseCompose(text)
+		if err != nil {
+			return err
+		}
+		return CheckCompose(root, c)
+	})
 }
 
 func TestOverlays(t *testing.T) {
@@ -252,20 +258,13 @@ func TestNATSValuesMutationsFail(t *testing.T) {
 	require.NoError(t, err)
 	keys := []string{"admin", "client", "ingest", "detector", "aggregator", "rescore", "sys"}
 	require.NoError(t, CheckNATSValuesData(root, orig, keys))
-	cases := []struct{ name, from, to, want string }{
+	requireMutationsFail(t, orig, []mutation{
 		{"two replicas", "replicas: 3", "replicas: 2", "3-replica"},
 		{"unknown field", "maxSize: 200Gi", "maxSzie: 200Gi", "maxSzie"},
 		{"a permission dropped", "\n              - $JS.ACK.LAE_FACES.>\n", "\n", "differs from deploy/nats/nats-server.conf"},
 		{"password from a wrong key", "key: rescore}", "key: rescorer}", "LAE_RESCORE_PASSWORD"},
 		{"no monitoring", "monitor:\n    enabled: true", "monitor:\n    enabled: false", "8222"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			require.Contains(t, string(orig), tc.from)
-			err := CheckNATSValuesData(root, []byte(strings.Replace(string(orig), tc.from, tc.to, 1)), keys)
-			require.ErrorContains(t, err, tc.want)
-		})
-	}
+	}, func(text []byte) error { return CheckNATSValuesData(root, text, keys) })
 }
 
 func TestKnownEnv(t *testing.T) {
