@@ -127,26 +127,19 @@ func Build(fsys filesys.FileSystem, dir string) (*Objects, error) {
 		var target any
 		switch gvk.ApiVersion() + "/" + gvk.Kind {
 		case "apps/v1/Deployment":
-			out.Deployments = append(out.Deployments, appsv1.Deployment{})
-			target = &out.Deployments[len(out.Deployments)-1]
+			target = addNew(&out.Deployments)
 		case "batch/v1/Job":
-			out.Jobs = append(out.Jobs, batchv1.Job{})
-			target = &out.Jobs[len(out.Jobs)-1]
+			target = addNew(&out.Jobs)
 		case "v1/Service":
-			out.Services = append(out.Services, corev1.Service{})
-			target = &out.Services[len(out.Services)-1]
+			target = addNew(&out.Services)
 		case "v1/ConfigMap":
-			out.ConfigMaps = append(out.ConfigMaps, corev1.ConfigMap{})
-			target = &out.ConfigMaps[len(out.ConfigMaps)-1]
+			target = addNew(&out.ConfigMaps)
 		case "v1/Secret":
-			out.Secrets = append(out.Secrets, corev1.Secret{})
-			target = &out.Secrets[len(out.Secrets)-1]
+			target = addNew(&out.Secrets)
 		case "keda.sh/v1alpha1/ScaledObject":
-			out.ScaledObjects = append(out.ScaledObjects, ScaledObject{})
-			target = &out.ScaledObjects[len(out.ScaledObjects)-1]
+			target = addNew(&out.ScaledObjects)
 		case "monitoring.coreos.com/v1/ServiceMonitor":
-			out.Monitors = append(out.Monitors, ServiceMonitor{})
-			target = &out.Monitors[len(out.Monitors)-1]
+			target = addNew(&out.Monitors)
 		default:
 			return nil, fmt.Errorf("%s: kind %s/%s has no check here: add its type to deploycheck", id, gvk.ApiVersion(), gvk.Kind)
 		}
@@ -155,6 +148,13 @@ func Build(fsys filesys.FileSystem, dir string) (*Objects, error) {
 		}
 	}
 	return out, nil
+}
+
+// addNew appends a zero object to *s and returns it for decoding into (valid until the next
+// append to *s).
+func addNew[T any](s *[]T) *T {
+	*s = append(*s, *new(T))
+	return &(*s)[len(*s)-1]
 }
 
 // BuildOverlay builds deploy/k8s/overlays/<name> of the repository at root from disk.
