@@ -57,14 +57,36 @@ func startProc(t *testing.T, dir, name, bin string, env []string, args ...string
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan error, 1)}
 	go func() { p.done <- cmd.Wait(); f.Close() }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		exit := <-p.done // "signal: killed" unless it had stopped already
+		n := 4000
+		var exit error
+		if t.Failed() && dumpOnFailure(cmd, p.done, &exit) {
+			n = 40000 // the goroutine dump: where a stuck process waits
+		} else {
+			_ = cmd.Process.Kill()
+			exit = <-p.done // "signal: killed" unless it had stopped already
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
-			t.Logf("--- %s log (exit: %v) ---\n%s", name, exit, tail(string(b), 4000))
+			t.Logf("--- %s log (exit: %v) ---\n%s", name, exit, tail(string(b), n))
 		}
 	})
 	return p
+}
+
+// dumpOnFailure asks a process still running to print its goroutines (SIGQUIT: Go programs,
+// lae and nats-server, dump them and exit) and waits a few seconds for it; it reports whether
+// the process exited that way, with its exit in *exit. A failed test's logs then say where a
+// process that stopped making progress was waiting.
+func dumpOnFailure(cmd *exec.Cmd, done chan error, exit *error) bool {
+	if cmd.Process.Signal(syscall.SIGQUIT) != nil {
+		return false
+	}
+	select {
+	case *exit = <-done:
+		return true
+	case <-time.After(5 * time.Second):
+		return false
+	}
 }
 
 func tail(s string, n int) string {
