@@ -116,6 +116,9 @@ type Options struct {
 	StageTime func(stage string, d time.Duration)
 	// Logger gets per-video events (default: none).
 	Logger *zap.Logger
+	// SourceName is what the end-of-stream and the log call the video (default: the URL Run
+	// opens). Ingest opens an upload from a local copy, whose path is named nowhere.
+	SourceName string
 	// Source tunes the decoder (timeouts, threads).
 	Source source.Options
 	// Reconnect says how a live source that fails mid-stream (dropped, stalled past
@@ -145,8 +148,12 @@ func Run(ctx context.Context, js jetstream.JetStream, videoID, url string, o Opt
 	if o.Workers <= 0 {
 		o.Workers = min(DefaultWorkers, runtime.NumCPU())
 	}
-	log := o.Logger.With(zap.String("video_id", videoID), zap.String("url", url))
-	eos := &laev1.EndOfStream{VideoId: videoID, SourceUrl: url}
+	name := url
+	if o.SourceName != "" {
+		name = o.SourceName
+	}
+	log := o.Logger.With(zap.String("video_id", videoID), zap.String("url", name))
+	eos := &laev1.EndOfStream{VideoId: videoID, SourceUrl: name}
 	r := &run{js: js, videoID: videoID, o: o, log: log, eos: eos, republishBudget: republishBudget}
 	var err error
 	if verr := laev1.ValidateVideoID(videoID); verr != nil {
