@@ -46,7 +46,8 @@ type Hooks struct {
 	// Error is called once per counted error, by kind: "malformed_submission" (a work item
 	// that is not a valid submission, terminated), "eos_not_published" (the video's
 	// end-of-stream or crops could not be stored, so it is handed back to run again),
-	// "fetch" (a failed fetch of the work queue, retried with backoff) and "gave_up" (a
+	// "fetch" (a failed fetch of the work queue, retried with backoff), "upload_fetch" (an
+	// upload that could not be read from the uploads bucket, handed back) and "gave_up" (a
 	// submission whose earlier deliveries all ended without a result, failed on its last one:
 	// see Poison submissions in the package doc).
 	Error func(kind string)
@@ -263,8 +264,22 @@ func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, maxD
 	}
 	po.Logger = o.Logger // the pipeline adds the video's keys itself
 	po.Progress = progress(req.VideoID, o.Pipeline.Progress, o.Hooks.Progress)
+	po.SourceName = req.URL
 	start := time.Now()
-	eos, err := pipeline.Run(ctx, js, req.VideoID, req.URL, po)
+	path, release, err := localCopy(ctx, js, req.URL)
+	if errors.Is(err, errUploadGone) {
+		fail(ctx, js, msg, req, err.Error(), err, log, o)
+		return
+	}
+	if err != nil {
+		// NATS trouble: another delivery may find the bucket reachable.
+		log.Warn("fetch upload; handed back", zap.Error(err))
+		o.hookError("upload_fetch")
+		_ = msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	defer release()
+	eos, err := pipeline.Run(ctx, js, req.VideoID, path, po)
 	stopHB()
 	if err != nil {
 		log.Warn("ingest failed", zap.Error(err))
@@ -288,17 +303,22 @@ func handle(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, maxD
 	}
 }
 
-// giveUp fails a submission on its last delivery: it publishes a failure end-of-stream for the
-// video (the aggregator's final "error" verdict) and acknowledges the work item. The item will
-// never be delivered again, so the end-of-stream is retried until it is stored or the worker
-// stops.
+// giveUp fails a submission on its last delivery (see Poison submissions in the package doc).
 func giveUp(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, req laev1.SubmitRequest, delivered uint64, log *zap.Logger, o Options) {
-	eos := &laev1.EndOfStream{VideoId: req.VideoID, SourceUrl: req.URL, Failure: fmt.Sprintf(
-		"%s: delivered %d times and the %d earlier attempts ended without a result "+
-			"(the ingest process stopped, crashed or lost NATS while ingesting this video)",
-		ErrGaveUp, delivered, delivered-1)}
-	log.Error("giving up on a submission", zap.Uint64("deliveries", delivered), zap.String("failure", eos.Failure))
+	failure := fmt.Sprintf("%s: delivered %d times and the %d earlier attempts ended without a result "+
+		"(the ingest process stopped, crashed or lost NATS while ingesting this video)",
+		ErrGaveUp, delivered, delivered-1)
+	log.Error("giving up on a submission", zap.Uint64("deliveries", delivered), zap.String("failure", failure))
 	o.hookError("gave_up")
+	fail(ctx, js, msg, req, failure, ErrGaveUp, log, o)
+}
+
+// fail ends a submission that will not be run with a failure end-of-stream (the aggregator's
+// final "error" verdict, with the reason) and acknowledges its work item. The item will never
+// be delivered again, so the end-of-stream is retried until it is stored or the worker stops;
+// Hooks.Done gets it with cause.
+func fail(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, req laev1.SubmitRequest, failure string, cause error, log *zap.Logger, o Options) {
+	eos := &laev1.EndOfStream{VideoId: req.VideoID, SourceUrl: req.URL, Failure: failure}
 	data, err := proto.Marshal(eos)
 	if err != nil {
 		// A message of strings always marshals; nothing to retry if it does not.
@@ -328,7 +348,7 @@ func giveUp(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, req 
 		backoff = min(2*backoff, maxBackoff)
 	}
 	if o.Hooks.Done != nil {
-		o.Hooks.Done(req.VideoID, eos, ErrGaveUp)
+		o.Hooks.Done(req.VideoID, eos, cause)
 	}
 	if err := msg.DoubleAck(context.WithoutCancel(ctx)); err != nil {
 		log.Warn("ack submission", zap.Error(err))

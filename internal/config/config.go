@@ -50,6 +50,10 @@ type HTTP struct {
 
 // Serve configures what `lae serve` adds over the stack: its HTTP API's limits.
 type Serve struct {
+	// APIOnly runs the API, the page and webhooks on the NATS of nats.urls, without any stage:
+	// the deployment's ingest, detect and aggregate roles do the work. Off, lae serve runs
+	// every stage itself on an embedded server.
+	APIOnly bool `yaml:"api_only"`
 	// AllowLocalPaths lets JSON submissions name files on the server's machine (off: an HTTP
 	// caller must not make the server read its files; uploads are always accepted).
 	AllowLocalPaths bool `yaml:"allow_local_paths"`
@@ -175,7 +179,11 @@ type Retention struct {
 	FacesMaxBytes  int64         `yaml:"faces_max_bytes"`
 	FramesMaxAge   time.Duration `yaml:"frames_max_age"`
 	FramesMaxBytes int64         `yaml:"frames_max_bytes"`
-	Replicas       int           `yaml:"replicas"`
+	// UploadsMaxAge and UploadsMaxBytes bound the object store of uploads (lae serve deletes
+	// each serve.keep_uploads after its verdict; these catch what it never got to).
+	UploadsMaxAge   time.Duration `yaml:"uploads_max_age"`
+	UploadsMaxBytes int64         `yaml:"uploads_max_bytes"`
+	Replicas        int           `yaml:"replicas"`
 	// Memory keeps the streams in memory instead of on disk (tests, throw-away scans).
 	Memory bool `yaml:"memory"`
 }

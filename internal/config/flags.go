@@ -143,6 +143,8 @@ func DetectorFlags(fs *flag.FlagSet, c *Config) {
 // ServeFlags binds what `lae serve` adds: the HTTP API and its limits.
 func ServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.HTTP.Addr, "http", c.HTTP.Addr, "HTTP address of the API, the live page and /metrics, /healthz, /readyz")
+	fs.BoolVar(&c.Serve.APIOnly, "api-only", c.Serve.APIOnly, "run only the API, the page and webhooks, on the NATS of --nats (a deployment's ingest, detect and aggregate roles do the work) instead of every stage on an embedded server")
+	fs.Var((*listValue)(&c.NATS.URLs), "nats", "NATS server URLs, comma-separated (with --api-only)")
 	fs.BoolVar(&c.Serve.AllowLocalPaths, "allow-local-paths", c.Serve.AllowLocalPaths, "accept local file paths in HTTP submissions (uploads are always accepted)")
 	fs.Int64Var(&c.Serve.MaxUpload, "max-upload", c.Serve.MaxUpload, "largest accepted upload, in bytes")
 	fs.DurationVar(&c.Serve.KeepUploads, "keep-uploads", c.Serve.KeepUploads, "how long an uploaded file is kept after its scan's final verdict, for the page's player and GET /api/scans/{id}/media (0 = deleted at once)")

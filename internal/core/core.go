@@ -52,6 +52,9 @@ type Options struct {
 	// endpoint start: `lae serve` opens its buckets, starts following scans and adds its
 	// routes to Stack.Ops.Mux there, so that it misses no event and serves no 404.
 	Prepare func(ctx context.Context, s *Stack) error
+	// Store asks for StoreDir without an embedded server (`lae serve --api-only` keeps webhook
+	// URLs and upload names there): Config.Store, or a temporary directory removed on Close.
+	Store bool
 }
 
 // Stack is a running set of stages. Its fields are valid until Close.
@@ -153,6 +156,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			s.Card.Name, s.Card.Version = md.Name, md.Version
 		}
 	}
+	if o.Roles.Embedded || o.Store {
+		if err := s.openStore(o.Name); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.connect(ctx, o.Name); err != nil {
 		return nil, err
 	}
@@ -199,6 +207,7 @@ func (s *Stack) protectMetrics() error {
 // Retention is the contract's retention for the configured one.
 func Retention(r config.Retention) laev1.Retention {
 	return laev1.Retention{FacesMaxAge: r.FacesMaxAge, FacesMaxBytes: r.FacesMaxBytes, FramesMaxAge: r.FramesMaxAge,
+		UploadsMaxAge: r.UploadsMaxAge, UploadsMaxBytes: r.UploadsMaxBytes,
 		FramesMaxBytes: r.FramesMaxBytes, Replicas: r.Replicas, Memory: r.Memory}
 }
 
@@ -254,14 +263,6 @@ func (s *Stack) connect(ctx context.Context, name string) error {
 		defer cancel()
 		return ensureProvisioned(pctx, s.JS, retention)
 	}
-	s.storeDir = c.Store
-	if s.storeDir == "" {
-		dir, err := os.MkdirTemp("", "lae-"+name+"-")
-		if err != nil {
-			return fmt.Errorf("temporary store: %w", err)
-		}
-		s.storeDir, s.tempDir = dir, dir
-	}
 	no := natsembed.Options{StoreDir: filepath.Join(s.storeDir, "nats"), Retention: retention}
 	if c.NATS.ListenPort != 0 {
 		no.Host, no.Port = c.NATS.ListenHost, c.NATS.ListenPort
@@ -281,6 +282,19 @@ func (s *Stack) connect(ctx context.Context, name string) error {
 	if no.Token != "" {
 		return s.writeClientConfig(no.Token)
 	}
+	return nil
+}
+
+// openStore picks the store directory: Config.Store, or a temporary one removed on Close.
+func (s *Stack) openStore(name string) error {
+	if s.storeDir = s.cfg.Store; s.storeDir != "" {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "lae-"+name+"-")
+	if err != nil {
+		return fmt.Errorf("temporary store: %w", err)
+	}
+	s.storeDir, s.tempDir = dir, dir
 	return nil
 }
 
@@ -358,13 +372,25 @@ func (s *Stack) startStages() error {
 			<-ingestCtx.Done()
 			return stopSubmit()
 		})
+		pub := newProgressPublisher(s.NC, s.log.Named("ingest"))
+		hooks := ingestHooks(mt, s.roles.Aggregate, func(videoID string, p pipeline.Progress) {
+			pub.progress(videoID, p)
+			s.reportProgress(videoID, p)
+		})
+		done := hooks.Done
+		hooks.Done = func(videoID string, eos *laev1.EndOfStream, err error) {
+			pub.done(videoID)
+			if done != nil {
+				done(videoID, eos, err)
+			}
+		}
 		s.goStage(&s.ingestWG, "ingest", func() error {
 			in := c.Ingest
 			return ingestworker.Run(ingestCtx, js, ingestworker.Options{
 				Concurrency: in.Concurrency, DefaultSampleFPS: in.SampleFPS, ShutdownTimeout: c.ShutdownTimeout, Abort: s.abort,
 				Pipeline: pipeline.Options{MaxDuration: in.MaxDuration, FaceModel: in.FaceModel, MinEyePx: in.MinEyePx,
 					Source: source.Options{OpenTimeout: in.OpenTimeout, ReadTimeout: in.OpenTimeout, Policy: s.sources}, StageTime: stageTime(mt)},
-				Logger: s.log.Named("ingest"), Hooks: ingestHooks(mt, s.roles.Aggregate, s.reportProgress), AbandonPullOnStop: s.roles.Embedded,
+				Logger: s.log.Named("ingest"), Hooks: hooks, AbandonPullOnStop: s.roles.Embedded,
 			})
 		})
 	}

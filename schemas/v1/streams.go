@@ -34,6 +34,10 @@ const (
 	BucketVerdicts = "verdicts"
 	// BucketEvidence is the object store of evidence images (name = EvidenceObjectName).
 	BucketEvidence = "evidence"
+	// BucketUploads is the object store of files uploaded through the HTTP API (name = the
+	// video id, submitted as UploadURL): ingest reads them from here, so that the API and the
+	// ingest workers need not share a disk.
+	BucketUploads = "uploads"
 )
 
 // Retention holds the size and age limits of the streams. Zero values take the defaults.
@@ -43,26 +47,32 @@ type Retention struct {
 	FramesMaxAge   time.Duration
 	FramesMaxBytes int64
 	ScoresMaxAge   time.Duration
-	Replicas       int
+	// UploadsMaxAge and UploadsMaxBytes bound the uploads bucket. The API deletes an upload
+	// a while after its verdict; these only catch what it never got to (an API that was down).
+	UploadsMaxAge   time.Duration
+	UploadsMaxBytes int64
+	Replicas        int
 	// Memory keeps streams in memory (tests, short-lived scans).
 	Memory bool
 }
 
 // DefaultRetention is what a deployment gets when it sets nothing.
 var DefaultRetention = Retention{
-	FacesMaxAge:    7 * 24 * time.Hour,
-	FacesMaxBytes:  20 << 30,
-	FramesMaxAge:   7 * 24 * time.Hour,
-	FramesMaxBytes: 5 << 30,
-	ScoresMaxAge:   30 * 24 * time.Hour,
-	Replicas:       1,
+	FacesMaxAge:     7 * 24 * time.Hour,
+	FacesMaxBytes:   20 << 30,
+	FramesMaxAge:    7 * 24 * time.Hour,
+	FramesMaxBytes:  5 << 30,
+	ScoresMaxAge:    30 * 24 * time.Hour,
+	UploadsMaxAge:   7 * 24 * time.Hour,
+	UploadsMaxBytes: 20 << 30,
+	Replicas:        1,
 }
 
 func (r Retention) withDefaults() Retention {
 	d := DefaultRetention
 	if r.Memory {
 		// Memory streams must fit the server's memory budget (75 % of RAM by default).
-		d.FacesMaxBytes, d.FramesMaxBytes = 2<<30, 512<<20
+		d.FacesMaxBytes, d.FramesMaxBytes, d.UploadsMaxBytes = 2<<30, 512<<20, 2<<30
 	}
 	if r.FacesMaxAge == 0 {
 		r.FacesMaxAge = d.FacesMaxAge
@@ -78,6 +88,12 @@ func (r Retention) withDefaults() Retention {
 	}
 	if r.ScoresMaxAge == 0 {
 		r.ScoresMaxAge = d.ScoresMaxAge
+	}
+	if r.UploadsMaxAge == 0 {
+		r.UploadsMaxAge = d.UploadsMaxAge
+	}
+	if r.UploadsMaxBytes == 0 {
+		r.UploadsMaxBytes = d.UploadsMaxBytes
 	}
 	if r.Replicas == 0 {
 		r.Replicas = d.Replicas
@@ -189,5 +205,18 @@ func EvidenceStoreConfig(r Retention) jetstream.ObjectStoreConfig {
 	return jetstream.ObjectStoreConfig{
 		Bucket: BucketEvidence, Storage: storage, Replicas: r.Replicas, TTL: r.FramesMaxAge,
 		Description: "evidence images (JPEG) referenced by verdicts",
+	}
+}
+
+// UploadsStoreConfig is the object store of uploaded videos.
+func UploadsStoreConfig(r Retention) jetstream.ObjectStoreConfig {
+	r = r.withDefaults()
+	storage := jetstream.FileStorage
+	if r.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.ObjectStoreConfig{
+		Bucket: BucketUploads, Storage: storage, Replicas: r.Replicas, TTL: r.UploadsMaxAge, MaxBytes: r.UploadsMaxBytes,
+		Description: "videos uploaded through the HTTP API, until ingest has read them and the API lets them go",
 	}
 }

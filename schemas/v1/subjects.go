@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -29,7 +30,45 @@ const (
 	SubjectEOSPrefix = "lae.eos."
 	// SubjectVerdictsPrefix + video id carries Verdict (JSON), one message per revision/update.
 	SubjectVerdictsPrefix = "lae.verdicts."
+	// SubjectProgressPrefix + video id carries IngestProgress (JSON) a few times a second while
+	// ingest reads the video. It is core NATS, not stored: a follower that misses one sees the
+	// next, and the end-of-stream has the final counts.
+	SubjectProgressPrefix = "lae.progress."
 )
+
+// ProgressSubject is the subject of the ingest progress of one video.
+func ProgressSubject(videoID string) string { return SubjectProgressPrefix + videoID }
+
+// IngestProgress is how far ingest has read one video (SubjectProgressPrefix).
+type IngestProgress struct {
+	VideoID        string `json:"video_id"`
+	FramesSampled  uint64 `json:"frames_sampled"`
+	CropsPublished uint64 `json:"crops_published"`
+	// MediaSeconds is the media time of the latest sampled frame.
+	MediaSeconds float64 `json:"media_seconds"`
+	// DurationSeconds is the source's declared duration (0 = unknown or live); a submission's
+	// max_duration_s may stop ingest earlier.
+	DurationSeconds float64 `json:"duration_seconds,omitempty"`
+}
+
+// UploadNameKey is the BucketUploads object metadata key of the uploaded file's name, as the
+// API stored it (letters, digits and ._- only).
+const UploadNameKey = "name"
+
+// uploadScheme prefixes the URL of a submission whose video is an object of BucketUploads.
+const uploadScheme = "upload:"
+
+// UploadURL is the submission URL of an uploaded video (BucketUploads object name).
+func UploadURL(object string) string { return uploadScheme + object }
+
+// UploadObject is the BucketUploads object an upload URL names; ok is false for any other URL.
+func UploadObject(url string) (object string, ok bool) {
+	object, ok = strings.CutPrefix(url, uploadScheme)
+	if !ok || ValidateVideoID(object) != nil {
+		return "", false
+	}
+	return object, true
+}
 
 // videoIDPattern keeps ids usable as one NATS subject token and as a KV key and file name.
 var videoIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)

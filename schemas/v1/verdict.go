@@ -155,7 +155,7 @@ type SubmitReply struct {
 	Error     string `json:"error,omitempty"`
 }
 
-// Provision creates or updates every stream, the verdicts bucket and the evidence store.
+// Provision creates or updates every stream, the verdicts bucket and the object stores.
 // It is idempotent. In a deployment with per-role permissions only an operator may call it
 // (`lae provision`): the roles' users may look streams up but not create, change or delete
 // them; the roles call Provisioned instead.
@@ -168,8 +168,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, r Retention) error {
 	if _, err := js.CreateOrUpdateKeyValue(ctx, VerdictsKVConfig(r)); err != nil {
 		return fmt.Errorf("provision kv %s: %w", BucketVerdicts, err)
 	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, EvidenceStoreConfig(r)); err != nil {
-		return fmt.Errorf("provision object store %s: %w", BucketEvidence, err)
+	for _, cfg := range []jetstream.ObjectStoreConfig{EvidenceStoreConfig(r), UploadsStoreConfig(r)} {
+		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
+			return fmt.Errorf("provision object store %s: %w", cfg.Bucket, err)
+		}
 	}
 	return nil
 }
@@ -178,7 +180,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, r Retention) error {
 // only (a role's user may do that and nothing more). An empty result means the deployment
 // is provisioned.
 func Provisioned(ctx context.Context, js jetstream.JetStream) (missing []string, err error) {
-	names := []string{"KV_" + BucketVerdicts, "OBJ_" + BucketEvidence}
+	names := []string{"KV_" + BucketVerdicts, "OBJ_" + BucketEvidence, "OBJ_" + BucketUploads}
 	for _, cfg := range StreamConfigs(Retention{}) {
 		names = append(names, cfg.Name)
 	}
