@@ -243,6 +243,12 @@ func CheckCompose(root string, c *Compose) error {
 			fail(name, "%v", err)
 			continue
 		}
+		if want := roleUsers[cmd]; s.Environment["LAE_NATS_USER"] != want {
+			fail(name, "lae %s logs in to NATS as %q, want %q", cmd, s.Environment["LAE_NATS_USER"], want)
+		}
+		if cmd == "serve" && !cfg.Serve.APIOnly {
+			fail(name, "lae serve without --api-only runs its own stages on an embedded NATS server, apart from the services here")
+		}
 		if _, port, err := net.SplitHostPort(cfg.HTTP.Addr); cmd != "provision" && (err != nil || port != "9090") {
 			fail(name, "ops endpoint on %q, the image's HEALTHCHECK asks :9090", cfg.HTTP.Addr)
 		}

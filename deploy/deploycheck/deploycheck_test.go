@@ -122,6 +122,9 @@ func TestCompose(t *testing.T) {
 		{"nats image not go.mod's", "nats:2.15.2-alpine", "nats:2.10.0-alpine", "go.mod's nats-server"},
 		{"tokens file not a secret", "/run/secrets/api_tokens", "/run/secrets/tokens", "tokens file"},
 		{"unknown dependency", "depends_on:\n      nats:", "depends_on:\n      natz:", "unknown service natz"},
+		{"serve all-in-one", `["serve", "--api-only", `, `["serve", `, "without --api-only"},
+		{"serve as another user", "LAE_NATS_USER: serve", "LAE_NATS_USER: client", `as "client", want "serve"`},
+		{"serve password variable missing", "      LAE_SERVE_PASSWORD: ${LAE_SERVE_PASSWORD:?set in deploy/.env}\n", "", "$LAE_SERVE_PASSWORD"},
 	}, func(text []byte) error {
 		c, err := ParseCompose(text)
 		if err != nil {
@@ -239,6 +242,15 @@ func TestOverlayMutationsFail(t *testing.T) {
 		{"wrong NATS user", "dev", "base/detector.yaml", "{name: LAE_NATS_USER, value: detector}", "{name: LAE_NATS_USER, value: ingest}", `as "ingest", want "detector"`},
 		{"password of another user", "gpu", "base/provision.yaml", "{name: lae-nats, key: admin}", "{name: lae-nats, key: client}", "key \"admin\""},
 		{"prometheus port", "dev", "base/detector.yaml", `prometheus.io/port: "9090"`, `prometheus.io/port: "9091"`, "prometheus.io/port"},
+		{"serve all-in-one", "gpu", "base/serve.yaml", "args: [serve, --api-only, ", "args: [serve, ", "without --api-only"},
+		{"two serve replicas", "dev", "base/serve.yaml", "replicas: 1", "replicas: 2", "lae serve must run once"},
+		{"serve rolling update", "gpu", "base/serve.yaml", "strategy: {type: Recreate}", "strategy: {type: RollingUpdate}", "lae serve must run once"},
+		{"serve as client", "dev", "base/serve.yaml", "{name: LAE_NATS_USER, value: serve}", "{name: LAE_NATS_USER, value: client}", `as "client", want "serve"`},
+		{"serve store claim missing", "dev", "base/serve.yaml", "claimName: lae-serve-store", "claimName: lae-serve-data", `no PersistentVolumeClaim "lae-serve-data"`},
+		{"two aggregators", "gpu", "base/aggregator.yaml", "replicas: 1", "replicas: 2", "lae aggregate must run once"},
+		{"ingest temp too small", "dev", "base/ingest.yaml", "sizeLimit: 5Gi", "sizeLimit: 2Gi", "sizeLimit 2Gi holds less"},
+		{"ingest temp not a volume", "gpu", "base/ingest.yaml", "{name: TMPDIR, value: /var/tmp/lae}", "{name: TMPDIR, value: /tmp}", "TMPDIR /tmp is not a volume mount"},
+		{"ingest temp unset", "dev", "base/ingest.yaml", "{name: TMPDIR, value: /var/tmp/lae}", "{name: LAE_LOG_LEVEL, value: info}", "no TMPDIR"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -256,7 +268,7 @@ func TestNATSValuesMutationsFail(t *testing.T) {
 	root := repoRoot(t)
 	orig, err := os.ReadFile(filepath.Join(root, "deploy", "helm", "nats-values.yaml"))
 	require.NoError(t, err)
-	keys := []string{"admin", "client", "ingest", "detector", "aggregator", "rescore", "sys"}
+	keys := []string{"admin", "client", "ingest", "detector", "aggregator", "rescore", "serve", "sys"}
 	require.NoError(t, CheckNATSValuesData(root, orig, keys))
 	requireMutationsFail(t, orig, []mutation{
 		{"two replicas", "replicas: 3", "replicas: 2", "3-replica"},
@@ -275,4 +287,28 @@ func TestKnownEnv(t *testing.T) {
 		require.Equal(t, want, KnownEnv(name), name)
 	}
 	require.True(t, slices.Contains(extraEnv, "LAE_CONFIG"))
+}
+
+// TestNATSConf checks deploy/nats/nats-server.conf's users, and that the check refuses a
+// missing user, a wrong password variable and a missing stream lookup.
+func TestNATSConf(t *testing.T) {
+	root := repoRoot(t)
+	require.NoError(t, CheckNATSConf(root))
+	require.Contains(t, LaeStreams(), "OBJ_"+laev1.BucketUploads)
+	orig, err := os.ReadFile(filepath.Join(root, "deploy", "nats", "nats-server.conf"))
+	require.NoError(t, err)
+	users, err := parseNATSUsers(root, orig)
+	require.NoError(t, err)
+	// lae serve --api-only may store and delete uploads; ingest may only read them.
+	require.Contains(t, users["serve"].pubAllow, "$O.uploads.>")
+	require.NotContains(t, users["ingest"].pubAllow, "$O.uploads.>")
+	require.Contains(t, users["ingest"].pubAllow, "lae.progress.>")
+	requireMutationsFail(t, orig, []mutation{
+		{"no serve user", "{ user: serve,", "{ user: api,", `no user "serve"`},
+		{"password variable of another user", "{ user: serve, password: $LAE_SERVE_PASSWORD", "{ user: serve, password: $LAE_CLIENT_PASSWORD", "want $LAE_SERVE_PASSWORD"},
+		{"uploads not looked up", `"$JS.API.STREAM.INFO.OBJ_evidence", "$JS.API.STREAM.INFO.OBJ_uploads",`, `"$JS.API.STREAM.INFO.OBJ_evidence",`, "STREAM.INFO.OBJ_uploads"},
+		{"no INFO", `"lae.scores.>",
+            "$JS.API.INFO", `, `"lae.scores.>",
+            `, "user detector may not publish $JS.API.INFO"},
+	}, func(text []byte) error { return CheckNATSConfData(root, text) })
 }

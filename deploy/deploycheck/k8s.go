@@ -34,6 +34,7 @@ type Objects struct {
 	Services      []corev1.Service
 	ConfigMaps    []corev1.ConfigMap
 	Secrets       []corev1.Secret
+	Claims        []corev1.PersistentVolumeClaim
 	ScaledObjects []ScaledObject
 	Monitors      []ServiceMonitor
 }
@@ -136,6 +137,8 @@ func Build(fsys filesys.FileSystem, dir string) (*Objects, error) {
 			target = addNew(&out.ConfigMaps)
 		case "v1/Secret":
 			target = addNew(&out.Secrets)
+		case "v1/PersistentVolumeClaim":
+			target = addNew(&out.Claims)
 		case "keda.sh/v1alpha1/ScaledObject":
 			target = addNew(&out.ScaledObjects)
 		case "monitoring.coreos.com/v1/ServiceMonitor":
@@ -181,7 +184,14 @@ func KnownEnv(name string) bool {
 // roleUsers is the NATS user of deploy/nats/nats-server.conf each lae command logs in as.
 var roleUsers = map[string]string{
 	"provision": "admin", "ingest": "ingest", "detect": "detector", "aggregate": "aggregator", "rescore": "rescore",
+	"serve": "serve",
 }
+
+// singletons are the lae commands that must run as one process at a time: the aggregator
+// keeps per-video state in memory, and lae serve delivers the webhooks of the verdicts it
+// watches (two would deliver each twice). Their Deployments have one replica and the Recreate
+// strategy (a rolling update would run two for a while).
+var singletons = []string{"aggregate", "serve"}
 
 // Check checks one build's cross references: every Secret, ConfigMap and key a pod refers
 // to exists; each role logs in as its NATS user (users: NATSUsers) with that user's key of
@@ -197,6 +207,11 @@ func (o *Objects) Check(users map[string]string) error {
 		}
 		if d.Spec.Selector == nil || !subset(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
 			errs = append(errs, fmt.Errorf("deployment %s: selector does not match the pod labels", d.Name))
+		}
+		if cs := d.Spec.Template.Spec.Containers; len(cs) > 0 && slices.Contains(singletons, role(cs[0])) {
+			if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+				errs = append(errs, fmt.Errorf("deployment %s: lae %s must run once: replicas 1 and strategy Recreate", d.Name, role(cs[0])))
+			}
 		}
 	}
 	for _, j := range o.Jobs {
@@ -242,6 +257,15 @@ func (o *Objects) configMap(name string) *corev1.ConfigMap {
 	for i := range o.ConfigMaps {
 		if o.ConfigMaps[i].Name == name {
 			return &o.ConfigMaps[i]
+		}
+	}
+	return nil
+}
+
+func (o *Objects) claim(name string) *corev1.PersistentVolumeClaim {
+	for i := range o.Claims {
+		if o.Claims[i].Name == name {
+			return &o.Claims[i]
 		}
 	}
 	return nil
@@ -293,6 +317,10 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 				if _, ok := cm.Data[it.Key]; !ok {
 					fail("volume %s: ConfigMap %s has no key %q", v.Name, cm.Name, it.Key)
 				}
+			}
+		case v.PersistentVolumeClaim != nil:
+			if o.claim(v.PersistentVolumeClaim.ClaimName) == nil {
+				fail("volume %s: no PersistentVolumeClaim %q", v.Name, v.PersistentVolumeClaim.ClaimName)
 			}
 		case v.Secret != nil:
 			s := o.secret(v.Secret.SecretName)
@@ -351,6 +379,16 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 				fail("%s: model %s is neither the image's (%s) nor inside a mounted volume", cwhat, m, imageModelPath)
 			}
 		}
+		switch role(c) {
+		case "serve":
+			if !cfg.Serve.APIOnly {
+				fail("%s: lae serve without --api-only runs its own stages on an embedded NATS server, apart from the cluster's roles", cwhat)
+			}
+		case "ingest":
+			if err := checkIngestTemp(c, vols, cfg); err != nil {
+				fail("%s: %v", cwhat, err)
+			}
+		}
 		for _, p := range []string{cfg.Serve.TokensFile, cfg.NATS.TLSCA, cfg.NATS.Creds} {
 			if p != "" && !mounted(c, p) {
 				fail("%s: file %s is not inside a mounted volume", cwhat, p)
@@ -399,12 +437,43 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 	return errors.Join(errs...)
 }
 
+// checkIngestTemp checks that ingest's temporary files (the copies of uploads it scans) go to
+// an emptyDir through TMPDIR, bounded by a sizeLimit that holds ingest.concurrency uploads of
+// serve.max_upload each: the container's own layer is neither sized nor accounted for.
+func checkIngestTemp(c corev1.Container, vols map[string]corev1.Volume, cfg config.Config) error {
+	tmp := ""
+	for _, e := range c.Env {
+		if e.Name == "TMPDIR" {
+			tmp = e.Value
+		}
+	}
+	if tmp == "" {
+		return errors.New("no TMPDIR: upload copies would fill the container's writable layer")
+	}
+	for _, m := range c.VolumeMounts {
+		if m.MountPath != tmp {
+			continue
+		}
+		v := vols[m.Name]
+		if v.EmptyDir == nil || v.EmptyDir.SizeLimit == nil {
+			return fmt.Errorf("TMPDIR %s: volume %s is not an emptyDir with a sizeLimit", tmp, m.Name)
+		}
+		need := int64(cfg.Ingest.Concurrency) * cfg.Serve.MaxUpload
+		if v.EmptyDir.SizeLimit.Value() < need {
+			return fmt.Errorf("TMPDIR %s: sizeLimit %s holds less than ingest.concurrency (%d) x serve.max_upload (%d bytes)",
+				tmp, v.EmptyDir.SizeLimit.String(), cfg.Ingest.Concurrency, cfg.Serve.MaxUpload)
+		}
+		return nil
+	}
+	return fmt.Errorf("TMPDIR %s is not a volume mount", tmp)
+}
+
 // checkNATSLogin checks that a role container logs in as its role's NATS user with the
 // password under that user's key of lae-nats (the key the NATS servers read it from).
 func checkNATSLogin(c corev1.Container, users map[string]string) error {
 	want, ok := roleUsers[role(c)]
 	if !ok {
-		return nil // lae serve: embedded NATS, no login
+		return nil // not a command that logs in
 	}
 	var user string
 	var pw *corev1.SecretKeySelector
