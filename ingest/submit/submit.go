@@ -51,8 +51,12 @@ func Validate(req *laev1.SubmitRequest) error {
 	if req.Priority < -MaxPriority || req.Priority > MaxPriority {
 		return fmt.Errorf("priority %d out of range [%d, %d]", req.Priority, -MaxPriority, MaxPriority)
 	}
-	if err := source.ValidateURL(req.URL); err != nil {
-		return err
+	// An upload (laev1.UploadURL) is an object of the uploads bucket, not something to connect
+	// to: ingest reads it from a local copy.
+	if _, upload := laev1.UploadObject(req.URL); !upload {
+		if err := source.ValidateURL(req.URL); err != nil {
+			return err
+		}
 	}
 	if req.SampleFPS != nil && (*req.SampleFPS < 0 || math.IsNaN(*req.SampleFPS) || *req.SampleFPS > 1000) {
 		return fmt.Errorf("sample_fps %v out of range [0, 1000]", *req.SampleFPS)
@@ -92,7 +96,7 @@ func Admit(ctx context.Context, js jetstream.JetStream, req *laev1.SubmitRequest
 			return err
 		}
 	}
-	if p == nil {
+	if _, upload := laev1.UploadObject(req.URL); p == nil || upload {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, policyTimeout)

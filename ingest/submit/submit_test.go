@@ -144,6 +144,7 @@ func TestAdmit(t *testing.T) {
 		{url: "https://cdn.test/live/index.m3u8"},
 		{url: "rtsp://cdn.test:554/cam"},
 		{url: "/uploads/a.mp4"}, // local files are not the network policy's business
+		{url: laev1.UploadURL("v1")}, // nor objects of the uploads bucket
 		{url: "http://metadata.test/latest/meta-data/", want: source.ErrUnavailable, msg: "source refused or unavailable"},
 		{url: "http://169.254.169.254/latest/meta-data/", want: source.ErrUnavailable, msg: "source refused or unavailable"},
 		{url: "rtsp://intranet.test/cam", want: source.ErrUnavailable, msg: "source refused or unavailable"},
@@ -166,6 +167,11 @@ func TestAdmit(t *testing.T) {
 			// Without a policy (lae scan) the same URL is accepted.
 			require.NoError(t, Admit(ctx, nil, &laev1.SubmitRequest{URL: tc.url}, nil))
 		})
+	}
+	// An upload URL names an object by a video id, nothing else: anything more is a URL of an
+	// unknown scheme, with or without a policy.
+	for _, pol := range []*source.Policy{p, nil} {
+		require.ErrorContains(t, Admit(ctx, nil, &laev1.SubmitRequest{URL: "upload:../etc/passwd"}, pol), `unsupported URL scheme "upload"`)
 	}
 	// Validation comes first: a malformed request is answered as such.
 	require.ErrorContains(t, Admit(ctx, nil, &laev1.SubmitRequest{URL: "http://127.0.0.1/", SampleFPS: ptr(-1.0)}, p), "sample_fps")
