@@ -250,6 +250,9 @@ func TestOverlayMutationsFail(t *testing.T) {
 		{"two aggregators", "gpu", "base/aggregator.yaml", "replicas: 1", "replicas: 2", "lae aggregate must run once"},
 		{"ingest temp too small", "dev", "base/ingest.yaml", "sizeLimit: 5Gi", "sizeLimit: 2Gi", "sizeLimit 2Gi holds less"},
 		{"ingest temp not a volume", "gpu", "base/ingest.yaml", "{name: TMPDIR, value: /var/tmp/lae}", "{name: TMPDIR, value: /tmp}", "TMPDIR /tmp is not a volume mount"},
+		{"NATS without TLS", "gpu", "base/lae.yaml", "urls: [tls://nats:4222]", "urls: [nats://nats:4222]", "TLS clients only"},
+		{"no CA", "dev", "base/lae.yaml", "tls_ca: /etc/nats-ca/ca.crt", "tls_ca: /etc/ssl/certs/ca.crt", "not ca.crt of the Secret nats-tls"},
+		{"CA volume with the key", "dev", "base/detector.yaml", "items: [{key: ca.crt, path: ca.crt}]", "items: [{key: tls.key, path: ca.crt}]", "not ca.crt of the Secret nats-tls"},
 		{"ingest temp unset", "dev", "base/ingest.yaml", "{name: TMPDIR, value: /var/tmp/lae}", "{name: LAE_LOG_LEVEL, value: info}", "no TMPDIR"},
 	}
 	for _, tc := range cases {
@@ -276,6 +279,9 @@ func TestNATSValuesMutationsFail(t *testing.T) {
 		{"a permission dropped", "\n              - $JS.ACK.LAE_FACES.>\n", "\n", "differs from deploy/nats/nats-server.conf"},
 		{"password from a wrong key", "key: rescore}", "key: rescorer}", "LAE_RESCORE_PASSWORD"},
 		{"no monitoring", "monitor:\n    enabled: true", "monitor:\n    enabled: false", "8222"},
+		{"client TLS off", "  nats:\n    tls:\n      enabled: true", "  nats:\n    tls:\n      enabled: false", "config.nats.tls: TLS must be on"},
+		{"routes without verify", "ca_file: /etc/nats-certs/cluster/ca.crt\n        verify: true", "ca_file: /etc/nats-certs/cluster/ca.crt\n        verify: false", "mutual TLS"},
+		{"certificates from another Secret", "secretName: nats-tls", "secretName: nats-server-tls", `want "nats-tls"`},
 	}, func(text []byte) error { return CheckNATSValuesData(root, text, keys) })
 }
 
@@ -311,4 +317,19 @@ func TestNATSConf(t *testing.T) {
             "$JS.API.INFO", `, `"lae.scores.>",
             `, "user detector may not publish $JS.API.INFO"},
 	}, func(text []byte) error { return CheckNATSConfData(root, text) })
+}
+
+func TestCertificates(t *testing.T) {
+	root := repoRoot(t)
+	require.NoError(t, CheckCertificates(root))
+	orig, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", "tls", "certificates.yaml"))
+	require.NoError(t, err)
+	requireMutationsFail(t, orig, []mutation{
+		{"unknown field", "renewBefore:", "renewBefor:", "renewBefor"},
+		{"no route names", `    - "*.nats-headless"
+`, "", "lacks the name *.nats-headless"},
+		{"server only", "[server auth, client auth,", "[server auth,", `lacks usage "client auth"`},
+		{"unknown issuer", "issuerRef: {name: nats-ca, kind: Issuer}", "issuerRef: {name: lae-ca, kind: Issuer}", "no Issuer of this file"},
+		{"other secret", "secretName: nats-tls", "secretName: nats-cert", "no Certificate makes Secret nats-tls"},
+	}, func(text []byte) error { return CheckCertificatesData(text) })
 }

@@ -19,9 +19,13 @@ import (
 // deploy/helm/nats-values.yaml sets, decoded strictly.
 type NATSValues struct {
 	Config struct {
+		NATS struct {
+			TLS HelmTLS `yaml:"tls"`
+		} `yaml:"nats"`
 		Cluster struct {
-			Enabled  bool `yaml:"enabled"`
-			Replicas int  `yaml:"replicas"`
+			Enabled  bool    `yaml:"enabled"`
+			Replicas int     `yaml:"replicas"`
+			TLS      HelmTLS `yaml:"tls"`
 		} `yaml:"cluster"`
 		JetStream struct {
 			Enabled   bool `yaml:"enabled"`
@@ -58,6 +62,18 @@ type NATSValues struct {
 	PodTemplate map[string]any `yaml:"podTemplate"`
 }
 
+// HelmTLS is the chart's TLS block of one port (config.nats.tls, config.cluster.tls): the
+// chart mounts Secret SecretName at Dir (default /etc/nats-certs/<port>) and points cert_file
+// and key_file at Cert and Key in it; Merge is merged into the port's tls block as it is.
+type HelmTLS struct {
+	Enabled    bool           `yaml:"enabled"`
+	SecretName string         `yaml:"secretName"`
+	Dir        string         `yaml:"dir"`
+	Cert       string         `yaml:"cert"`
+	Key        string         `yaml:"key"`
+	Merge      map[string]any `yaml:"merge"`
+}
+
 // reHelmRef is the chart's unquoted-value syntax, here a password variable: << $NAME >>.
 var reHelmRef = regexp.MustCompile(`^<< \$(\w+) >>$`)
 
@@ -92,6 +108,8 @@ func CheckNATSValuesData(root string, b []byte, secretKeys []string) error {
 	if !c.Monitor.Enabled || c.Monitor.Port != 8222 || !v.Service.Ports["monitor"].Enabled {
 		errs = append(errs, errors.New("helm values: the monitoring port 8222 must be on and in the Service (KEDA's nats-jetstream scaler reads /jsz)"))
 	}
+
+	errs = append(errs, checkHelmTLS(c.NATS.TLS, "nats", false), checkHelmTLS(c.Cluster.TLS, "cluster", true))
 
 	// The .conf's accounts, with each $VARIABLE read as the marker the values use for it.
 	confText, err := os.ReadFile(filepath.Join(root, "deploy", "nats", "nats-server.conf"))
@@ -132,6 +150,36 @@ func CheckNATSValuesData(root string, b []byte, secretKeys []string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkHelmTLS checks one port's TLS: on, from NATSTLSSecret's keys; routes (mutual) verify
+// the peer's certificate against the CA in the same Secret, clients present none.
+func checkHelmTLS(t HelmTLS, port string, mutual bool) error {
+	what := "helm values: config." + port + ".tls"
+	keys := externalSecrets[NATSTLSSecret]
+	switch {
+	case !t.Enabled:
+		return fmt.Errorf("%s: TLS must be on (the lae pods connect with tls:// and nats.tls_ca)", what)
+	case t.SecretName != NATSTLSSecret:
+		return fmt.Errorf("%s: secretName %q, want %q (the Secret whose ca.crt the lae pods mount)", what, t.SecretName, NATSTLSSecret)
+	case !contains(keys, t.Cert) || !contains(keys, t.Key):
+		return fmt.Errorf("%s: cert %q and key %q must be keys of Secret %s %v", what, t.Cert, t.Key, NATSTLSSecret, keys)
+	}
+	verify, _ := t.Merge["verify"].(bool)
+	if !mutual {
+		if verify {
+			return fmt.Errorf("%s: verify asks clients for certificates, and the lae roles log in with passwords", what)
+		}
+		return nil
+	}
+	dir := t.Dir
+	if dir == "" {
+		dir = "/etc/nats-certs/" + port // the chart's default
+	}
+	if !verify || t.Merge["ca_file"] != dir+"/ca.crt" {
+		return fmt.Errorf("%s: routes need verify: true and ca_file %s/ca.crt (mutual TLS: only the cluster's nodes join)", what, dir)
+	}
+	return nil
 }
 
 func contains(list []string, s string) bool {

@@ -187,6 +187,14 @@ var roleUsers = map[string]string{
 	"serve": "serve",
 }
 
+// NATSTLSSecret is the Secret of the NATS servers' certificate (tls.crt, tls.key, ca.crt):
+// the Helm values mount it into the servers, and the lae pods mount its ca.crt to verify them.
+// It is made outside the overlays, by cert-manager (deploy/k8s/tls) or by hand.
+const NATSTLSSecret = "nats-tls"
+
+// externalSecrets are the Secrets the overlays use but do not make, with the keys they have.
+var externalSecrets = map[string][]string{NATSTLSSecret: {"tls.crt", "tls.key", "ca.crt"}}
+
 // singletons are the lae commands that must run as one process at a time: the aggregator
 // keeps per-video state in memory, and lae serve delivers the webhooks of the verdicts it
 // watches (two would deliver each twice). Their Deployments have one replica and the Recreate
@@ -324,6 +332,14 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 			}
 		case v.Secret != nil:
 			s := o.secret(v.Secret.SecretName)
+			if keys, ok := externalSecrets[v.Secret.SecretName]; ok && s == nil {
+				for _, it := range v.Secret.Items {
+					if !slices.Contains(keys, it.Key) {
+						fail("volume %s: Secret %s has no key %q (it has %v)", v.Name, v.Secret.SecretName, it.Key, keys)
+					}
+				}
+				continue
+			}
 			if s == nil {
 				fail("volume %s: no Secret %q", v.Name, v.Secret.SecretName)
 				continue
@@ -377,6 +393,11 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 		if role(c) == "detect" || role(c) == "serve" {
 			if m := cfg.Detector.Model; m != "" && m != imageModelPath && !mounted(c, m) {
 				fail("%s: model %s is neither the image's (%s) nor inside a mounted volume", cwhat, m, imageModelPath)
+			}
+		}
+		if _, logsIn := roleUsers[role(c)]; logsIn {
+			if err := checkNATSTLS(c, spec, cfg); err != nil {
+				fail("%s: %v", cwhat, err)
 			}
 		}
 		switch role(c) {
@@ -435,6 +456,37 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkNATSTLS checks that a lae command that logs in to the cluster's NATS does so over TLS
+// (the servers require it: deploy/helm/nats-values.yaml) and verifies the servers with the CA
+// of NATSTLSSecret, mounted from that Secret.
+func checkNATSTLS(c corev1.Container, spec corev1.PodSpec, cfg config.Config) error {
+	for _, u := range cfg.NATS.URLs {
+		if !strings.HasPrefix(u, "tls://") {
+			return fmt.Errorf("NATS URL %s: the cluster's NATS takes TLS clients only (tls://)", u)
+		}
+	}
+	if cfg.NATS.TLSCA == "" {
+		return errors.New("no nats.tls_ca: the NATS servers' certificate cannot be verified")
+	}
+	for _, m := range c.VolumeMounts {
+		rel, err := filepath.Rel(m.MountPath, cfg.NATS.TLSCA)
+		if err != nil || strings.HasPrefix(rel, "..") || rel == "." {
+			continue
+		}
+		for _, v := range spec.Volumes {
+			if v.Name != m.Name || v.Secret == nil || v.Secret.SecretName != NATSTLSSecret {
+				continue
+			}
+			for _, it := range v.Secret.Items {
+				if it.Path == rel && it.Key == "ca.crt" {
+					return nil
+				}
+			}
+		}
+	}
+	return fmt.Errorf("nats.tls_ca %s is not ca.crt of the Secret %s mounted in the pod", cfg.NATS.TLSCA, NATSTLSSecret)
 }
 
 // checkIngestTemp checks that ingest's temporary files (the copies of uploads it scans) go to
