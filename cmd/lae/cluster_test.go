@@ -110,11 +110,11 @@ func clusterConfigs(t *testing.T, dir, tlsDir string, routePorts []int) []string
 	return paths
 }
 
-// clusterEnv is the environment the configs read: the node's name and every user's password
-// (pw-<user>, as in newNATSProc).
+// clusterEnv is the environment the deployment's configs (single server and cluster) read: the
+// node's name and every user's password, pw-<user>.
 func clusterEnv(name string) []string {
 	env := []string{"SERVER_NAME=" + name, "LAE_SYS_PASSWORD=sys"}
-	for _, user := range []string{"admin", "client", "ingest", "detector", "aggregator", "rescore"} {
+	for _, user := range []string{"admin", "client", "serve", "ingest", "detector", "aggregator", "rescore"} {
 		env = append(env, "LAE_"+strings.ToUpper(user)+"_PASSWORD=pw-"+user)
 	}
 	return env

@@ -53,10 +53,7 @@ func newNATSProc(t *testing.T, dir, name string, secured bool) *natsProc {
 		require.NoError(t, err)
 		confPath := filepath.Join(dir, "nats-server.conf")
 		require.NoError(t, os.WriteFile(confPath, []byte(strings.ReplaceAll(string(conf), "/data/jetstream", filepath.Join(dir, "js"))), 0o644))
-		n.env = []string{"SERVER_NAME=" + name, "LAE_SYS_PASSWORD=sys"}
-		for _, user := range []string{"admin", "client", "ingest", "detector", "aggregator", "rescore"} {
-			n.env = append(n.env, "LAE_"+strings.ToUpper(user)+"_PASSWORD=pw-"+user)
-		}
+		n.env = clusterEnv(name)
 		n.args = []string{"-c", confPath, "-a", "127.0.0.1", "-p", port, "-m", "0"}
 	} else {
 		n.args = []string{"-js", "-sd", filepath.Join(dir, "js"), "-n", name, "-a", "127.0.0.1", "-p", port}
