@@ -5,6 +5,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -38,8 +39,14 @@ const (
 	DefaultMinEyePx = crops.DefaultMinEyePx
 	// frameJPEGQuality keeps evidence frames readable at a fraction of the raw size.
 	frameJPEGQuality = 85
-	// ackTimeout bounds the wait for one JetStream acknowledgement.
+	// ackTimeout bounds the wait for one JetStream acknowledgement, counted from the first
+	// send of the message.
 	ackTimeout = 30 * time.Second
+	// answerWait is how long a publish may go unanswered before it is sent again. A clustered
+	// stream's followers drop what they receive without a word while no leader is elected, and
+	// a leader that dies takes the messages it had not answered with it: silence is a lost
+	// message, not a slow one (a local or clustered stream answers in milliseconds).
+	answerWait = 5 * time.Second
 	// republishBudget bounds how long one message is sent again while its stream does not
 	// answer: long enough for a clustered stream to elect a new leader, short of ackTimeout.
 	republishBudget = 20 * time.Second
@@ -154,7 +161,8 @@ func Run(ctx context.Context, js jetstream.JetStream, videoID, url string, o Opt
 	}
 	log := o.Logger.With(zap.String("video_id", videoID), zap.String("url", name))
 	eos := &laev1.EndOfStream{VideoId: videoID, SourceUrl: name}
-	r := &run{js: js, videoID: videoID, o: o, log: log, eos: eos, republishBudget: republishBudget}
+	r := &run{js: js, videoID: videoID, o: o, log: log, eos: eos, republishBudget: republishBudget,
+		ackTimeout: ackTimeout, answerWait: answerWait}
 	var err error
 	if verr := laev1.ValidateVideoID(videoID); verr != nil {
 		// No EOS either: a subject cannot be built from an invalid id.
@@ -209,12 +217,18 @@ type run struct {
 
 	tracker *track.Tracker
 	pending []pending
-	// republishBudget is the package's republishBudget (tests shorten it); republished,
-	// when set, runs before each message is sent again.
+	// republishBudget, ackTimeout and answerWait are the package's constants (tests shorten
+	// them; zero takes the constant); republished, when set, runs before each message is sent
+	// again.
 	republishBudget time.Duration
+	ackTimeout      time.Duration
+	answerWait      time.Duration
 	republished     func()
-	prog            Progress
-	hash            fileHash // written by the hashing goroutine, read after it ends
+	// failed is set once a publish has failed: the video will run again, so the publishes
+	// still pending are only waited for, not sent again, and the drain stays short.
+	failed bool
+	prog   Progress
+	hash   fileHash // written by the hashing goroutine, read after it ends
 }
 
 // pending is an unacknowledged publish; crop tells whether it counts in CropsPublished.
@@ -222,6 +236,10 @@ type pending struct {
 	fut  jetstream.PubAckFuture
 	crop bool
 	what string
+	// first and sent are when the message was first and last sent; resent tells that it was
+	// sent more than once.
+	first, sent time.Time
+	resent      bool
 }
 
 func (r *run) ingest(ctx context.Context, url string) error {
@@ -514,33 +532,61 @@ func (r *run) publish(ctx context.Context, m *nats.Msg, id string, crop bool) er
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrPublish, id, err)
 	}
-	r.pending = append(r.pending, pending{fut: fut, crop: crop, what: id})
+	now := time.Now()
+	r.pending = append(r.pending, pending{fut: fut, crop: crop, what: id, first: now, sent: now})
 	return nil
 }
 
 // waitOldest waits for the oldest pending publish's acknowledgement. A publish the stream did
-// not answer (a clustered stream electing a new leader) is sent again with the same message
-// id, so the stream stores it once, until republishBudget has passed.
+// not answer is sent again with the same message id, so the stream stores it once: at once when
+// it got no answer within answerWait (lost: see answerWait), after a backoff when it failed as
+// unanswered (no responders, no leader) until republishBudget has passed since the first such
+// failure. Either way it fails as ErrPublish ackTimeout after its first send (and after at
+// least one resend), so a stream that never answers again cannot hold the video: every pending
+// message is bounded by its own send time, not by when its turn to be waited for came.
 func (r *run) waitOldest(ctx context.Context) error {
 	p := r.pending[0]
 	r.pending = r.pending[1:]
-	timer := time.NewTimer(ackTimeout)
-	defer timer.Stop()
+	err := r.settle(ctx, &p)
+	if errors.Is(err, ErrPublish) {
+		r.failed = true
+	}
+	return err
+}
+
+// errSilent is answer's report that no answer came before the deadline.
+var errSilent = errors.New("no answer")
+
+// settle waits for p's answer, sending p again as waitOldest says.
+func (r *run) settle(ctx context.Context, p *pending) error {
+	ackWait, silence, budget := cmp.Or(r.ackTimeout, ackTimeout), cmp.Or(r.answerWait, answerWait),
+		cmp.Or(r.republishBudget, republishBudget)
 	var retryUntil time.Time
 	backoff := republishBackoff
 	for {
-		select {
-		case <-p.fut.Ok():
+		err := answer(ctx, p.fut, p.sent.Add(silence))
+		switch {
+		case err == nil:
 			// A duplicate ack means an earlier attempt stored it: still published exactly once.
 			if p.crop {
 				r.eos.CropsPublished++
 			}
 			return nil
-		case err := <-p.fut.Err():
-			if retryUntil.IsZero() {
-				retryUntil = time.Now().Add(r.republishBudget)
+		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+			return fmt.Errorf("publish %s: %w", p.what, err)
+		case errors.Is(err, errSilent):
+			if r.failed || (p.resent && time.Since(p.first) >= ackWait) {
+				return fmt.Errorf("%w: %s: no acknowledgement %s after it was first sent", ErrPublish, p.what,
+					time.Since(p.first).Round(time.Millisecond))
 			}
-			if !unanswered(err) || time.Now().After(retryUntil) {
+			// The wait was the backoff: send it again now.
+			r.log.Debug("stream did not answer in time; publishing again", zap.String("msg", p.what),
+				zap.Duration("waited", time.Since(p.sent).Round(time.Millisecond)))
+		default:
+			if retryUntil.IsZero() {
+				retryUntil = time.Now().Add(budget)
+			}
+			if r.failed || !unanswered(err) || time.Now().After(retryUntil) || time.Since(p.first) >= ackWait {
 				return fmt.Errorf("%w: %s: %w", ErrPublish, p.what, err)
 			}
 			r.log.Debug("stream did not answer; publishing again", zap.String("msg", p.what), zap.Error(err))
@@ -550,29 +596,51 @@ func (r *run) waitOldest(ctx context.Context) error {
 				return fmt.Errorf("publish %s: %w", p.what, ctx.Err())
 			}
 			backoff = min(2*backoff, republishMaxBackoff)
-			if r.republished != nil {
-				r.republished()
-			}
-			fut, perr := r.js.PublishMsgAsync(p.fut.Msg(), jetstream.WithMsgID(p.what))
-			if perr != nil {
-				return fmt.Errorf("%w: %s: %w", ErrPublish, p.what, perr)
-			}
-			p.fut = fut
-			continue
-		case <-ctx.Done():
-			return fmt.Errorf("publish %s: %w", p.what, ctx.Err())
-		case <-timer.C:
-			return fmt.Errorf("%w: %s: no acknowledgement after %s", ErrPublish, p.what, ackTimeout)
 		}
+		if r.republished != nil {
+			r.republished()
+		}
+		fut, perr := r.js.PublishMsgAsync(p.fut.Msg(), jetstream.WithMsgID(p.what))
+		if perr != nil {
+			return fmt.Errorf("%w: %s: %w", ErrPublish, p.what, perr)
+		}
+		p.fut, p.sent, p.resent = fut, time.Now(), true
+	}
+}
+
+// answer waits for fut's answer until deadline: nil when the message was stored, the publish
+// error, ctx's error, or errSilent when the deadline came first. An answer already there wins
+// over a deadline already past.
+func answer(ctx context.Context, fut jetstream.PubAckFuture, deadline time.Time) error {
+	select {
+	case <-fut.Ok():
+		return nil
+	case err := <-fut.Err():
+		return err
+	default:
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-fut.Ok():
+		return nil
+	case err := <-fut.Err():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return errSilent
 	}
 }
 
 // unanswered says whether a publish failed because no stream leader answered it, which a
-// clustered stream electing a new leader does for a few seconds.
+// clustered stream electing a new leader does for a few seconds, or because the connection
+// dropped before its answer came (the server it was connected to died): sent again, it waits
+// in the client's reconnect buffer for the next server.
 func unanswered(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		(errors.As(err, &apiErr) && apiErr.Code == 503)
+		errors.Is(err, nats.ErrDisconnected) || (errors.As(err, &apiErr) && apiErr.Code == 503)
 }
 
 // drain waits for every pending acknowledgement. It keeps counting after a failure so the EOS
