@@ -13,9 +13,10 @@ import (
 var provisionCommand = config.Command{
 	Name:     "provision",
 	Synopsis: "provision [flags]",
-	Doc: `Creates or updates the streams, the verdicts bucket and the evidence store with the
-configured retention. Run it once per deployment (and after changing retention) as a user
-allowed to manage streams: the roles' users may only look them up.`,
+	Doc: `Creates or updates the streams, the verdicts bucket and the evidence and uploads
+stores with the configured retention. Run it once per deployment (and after changing
+retention or upgrading lae) as a user allowed to manage streams: the roles' users may only
+look them up.`,
 	Bind: config.ClientFlags,
 }
 

@@ -12,15 +12,17 @@ import (
 var serveCommand = config.Command{
 	Name:     "serve",
 	Synopsis: "serve [flags]",
-	Doc: `Runs every stage in one process with an embedded NATS server that external
-lae submit and lae watch clients can reach, an HTTP API and a live page.`,
+	Doc: `Runs an HTTP API and a live page over lae. By default it also runs every stage in one
+process with an embedded NATS server that external lae submit and lae watch clients can
+reach; with --api-only it runs the API alone on the NATS of --nats, where a deployment's
+ingest, detect and aggregate roles do the work.`,
 	Bind: func(fs *flag.FlagSet, c *config.Config) {
 		config.StackFlags(fs, c)
 		config.ServeFlags(fs, c)
 	},
 }
 
-// serveCmd runs the all-in-one server until SIGINT/SIGTERM or a stage failure.
+// serveCmd runs the server until SIGINT/SIGTERM or a stage failure.
 func serveCmd(ctx context.Context, args []string) error {
 	cfg, rest, err := config.Parse(serveCommand, args)
 	if err != nil {
@@ -29,7 +31,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return config.Usagef("unexpected arguments %q", rest)
 	}
-	if err := cfg.Validate(config.AllRoles); err != nil {
+	if err := cfg.Validate(cfg.ServeRoles()); err != nil {
 		return err
 	}
 	log, err := ops.NewLogger(cfg.Log)

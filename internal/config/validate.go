@@ -267,3 +267,12 @@ func readable(path string) error {
 	}
 	return nil
 }
+
+// ServeRoles is what `lae serve` runs: every stage on an embedded server, or with
+// serve.api_only none, on the NATS of nats.urls.
+func (c Config) ServeRoles() Roles {
+	if c.Serve.APIOnly {
+		return Roles{}
+	}
+	return AllRoles
+}

@@ -3,17 +3,13 @@ package serve
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -96,8 +92,11 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		up, err = s.receiveUpload(w, r)
 		if err != nil {
 			code := http.StatusBadRequest
-			if errors.As(err, new(*http.MaxBytesError)) {
+			switch {
+			case errors.As(err, new(*http.MaxBytesError)):
 				code = http.StatusRequestEntityTooLarge
+			case errors.As(err, new(storeError)):
+				code = http.StatusServiceUnavailable
 			}
 			httpError(w, code, err.Error())
 			return
@@ -130,7 +129,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 	// it connects (redirects and playlist entries included).
 	// Admitted before the tracker records it: a caller-chosen id in use is refused here, and the
 	// scan that owns it keeps its entry.
-	if err := submit.Admit(ctx, s.js, req, s.stack.SourcePolicy()); err != nil {
+	if err := submit.Admit(ctx, s.js, req, s.sources); err != nil {
 		s.dropUpload(name, req.VideoID)
 		code := http.StatusBadRequest
 		if errors.Is(err, submit.ErrVideoIDTaken) {
@@ -191,7 +190,7 @@ func submitStatus(err error) int {
 	return http.StatusServiceUnavailable
 }
 
-// receiveUpload streams a multipart upload into <uploads>/<video id>/<name>, hashing it, and
+// receiveUpload streams a multipart upload into the uploads bucket (uploads.go), hashing it, and
 // returns the submission for it. Fields before or after the file are accepted.
 func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request) (received, error) {
 	up := received{submission: submission{SubmitRequest: laev1.SubmitRequest{VideoID: laev1.NewVideoID()}}}
@@ -221,11 +220,11 @@ func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request) (received
 			if up.name == "" {
 				up.name = "upload"
 			}
-			path, sum, err := s.saveUpload(up.VideoID, up.name, part)
+			sum, err := s.saveUpload(r.Context(), up.VideoID, up.name, part)
 			if err != nil {
 				return fail(err)
 			}
-			up.URL, up.sha256 = path, sum
+			up.URL, up.sha256 = laev1.UploadURL(up.VideoID), sum
 			continue
 		}
 		b, err := io.ReadAll(io.LimitReader(part, 2049))
@@ -257,29 +256,6 @@ func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request) (received
 	return up, nil
 }
 
-// saveUpload stores an upload and returns its path and the hex SHA-256 of its bytes (the
-// de-duplication key; ingest records the same digest as the verdict's source.sha256).
-func (s *Server) saveUpload(videoID, name string, src io.Reader) (string, string, error) {
-	dir := filepath.Join(s.upDir, videoID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", "", fmt.Errorf("store upload: %w", err)
-	}
-	path := filepath.Join(dir, storedName(name))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return "", "", fmt.Errorf("store upload: %w", err)
-	}
-	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(f, h), src); err != nil {
-		_ = f.Close()
-		return "", "", fmt.Errorf("store upload %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return "", "", fmt.Errorf("store upload %s: %w", name, err)
-	}
-	return path, hex.EncodeToString(h.Sum(nil)), nil
-}
-
 // baseName drops any directory a client put in an uploaded file's name, with either slash
 // (old browsers send C:\dir\file), and caps its length for display.
 func baseName(name string) string {
@@ -307,10 +283,10 @@ func storedName(name string) string {
 	return base
 }
 
-// dropUpload removes the stored file of a submission that was not queued.
+// dropUpload removes the upload of a submission that was not queued.
 func (s *Server) dropUpload(name, videoID string) {
 	if name != "" && laev1.ValidateVideoID(videoID) == nil {
-		_ = os.RemoveAll(filepath.Join(s.upDir, videoID))
+		s.removeUpload(videoID)
 		s.dropName(videoID)
 	}
 }

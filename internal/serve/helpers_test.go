@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"image"
 	"image/color"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/asticode/go-astiav"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lae-screening/lae/internal/config"
@@ -133,4 +135,19 @@ func waitDone(t testing.TB, s *Server, id string, within time.Duration) verdictB
 		return body.State == StateDone
 	}, within, 200*time.Millisecond, "scan %s never finished", id)
 	return body
+}
+
+// uploadObjects lists the names of the objects in a server's uploads bucket.
+func uploadObjects(t testing.TB, store jetstream.ObjectStore) []string {
+	t.Helper()
+	objs, err := store.List(context.Background())
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil
+	}
+	require.NoError(t, err)
+	names := make([]string, 0, len(objs))
+	for _, o := range objs {
+		names = append(names, o.Name)
+	}
+	return names
 }

@@ -30,7 +30,7 @@ func (s *Server) startWebhooks(ctx context.Context) error {
 		return err
 	}
 	var pol webhook.Policy
-	if s.stack.SourcePolicy() != nil {
+	if s.sources != nil {
 		// The source policy's ranges and allow_cidrs, with this server's resolver: the same
 		// decision as for submitted URLs, and one a test can make without asking DNS.
 		p, err := webhookPolicy(s.o.Config.Sources, s.o.Resolver, s.log)

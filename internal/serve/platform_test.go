@@ -267,8 +267,8 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	const id = "openapi-probe"
 	putVerdict(t, s, finalVerdict(t, s, id, laev1.VerdictFake, time.Now()))
 	// An upload still kept, for the media route.
-	require.NoError(t, os.MkdirAll(filepath.Join(s.upDir, id), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(s.upDir, id, "clip.mp4"), []byte("not really a video"), 0o644))
+	_, err := s.uploads.PutBytes(t.Context(), id, []byte("not really a video"))
+	require.NoError(t, err)
 	// Deleting last: the other routes read the scan.
 	sort.Slice(documented, func(i, j int) bool {
 		di, dj := strings.HasPrefix(documented[i], "DELETE"), strings.HasPrefix(documented[j], "DELETE")
@@ -715,10 +715,8 @@ func TestUploadDeduplication(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, "a failed scan is not a verdict to return: %s", body)
 	var retried submitted
 	require.NoError(t, json.Unmarshal(body, &retried))
-	entries, err := os.ReadDir(s.upDir)
-	require.NoError(t, err)
-	for _, e := range entries {
-		require.Contains(t, []string{fresh.VideoID, viaQuery.VideoID, retried.VideoID}, e.Name(), "only scanned uploads are kept")
+	for _, name := range uploadObjects(t, s.uploads) {
+		require.Contains(t, []string{fresh.VideoID, viaQuery.VideoID, retried.VideoID}, name, "only scanned uploads are kept")
 	}
 }
 

@@ -1,7 +1,10 @@
-// Package serve is `lae serve`: the whole pipeline in one process (embedded nats-server
-// listening on a TCP port so that external `lae submit` and `lae watch` clients can use it,
-// the submit responder, ingest, detector and aggregator workers) plus an HTTP API and a live
-// web page over it.
+// Package serve is `lae serve`: an HTTP API and a live web page over lae. By default it also
+// runs the whole pipeline in the same process (embedded nats-server listening on a TCP port so
+// that external `lae submit` and `lae watch` clients can use it, the submit responder, ingest,
+// detector and aggregator workers). With serve.api_only it runs no stage: it joins a
+// deployment's NATS (nats.urls), whose ingest, detect and aggregate roles do the work, and
+// follows scans through NATS alone (submissions, ingest progress, scores, end-of-stream events,
+// the verdicts bucket), so nothing ties it to the machines that scan.
 //
 // # HTTP API
 //
@@ -39,13 +42,13 @@
 // The verdict, evidence and report routes take ?revision=N for an earlier revision.
 //
 // A scan summary (GET /api/scans, "scan" events) reports progress as media time read:
-// media_seconds of duration_seconds (the length is known from ingest's end-of-stream on;
-// before it, and for live streams, only the elapsed media time), and for a final verdict
-// that read part of the video only, partial and read_share.
+// media_seconds of duration_seconds (the length is known once ingest reports the source's
+// duration; before it, and for live streams, only the elapsed media time), and for a final
+// verdict that read part of the video only, partial and read_share.
 //
 // Local file paths are not accepted in JSON submissions unless Options.AllowLocalPaths is set:
 // the HTTP API must not let a caller make the server read arbitrary files. Uploads are stored
-// under <store>/uploads/<video id>/ and submitted by path.
+// in the uploads object store and submitted as upload:<video id> (uploads.go).
 package serve
 
 import (
@@ -85,9 +88,11 @@ type Server struct {
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
 	obj     jetstream.ObjectStore
+	uploads jetstream.ObjectStore
+	// sources is the policy submitted URLs are held to when accepted (nil when off).
+	sources *source.Policy
 	tracker *tracker
 	hub     *hub
-	upDir   string
 	auth    *authn
 	dedupe  *dedupe
 	// webhooks delivers final verdicts (nil without a webhook secret); hooks are the
@@ -131,8 +136,8 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	}
 	s.hub = newHub()
 	s.tracker = newTracker(s.hub)
-	s.stack, err = core.Start(ctx, core.Options{Config: o.Config, Roles: config.AllRoles, Name: "serve", Logger: o.Logger,
-		Prepare: s.prepare})
+	s.stack, err = core.Start(ctx, core.Options{Config: o.Config, Roles: o.Config.ServeRoles(), Name: "serve", Logger: o.Logger,
+		Prepare: s.prepare, Store: true})
 	if err != nil {
 		return nil, err
 	}
@@ -145,16 +150,22 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 // sees every submission, and the page is there on the first request.
 func (s *Server) prepare(ctx context.Context, st *core.Stack) error {
 	s.stack, s.js = st, st.JS
-	s.upDir = filepath.Join(st.StoreDir(), "uploads")
-	if err := os.MkdirAll(s.upDir, 0o755); err != nil {
-		return fmt.Errorf("create uploads dir: %w", err)
-	}
 	var err error
 	if s.kv, err = st.JS.KeyValue(ctx, laev1.BucketVerdicts); err != nil {
 		return fmt.Errorf("open verdicts bucket: %w", err)
 	}
 	if s.obj, err = st.JS.ObjectStore(ctx, laev1.BucketEvidence); err != nil {
 		return fmt.Errorf("open evidence store: %w", err)
+	}
+	if s.uploads, err = st.JS.ObjectStore(ctx, laev1.BucketUploads); err != nil {
+		return fmt.Errorf("open uploads store: %w", err)
+	}
+	// With its own ingest the stack holds the policy; an API-only server holds submissions to
+	// the same one for a fast answer (the deployment's ingest holds them to it again).
+	if s.sources = st.SourcePolicy(); s.sources == nil && !s.o.Config.ServeRoles().Ingest {
+		if s.sources, err = core.SourcePolicy(s.o.Config.Sources, s.log.Named("sources")); err != nil {
+			return err
+		}
 	}
 	if err := s.loadHooks(st.StoreDir()); err != nil {
 		return err

@@ -149,8 +149,11 @@ func TestServeEndToEnd(t *testing.T) {
 	require.Equal(t, final.Score, got.Score)
 	require.Equal(t, "interview <1>.mp4", got.Name)
 	require.Len(t, got.Evidence, len(final.Evidence))
-	// The upload was stored under a safe name inside the store and submitted by path.
-	require.Equal(t, filepath.Join(s.upDir, id, "interview_1_.mp4"), got.Input)
+	// The upload was stored as the scan's object, with a safe name, and submitted by reference.
+	require.Equal(t, laev1.UploadURL(id), got.Input)
+	info, err := s.uploads.GetInfo(t.Context(), id)
+	require.NoError(t, err)
+	require.Equal(t, "interview_1_.mp4", info.Metadata[laev1.UploadNameKey])
 
 	// Evidence images are the composite JPEGs (crop, heatmap, legend, frame thumbnail).
 	for n := range final.Evidence {
@@ -336,9 +339,7 @@ func TestSubmitRejections(t *testing.T) {
 		require.Equal(t, http.StatusRequestEntityTooLarge, code, "%s", body)
 	})
 	// No rejected upload leaves a file behind.
-	entries, err := os.ReadDir(s.upDir)
-	require.NoError(t, err)
-	require.Empty(t, entries)
+	require.Empty(t, uploadObjects(t, s.uploads))
 
 	// Nothing was queued: the list is empty.
 	_, body, _ := get(t, baseURL(s)+"/api/scans")

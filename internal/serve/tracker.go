@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	laev1 "github.com/lae-screening/lae/schemas/v1"
@@ -54,13 +53,16 @@ type Scan struct {
 	// IngestDone says ingest ended; CropsPublished is then the final count.
 	IngestDone bool `json:"ingest_done"`
 	// MediaSeconds is the media time read so far: while ingest runs, the time of the latest
-	// sampled frame that had a face (frames without faces publish nothing); from the
-	// end-of-stream on, the media time ingest read. Progress is this over DurationSeconds.
+	// sampled frame (from ingest's progress messages); from the end-of-stream on, the media
+	// time ingest read. Progress is this over DurationSeconds.
 	MediaSeconds float64 `json:"media_seconds"`
 	// DurationSeconds is the media time ingest means to read (the declared duration, capped by
-	// the submission's max_duration); 0 while unknown: before the end-of-stream (ingest
-	// announces nothing earlier) and for live streams.
+	// the submission's max_duration); 0 while unknown: before ingest's first progress message,
+	// for sources that declare none, and for live streams.
 	DurationSeconds float64 `json:"duration_seconds,omitempty"`
+	// maxDuration is the submission's max_duration_s (0 = none): ingest stops there, so
+	// progress measures against it when the source is longer.
+	maxDuration float64
 	// Live marks a live stream (its scheme, or ingest's word at the end-of-stream): there is
 	// no duration, only the elapsed media time.
 	Live bool `json:"live,omitempty"`
@@ -150,6 +152,9 @@ func (t *tracker) submitted(req laev1.SubmitRequest, name string) {
 		f := *req.SampleFPS
 		sc.SampleFPS = &f
 	}
+	if req.MaxDurationSeconds > 0 {
+		sc.maxDuration = req.MaxDurationSeconds
+	}
 	if liveURL(sc.Input) {
 		sc.Live = true
 	}
@@ -168,51 +173,30 @@ func liveURL(u string) bool {
 	return err == nil && liveSchemes[strings.ToLower(p.Scheme)]
 }
 
-// cropPTS reads the frame time (FaceCrop.pts_seconds) out of a FaceCrop message without
-// decoding the rest: the pixels that follow it are most of the message.
-func cropPTS(b []byte) (float64, bool) {
-	const ptsField = 4 // FaceCrop.pts_seconds, a double
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return 0, false
-		}
-		b = b[n:]
-		if num == ptsField && typ == protowire.Fixed64Type {
-			v, n := protowire.ConsumeFixed64(b)
-			if n < 0 {
-				return 0, false
-			}
-			f := math.Float64frombits(v)
-			return f, !math.IsNaN(f) && !math.IsInf(f, 0) && f >= 0
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return 0, false
-		}
-		b = b[n:]
-	}
-	return 0, false
-}
-
-// crop counts a published crop of a frame at media time pts (negative: unknown); progress
-// events are sent in batches by flush.
-func (t *tracker) crop(id string, pts float64) {
+// progress records ingest's progress message; progress events are sent in batches by flush.
+func (t *tracker) progress(p laev1.IngestProgress) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	sc := t.entry(id)
-	if sc.State == StateDone {
-		return
+	sc := t.entry(p.VideoID)
+	if sc.State == StateDone || sc.IngestDone {
+		return // the end-of-stream's counts are final; a late progress message is older
 	}
-	if !sc.IngestDone {
-		sc.CropsPublished++
-		sc.Stage = StageIngest
-		if pts > sc.MediaSeconds {
-			sc.MediaSeconds = pts
+	sc.Stage = StageIngest
+	sc.CropsPublished = max(sc.CropsPublished, p.CropsPublished)
+	if finite(p.MediaSeconds) {
+		sc.MediaSeconds = max(sc.MediaSeconds, p.MediaSeconds)
+	}
+	if d := p.DurationSeconds; finite(d) && d > 0 && !sc.Live {
+		if sc.maxDuration > 0 {
+			d = min(d, sc.maxDuration)
 		}
+		sc.DurationSeconds = d
 	}
-	t.dirty[id] = true
+	t.dirty[p.VideoID] = true
 }
+
+// finite reports whether f is a usable number of seconds.
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) && f >= 0 }
 
 // scored counts a score.
 func (t *tracker) scored(id string) {
@@ -223,6 +207,8 @@ func (t *tracker) scored(id string) {
 		return
 	}
 	sc.CropsScored++
+	// A scored crop was published, though the progress message that counts it may come later.
+	sc.CropsPublished = max(sc.CropsPublished, sc.CropsScored)
 	t.dirty[id] = true
 }
 
@@ -317,8 +303,8 @@ func (t *tracker) flush() {
 	}
 }
 
-// startWatch follows the pipeline: submissions on the work queue subject, crops, scores and
-// end-of-stream events (progress), and the verdicts KV bucket (rolling and final verdicts).
+// startWatch follows the pipeline: submissions on the work queue subject, ingest progress,
+// scores and end-of-stream events, and the verdicts KV bucket (rolling and final verdicts).
 // Core subscriptions see what JetStream stores without consuming it.
 func (s *Server) startWatch(ctx context.Context) error {
 	nc := s.stack.NC
@@ -342,12 +328,12 @@ func (s *Server) startWatch(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := sub(laev1.SubjectFacesPrefix+"*", func(m *nats.Msg) {
-		pts, ok := cropPTS(m.Data)
-		if !ok {
-			pts = -1
+	if err := sub(laev1.SubjectProgressPrefix+"*", func(m *nats.Msg) {
+		var p laev1.IngestProgress
+		if json.Unmarshal(m.Data, &p) == nil && p.VideoID == strings.TrimPrefix(m.Subject, laev1.SubjectProgressPrefix) &&
+			laev1.ValidateVideoID(p.VideoID) == nil {
+			tr.progress(p)
 		}
-		tr.crop(strings.TrimPrefix(m.Subject, laev1.SubjectFacesPrefix), pts)
 	}); err != nil {
 		return err
 	}
@@ -408,6 +394,12 @@ func (s *Server) startWatch(ctx context.Context) error {
 					continue
 				}
 				tr.verdict(v)
+				if v.Final && v.Revision == 0 && !s.o.Config.ServeRoles().Aggregate {
+					// The time to verdict this API started at acceptance ends here when another
+					// process aggregates (an API-only server); an aggregator in this process
+					// ends it itself.
+					s.stack.Metrics.VerdictFinal(v.VideoID, time.Now())
+				}
 				if v.Final {
 					s.uploadFinished(v.VideoID)
 					if v.Source != nil {

@@ -9,15 +9,17 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/proto"
+	"go.uber.org/zap"
 
 	"github.com/lae-screening/lae/internal/config"
 	"github.com/lae-screening/lae/internal/natsembed"
+	"github.com/lae-screening/lae/internal/testenv"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -134,11 +136,12 @@ func TestTrackerProgressAndPrune(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	tr.now = func() time.Time { return now }
 	fps := 2.0
-	tr.submitted(laev1.SubmitRequest{VideoID: "v1", URL: "http://x/a.mp4", SampleFPS: &fps}, "a.mp4")
+	tr.submitted(laev1.SubmitRequest{VideoID: "v1", URL: "http://x/a.mp4", SampleFPS: &fps, MaxDurationSeconds: 10}, "a.mp4")
 	require.Equal(t, "scan", (<-events).Name)
-	for i := 0; i < 5; i++ {
-		tr.crop("v1", float64(i)/2)
+	for i := 1; i <= 5; i++ {
+		tr.progress(laev1.IngestProgress{VideoID: "v1", CropsPublished: uint64(i), MediaSeconds: float64(i) / 2, DurationSeconds: 60})
 	}
+	tr.progress(laev1.IngestProgress{VideoID: "v1", CropsPublished: 4, MediaSeconds: 1}) // older, overtaken
 	tr.scored("v1")
 	require.Empty(t, events, "progress is batched until flush")
 	tr.flush()
@@ -146,7 +149,8 @@ func TestTrackerProgressAndPrune(t *testing.T) {
 	var sc Scan
 	require.NoError(t, json.Unmarshal(ev.Data, &sc))
 	require.Equal(t, Scan{VideoID: "v1", Input: "http://x/a.mp4", Name: "a.mp4", State: StatePending, Stage: StageIngest,
-		SubmittedAt: now, SampleFPS: &fps, CropsPublished: 5, CropsScored: 1, MediaSeconds: 2, UpdatedAt: now}, sc)
+		SubmittedAt: now, SampleFPS: &fps, CropsPublished: 5, CropsScored: 1, MediaSeconds: 2.5, DurationSeconds: 10,
+		UpdatedAt: now}, sc, "a 60 s source read for max_duration_s 10")
 
 	tr.ingestDone(&laev1.EndOfStream{VideoId: "v1", CropsPublished: 6, ExpectedSeconds: 10, ReadSeconds: 2.5})
 	require.NoError(t, json.Unmarshal((<-events).Data, &sc))
@@ -154,7 +158,7 @@ func TestTrackerProgressAndPrune(t *testing.T) {
 	require.Equal(t, uint64(6), sc.CropsPublished)
 	require.Equal(t, 2.5, sc.MediaSeconds, "the end-of-stream's read time")
 	require.Equal(t, 10.0, sc.DurationSeconds, "the end-of-stream's expected time")
-	tr.crop("v1", 9) // a late copy does not change the final count
+	tr.progress(laev1.IngestProgress{VideoID: "v1", CropsPublished: 9, MediaSeconds: 9}) // late: the end-of-stream's counts are final
 	got, _ := tr.get("v1")
 	require.Equal(t, uint64(6), got.CropsPublished)
 	require.Equal(t, 2.5, got.MediaSeconds)
@@ -178,7 +182,7 @@ func TestTrackerProgressAndPrune(t *testing.T) {
 	_, ok = tr.get("v1")
 	require.False(t, ok, "forgotten an hour after its verdict")
 
-	tr.crop("v2", -1) // a scan that never finishes
+	tr.progress(laev1.IngestProgress{VideoID: "v2"}) // a scan that never finishes
 	now = now.Add(keepStale - time.Minute)
 	tr.flush()
 	_, ok = tr.get("v2")
@@ -190,7 +194,7 @@ func TestTrackerProgressAndPrune(t *testing.T) {
 }
 
 // FuzzUpload feeds arbitrary multipart bodies to the upload reader: it never panics, a
-// success stores exactly one file inside the uploads directory, a failure leaves nothing.
+// success stores exactly one object, the scan's, in the uploads bucket, a failure leaves none.
 func FuzzUpload(f *testing.F) {
 	seed := func(fields map[string]string, name, content string) []byte {
 		var b bytes.Buffer
@@ -211,27 +215,24 @@ func FuzzUpload(f *testing.F) {
 	f.Add(seed(map[string]string{"sample_fps": "x"}, "a.mp4", "data"))
 	f.Add(seed(nil, "", ""))
 	f.Add([]byte("--BOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nxx"))
+	srv := testenv.StartNATS(f)
+	uploads, err := srv.JS.ObjectStore(context.Background(), laev1.BucketUploads)
+	require.NoError(f, err)
+	s := &Server{o: Options{Config: config.Config{Serve: config.Serve{MaxUpload: 1 << 16}}}, uploads: uploads, log: zap.NewNop()}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		dir := t.TempDir()
-		s := &Server{o: Options{Config: config.Config{Serve: config.Serve{MaxUpload: 1 << 16}}}, upDir: dir}
+		before := uploadObjects(t, uploads)
 		r := httptest.NewRequest(http.MethodPost, "/api/scans", bytes.NewReader(body))
 		r.Header.Set("Content-Type", "multipart/form-data; boundary=BOUNDARY")
 		req, err := s.receiveUpload(httptest.NewRecorder(), r)
-		var files []string
-		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, _ error) error {
-			if d != nil && !d.IsDir() {
-				files = append(files, p)
-			}
-			return nil
-		})
+		added := slices.DeleteFunc(uploadObjects(t, uploads), func(n string) bool { return slices.Contains(before, n) })
 		if err != nil {
-			if len(files) != 0 {
-				t.Fatalf("failed upload (%v) left %v", err, files)
+			if len(added) != 0 {
+				t.Fatalf("failed upload (%v) left %v", err, added)
 			}
 			return
 		}
-		if len(files) != 1 || files[0] != req.URL || filepath.Dir(filepath.Dir(req.URL)) != dir {
-			t.Fatalf("upload stored %v, submitted %q", files, req.URL)
+		if len(added) != 1 || laev1.UploadURL(added[0]) != req.URL || added[0] != req.VideoID {
+			t.Fatalf("upload stored %v, submitted %q", added, req.URL)
 		}
 	})
 }
@@ -285,31 +286,17 @@ func TestShutdownFinishesScan(t *testing.T) {
 	require.Zero(t, info.NumPending+uint64(info.NumAckPending), "detector drained")
 }
 
-func TestCropPTS(t *testing.T) {
-	b, err := proto.Marshal(&laev1.FaceCrop{VideoId: "v", FrameIndex: 12, SampleIndex: 3, PtsSeconds: 4.25, TrackId: 2,
-		Box: &laev1.Box{W: 10, H: 10}, Pixels: make([]byte, 300), Width: 10, Height: 10})
-	require.NoError(t, err)
-	pts, ok := cropPTS(b)
-	require.True(t, ok)
-	require.Equal(t, 4.25, pts)
-	b, err = proto.Marshal(&laev1.FaceCrop{VideoId: "v", FrameIndex: 1})
-	require.NoError(t, err)
-	_, ok = cropPTS(b)
-	require.False(t, ok, "no pts field (a zero time is not encoded)")
-	_, ok = cropPTS([]byte{0xff, 0xff})
-	require.False(t, ok, "malformed")
-}
-
 func TestTrackerLive(t *testing.T) {
 	h := newHub()
 	tr := newTracker(h)
 	tr.submitted(laev1.SubmitRequest{VideoID: "l1", URL: "rtsp://cam/1"}, "")
 	tr.submitted(laev1.SubmitRequest{VideoID: "f1", URL: "https://x/a.mp4"}, "")
-	tr.crop("l1", 30)
+	tr.progress(laev1.IngestProgress{VideoID: "l1", MediaSeconds: 30, DurationSeconds: 5})
 	l, _ := tr.get("l1")
 	f, _ := tr.get("f1")
 	require.True(t, l.Live)
 	require.Equal(t, 30.0, l.MediaSeconds)
+	require.Zero(t, l.DurationSeconds, "a live stream has no duration")
 	require.False(t, f.Live)
 	tr.ingestDone(&laev1.EndOfStream{VideoId: "f1", Live: true})
 	f, _ = tr.get("f1")

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
-	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -26,10 +26,9 @@ func TestUploadsRemovedAfterTheirScan(t *testing.T) {
 			require.Equal(t, http.StatusAccepted, code, "%s", body)
 			var sub submitted
 			require.NoError(t, json.Unmarshal(body, &sub))
-			dir := filepath.Join(s.upDir, sub.VideoID)
 			waitDone(t, s, sub.VideoID, 3*time.Minute)
 
-			gone := func() bool { _, err := os.Stat(dir); return os.IsNotExist(err) }
+			gone := func() bool { return !slices.Contains(uploadObjects(t, s.uploads), sub.VideoID) }
 			if keep == 0 {
 				require.Eventually(t, gone, time.Minute, 20*time.Millisecond, "upload removed after the final verdict")
 			} else {

@@ -72,7 +72,7 @@ func (r Retention) withDefaults() Retention {
 	d := DefaultRetention
 	if r.Memory {
 		// Memory streams must fit the server's memory budget (75 % of RAM by default).
-		d.FacesMaxBytes, d.FramesMaxBytes, d.UploadsMaxBytes = 2<<30, 512<<20, 2<<30
+		d.FacesMaxBytes, d.FramesMaxBytes, d.UploadsMaxBytes = 2<<30, 512<<20, 256<<20
 	}
 	if r.FacesMaxAge == 0 {
 		r.FacesMaxAge = d.FacesMaxAge

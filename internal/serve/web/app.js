@@ -121,8 +121,8 @@ function soFar(sc) {
   return (sc.verdict === "fake" ? "fake so far" : "no fake signal so far") + ` (${fmtScore(sc.score)})`;
 }
 
-// readFrac is the share of the media read, or null while the length is unknown (before the
-// end of stream, live streams): the bar is then indeterminate.
+// readFrac is the share of the media read, or null while the length is unknown (before ingest
+// reports it, sources that declare none, live streams): the bar is then indeterminate.
 function readFrac(sc) {
   const d = sc.duration_seconds || 0;
   if (sc.live || !(d > 0)) return null;
@@ -133,7 +133,7 @@ function readText(sc) {
   const m = sc.media_seconds || 0, f = readFrac(sc);
   if (sc.live) return `live · ${fmtTime(m)} of the stream read`;
   if (f !== null) return `${fmtTime(m)} of ${fmtTime(sc.duration_seconds)} read (${readPercent(f)} %)`;
-  return `${fmtTime(m)} read (length known at the end)`;
+  return `${fmtTime(m)} read (length not known yet)`;
 }
 
 function progressText(sc) {
