@@ -143,7 +143,7 @@ func TestAdmit(t *testing.T) {
 	}{
 		{url: "https://cdn.test/live/index.m3u8"},
 		{url: "rtsp://cdn.test:554/cam"},
-		{url: "/uploads/a.mp4"}, // local files are not the network policy's business
+		{url: "/uploads/a.mp4"},      // local files are not the network policy's business
 		{url: laev1.UploadURL("v1")}, // nor objects of the uploads bucket
 		{url: "http://metadata.test/latest/meta-data/", want: source.ErrUnavailable, msg: "source refused or unavailable"},
 		{url: "http://169.254.169.254/latest/meta-data/", want: source.ErrUnavailable, msg: "source refused or unavailable"},
