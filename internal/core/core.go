@@ -207,8 +207,8 @@ func (s *Stack) protectMetrics() error {
 // Retention is the contract's retention for the configured one.
 func Retention(r config.Retention) laev1.Retention {
 	return laev1.Retention{FacesMaxAge: r.FacesMaxAge, FacesMaxBytes: r.FacesMaxBytes, FramesMaxAge: r.FramesMaxAge,
-		UploadsMaxAge: r.UploadsMaxAge, UploadsMaxBytes: r.UploadsMaxBytes,
-		FramesMaxBytes: r.FramesMaxBytes, Replicas: r.Replicas, Memory: r.Memory}
+		FramesMaxBytes: r.FramesMaxBytes, UploadsMaxAge: r.UploadsMaxAge, UploadsMaxBytes: r.UploadsMaxBytes,
+		Replicas: r.Replicas, Memory: r.Memory}
 }
 
 // SourcePolicy is the configured source policy, nil when it is off. Refusals and failed opens
