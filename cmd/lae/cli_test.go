@@ -43,6 +43,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"scan"}, "no input"},
 		{[]string{"serve", "--nats-port", port}, "--nats-port"},
 		{[]string{"serve", "--http", "127.0.0.1:" + port}, "--http"},
+		{[]string{"serve", "--api-only", "--nats", ""}, "--nats"},
 		{[]string{"aggregate", "--nats", "nats://127.0.0.1:1", "--http", "", "--config", filepath.Join(t.TempDir(), "none.yaml")}, "none.yaml"},
 		{[]string{"bogus"}, "unknown command"},
 	}
