@@ -56,6 +56,11 @@ type Metrics struct {
 	// HTTPRequests and HTTPDuration describe the HTTP API by route pattern (HTTPMiddleware).
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
+	// WebhookDeliveries counts ended webhook deliveries by outcome (delivered, failed,
+	// dropped); WebhookAttempts is how many tries each ended delivery took
+	// (WebhookEnded).
+	WebhookDeliveries *prometheus.CounterVec
+	WebhookAttempts   prometheus.Histogram
 	// BuildInfo is 1 for the running build and model (SetBuildInfo), so dashboards can show
 	// and join on what each process runs.
 	BuildInfo *prometheus.GaugeVec
@@ -102,6 +107,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "HTTP requests answered, by route pattern and status code."}, []string{"route", "code"}),
 		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "lae_http_request_seconds",
 			Help: "HTTP request latency until the handler returned, by route pattern.", Buckets: prometheus.DefBuckets}, []string{"route"}),
+		WebhookDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lae_webhook_deliveries_total",
+			Help: "Webhook deliveries that ended, by outcome: delivered, failed (out of attempts or refused) or dropped (never sent: queue full or shutting down)."}, []string{"outcome"}),
+		WebhookAttempts: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "lae_webhook_attempts",
+			Help: "Tries each ended webhook delivery took.", Buckets: []float64{1, 2, 3, 5, 8, 13}}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lae_build_info",
 			Help: "Always 1: the lae version and the model (name and version) this process runs."}, []string{"version", "model"}),
 		accepted: map[string]time.Time{},
@@ -109,9 +118,24 @@ func New(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.FramesDecoded, m.FramesSampled, m.Faces, m.CropsPublished, m.VideosIngested,
 			m.BatchSize, m.Inference, m.CropsScored, m.Verdicts, m.Errors, m.ConsumerLag, m.AckPending,
-			m.TimeToVerdict, m.Decode, m.FaceDetect, m.LiveLag, m.HTTPRequests, m.HTTPDuration, m.BuildInfo)
+			m.TimeToVerdict, m.Decode, m.FaceDetect, m.LiveLag, m.HTTPRequests, m.HTTPDuration, m.WebhookDeliveries, m.WebhookAttempts, m.BuildInfo)
 	}
 	return m
+}
+
+// WebhookEnded records how a webhook delivery ended (webhook.Options.Ended): state
+// "delivered" or "failed" after attempts tries, none for one dropped unsent.
+func (m *Metrics) WebhookEnded(state string, attempts int) {
+	if m == nil {
+		return
+	}
+	outcome := state
+	if attempts == 0 {
+		outcome = "dropped"
+	} else {
+		m.WebhookAttempts.Observe(float64(attempts))
+	}
+	m.WebhookDeliveries.WithLabelValues(outcome).Inc()
 }
 
 // SetBuildInfo sets lae_build_info{version, model} to 1, replacing an earlier pair (a

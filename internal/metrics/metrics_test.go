@@ -52,5 +52,6 @@ func TestNilMetrics(t *testing.T) {
 		m.SetLiveLag("v", time.Second)
 		m.LiveEnded("v")
 		m.SetBuildInfo("devel", "lae-v2")
+		m.WebhookEnded("delivered", 1)
 	})
 }

@@ -168,3 +168,18 @@ func TestHTTPMiddleware(t *testing.T) {
 	h := http.NotFoundHandler()
 	require.NotNil(t, nilM.HTTPMiddleware("/x", h))
 }
+
+func TestWebhookEnded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	m.WebhookEnded("delivered", 1)
+	m.WebhookEnded("delivered", 3)
+	m.WebhookEnded("failed", 5)
+	m.WebhookEnded("failed", 0) // dropped unsent
+	require.Equal(t, 2.0, testutil.ToFloat64(m.WebhookDeliveries.WithLabelValues("delivered")))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.WebhookDeliveries.WithLabelValues("failed")))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.WebhookDeliveries.WithLabelValues("dropped")))
+	count, sum := histogram(t, reg, "lae_webhook_attempts")
+	require.Equal(t, uint64(3), count, "a dropped delivery made no attempt")
+	require.Equal(t, 9.0, sum)
+}

@@ -40,7 +40,7 @@ func (s *Server) startWebhooks(ctx context.Context) error {
 		s.hookPolicy, pol = p, p
 	}
 	s.webhooks, err = webhook.New(webhook.Options{Secret: key, Policy: pol, Resolver: s.o.Resolver,
-		Attempts: c.WebhookAttempts, Timeout: c.WebhookTimeout, Logger: s.log.Named("webhook")})
+		Attempts: c.WebhookAttempts, Timeout: c.WebhookTimeout, Logger: s.log.Named("webhook"), Ended: s.stack.Metrics.WebhookEnded})
 	if err != nil {
 		return fmt.Errorf("start webhooks: %w", err)
 	}

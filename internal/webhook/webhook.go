@@ -91,6 +91,10 @@ type Options struct {
 	// (default 1000). KeepLogs bounds the videos whose delivery log is kept (default 10000).
 	MaxQueue, KeepLogs int
 	Logger             *zap.Logger
+	// Ended, when set, is told how each delivery ended: StateDelivered, or StateFailed after
+	// attempts tries (0: dropped unsent, the queue full or the dispatcher closing). It is
+	// called from the delivery's goroutine and must not block.
+	Ended func(state string, attempts int)
 }
 
 // Attempt is one try of a delivery.
@@ -312,6 +316,7 @@ func (d *Dispatcher) Enqueue(videoID, rawURL, event string, revision int, body [
 		dv.Attempts = append(dv.Attempts, Attempt{At: time.Now().UTC(), Error: "not sent: " + why})
 		d.mu.Unlock()
 		d.log.Warn("webhook dropped", zap.String("video_id", videoID), zap.String("url", rawURL), zap.String("why", why))
+		d.ended(StateFailed, 0)
 		return
 	}
 	d.queued++
@@ -355,10 +360,12 @@ func (d *Dispatcher) deliver(dv *Delivery, body []byte) {
 		d.mu.Unlock()
 		if state == StateDelivered {
 			d.log.Debug("webhook delivered", zap.String("video_id", dv.VideoID), zap.String("url", dv.URL), zap.Int("attempt", n))
+			d.ended(state, n)
 			return
 		}
 		if state == StateFailed {
 			d.log.Warn("webhook failed", zap.String("video_id", dv.VideoID), zap.String("url", dv.URL), zap.Int("attempts", n), zap.String("error", a.Error))
+			d.ended(state, n)
 			return
 		}
 		t := time.NewTimer(d.backoff(n))
@@ -371,8 +378,16 @@ func (d *Dispatcher) deliver(dv *Delivery, body []byte) {
 			dv.Attempts = append(dv.Attempts, Attempt{At: time.Now().UTC(), Error: "given up: shutting down"})
 			d.mu.Unlock()
 			d.log.Warn("webhook given up at shutdown", zap.String("video_id", dv.VideoID), zap.String("url", dv.URL), zap.Int("attempts", n))
+			d.ended(StateFailed, n)
 			return
 		}
+	}
+}
+
+// ended reports a delivery's end to Options.Ended.
+func (d *Dispatcher) ended(state string, attempts int) {
+	if d.o.Ended != nil {
+		d.o.Ended(state, attempts)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,7 +104,8 @@ func TestSignedVerdictArrives(t *testing.T) {
 	port := rcv.Listener.Addr().(*net.TCPAddr).Port
 	res := testenv.MapResolver{"hooks.test": "127.0.0.1"}
 	p := policy(t, res, "127.0.0.0/8")
-	d := newDispatcher(t, Options{Policy: p, Resolver: res})
+	var ended endings
+	d := newDispatcher(t, Options{Policy: p, Resolver: res, Ended: ended.add})
 	hook := "http://hooks.test:" + itoa(port) + "/lae"
 	require.NoError(t, d.Check(context.Background(), hook))
 
@@ -114,6 +116,7 @@ func TestSignedVerdictArrives(t *testing.T) {
 	require.Len(t, dv.Attempts, 3)
 	require.Equal(t, http.StatusServiceUnavailable, dv.Attempts[0].StatusCode)
 	require.Equal(t, http.StatusOK, dv.Attempts[2].StatusCode)
+	require.Equal(t, []string{"delivered/3"}, ended.get())
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -257,7 +260,9 @@ func TestCloseGivesUpWaitingRetries(t *testing.T) {
 		http.Error(w, "down", http.StatusBadGateway)
 	}))
 	defer rcv.Close()
-	d, err := New(Options{Secret: secret, Backoff: time.Hour, MaxBackoff: time.Hour, Policy: policy(t, testenv.MapResolver{}, "127.0.0.0/8")})
+	var ended endings
+	d, err := New(Options{Secret: secret, Backoff: time.Hour, MaxBackoff: time.Hour, Policy: policy(t, testenv.MapResolver{}, "127.0.0.0/8"),
+		Ended: ended.add})
 	require.NoError(t, err)
 	d.Enqueue("vid", rcv.URL, "verdict", 0, []byte(`{}`))
 	require.Eventually(t, func() bool { l := d.Log("vid"); return len(l) == 1 && len(l[0].Attempts) == 1 }, 10*time.Second, 5*time.Millisecond)
@@ -271,6 +276,7 @@ func TestCloseGivesUpWaitingRetries(t *testing.T) {
 	require.Contains(t, l[0].Attempts[len(l[0].Attempts)-1].Error, "shutting down")
 	d.Enqueue("vid2", rcv.URL, "verdict", 0, []byte(`{}`))
 	require.Equal(t, StateFailed, d.Log("vid2")[0].State, "no deliveries after Close")
+	require.Equal(t, []string{"failed/1", "failed/0"}, ended.get(), "given up after its one try; dropped unsent")
 }
 
 func TestQueueBound(t *testing.T) {
@@ -291,3 +297,21 @@ func TestQueueBound(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// endings records Options.Ended calls as "state/attempts".
+type endings struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (e *endings) add(state string, attempts int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.got = append(e.got, state+"/"+itoa(attempts))
+}
+
+func (e *endings) get() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.got)
+}
