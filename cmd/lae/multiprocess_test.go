@@ -301,7 +301,7 @@ func TestMultiProcess(t *testing.T) {
 	require.NoError(t, err)
 	var violations []string
 	for _, l := range strings.Split(string(log), "\n") {
-		if strings.Contains(l, "Permissions Violation") && !strings.Contains(l, "STREAM.DELETE") &&
+		if violationRe.MatchString(l) && !strings.Contains(l, "STREAM.DELETE") &&
 			!strings.Contains(l, "STREAM.PURGE.KV_verdicts") && !strings.Contains(l, "STREAM.UPDATE.LAE_VERDICTS") {
 			violations = append(violations, l)
 		}
