@@ -101,6 +101,14 @@ func (r Retention) withDefaults() Retention {
 	return r
 }
 
+// storage is where the streams and buckets keep their messages.
+func (r Retention) storage() jetstream.StorageType {
+	if r.Memory {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
+}
+
 // MaxCropPayload bounds one message; NATS' default max payload is 1 MB.
 const MaxCropPayload = 1 << 20
 
@@ -111,10 +119,7 @@ const dedupWindow = 10 * time.Minute
 // StreamConfigs returns the configurations of every stream of the system.
 func StreamConfigs(r Retention) []jetstream.StreamConfig {
 	r = r.withDefaults()
-	storage := jetstream.FileStorage
-	if r.Memory {
-		storage = jetstream.MemoryStorage
-	}
+	storage := r.storage()
 	return []jetstream.StreamConfig{
 		{
 			Name: StreamFaces, Subjects: []string{SubjectFacesPrefix + ">"},
@@ -185,12 +190,8 @@ func IngestConsumerConfig() jetstream.ConsumerConfig {
 // VerdictsKVConfig is the bucket of the latest verdict per video, with revision history.
 func VerdictsKVConfig(r Retention) jetstream.KeyValueConfig {
 	r = r.withDefaults()
-	storage := jetstream.FileStorage
-	if r.Memory {
-		storage = jetstream.MemoryStorage
-	}
 	return jetstream.KeyValueConfig{
-		Bucket: BucketVerdicts, History: 64, Storage: storage, Replicas: r.Replicas,
+		Bucket: BucketVerdicts, History: 64, Storage: r.storage(), Replicas: r.Replicas,
 		Description: "latest verdict per video id, with revision history",
 	}
 }
@@ -198,12 +199,8 @@ func VerdictsKVConfig(r Retention) jetstream.KeyValueConfig {
 // EvidenceStoreConfig is the object store of evidence images.
 func EvidenceStoreConfig(r Retention) jetstream.ObjectStoreConfig {
 	r = r.withDefaults()
-	storage := jetstream.FileStorage
-	if r.Memory {
-		storage = jetstream.MemoryStorage
-	}
 	return jetstream.ObjectStoreConfig{
-		Bucket: BucketEvidence, Storage: storage, Replicas: r.Replicas, TTL: r.FramesMaxAge,
+		Bucket: BucketEvidence, Storage: r.storage(), Replicas: r.Replicas, TTL: r.FramesMaxAge,
 		Description: "evidence images (JPEG) referenced by verdicts",
 	}
 }
@@ -211,12 +208,8 @@ func EvidenceStoreConfig(r Retention) jetstream.ObjectStoreConfig {
 // UploadsStoreConfig is the object store of uploaded videos.
 func UploadsStoreConfig(r Retention) jetstream.ObjectStoreConfig {
 	r = r.withDefaults()
-	storage := jetstream.FileStorage
-	if r.Memory {
-		storage = jetstream.MemoryStorage
-	}
 	return jetstream.ObjectStoreConfig{
-		Bucket: BucketUploads, Storage: storage, Replicas: r.Replicas, TTL: r.UploadsMaxAge, MaxBytes: r.UploadsMaxBytes,
+		Bucket: BucketUploads, Storage: r.storage(), Replicas: r.Replicas, TTL: r.UploadsMaxAge, MaxBytes: r.UploadsMaxBytes,
 		Description: "videos uploaded through the HTTP API, until ingest has read them and the API lets them go",
 	}
 }
