@@ -15,6 +15,7 @@ import (
 
 	"github.com/lae-screening/lae/ingest/submit"
 	"github.com/lae-screening/lae/internal/config"
+	"github.com/lae-screening/lae/internal/jsretry"
 	"github.com/lae-screening/lae/internal/ops"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
@@ -33,7 +34,7 @@ func connectJS(cfg config.Config, name string) (*nats.Conn, jetstream.JetStream,
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := jsretry.New(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)

@@ -18,6 +18,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,17 +31,24 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lae-screening/lae/detector/model"
+	"github.com/lae-screening/lae/internal/jsretry"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
 // Defaults for Options' zero values.
 const (
-	DefaultBatchSize      = 16
-	DefaultBatchTimeout   = 20 * time.Millisecond
-	DefaultWorkers        = 2
-	DefaultNakDelay       = 2 * time.Second
-	DefaultPublishTimeout = 10 * time.Second
+	DefaultBatchSize    = 16
+	DefaultBatchTimeout = 20 * time.Millisecond
+	DefaultWorkers      = 2
+	DefaultNakDelay     = 2 * time.Second
+	// DefaultPublishTimeout outlasts a clustered stream's leader election, during which a
+	// batch's scores are sent again rather than handed back (see settle).
+	DefaultPublishTimeout = 20 * time.Second
 )
+
+// republishBackoff is the pause before a score publish refused for want of a stream leader
+// is sent again.
+const republishBackoff = 250 * time.Millisecond
 
 // Scorer is what the worker needs of a model; *model.Model is the production one. It is an
 // interface so that tests can check the delivery policy (what is published, acked, redelivered
@@ -92,8 +100,11 @@ type Options struct {
 	Revision uint32
 	// NakDelay is how long a crop whose inference or publish failed waits before redelivery.
 	NakDelay time.Duration
-	// PublishTimeout bounds the wait for JetStream to acknowledge a batch's scores.
+	// PublishTimeout bounds the wait for JetStream to acknowledge a batch's scores, resends
+	// included.
 	PublishTimeout time.Duration
+	// answerWait, when set (tests only), replaces jsretry.AnswerWait.
+	answerWait time.Duration
 	// AbandonPullOnStop cancels the idle pull request when ctx ends instead of letting it run
 	// out (up to idleWait). Only for a server that stops with the worker (the embedded one):
 	// on a shared server crops delivered to the abandoned request would wait out AckWait.
@@ -332,10 +343,6 @@ func (w *worker) process(ctx context.Context, msgs []jetstream.Msg) error {
 	}
 
 	// Build every score to publish: the predictions, and error scores for malformed crops.
-	type pending struct {
-		job    *job
-		future jetstream.PubAckFuture
-	}
 	var pend []pending
 	scored := make(map[int]model.Prediction, len(good))
 	for k, i := range good {
@@ -372,7 +379,7 @@ func (w *worker) process(ctx context.Context, msgs []jetstream.Msg) error {
 			w.nak(j.msg)
 			continue
 		}
-		pend = append(pend, pending{job: j, future: f})
+		pend = append(pend, pending{job: j, future: f, id: laev1.ScoreMsgID(j.key.videoID, j.key.frameIndex, j.key.faceIndex, w.o.Revision)})
 	}
 
 	// Wait for JetStream to store every score, then acknowledge the crops whose score is safe.
@@ -380,17 +387,12 @@ func (w *worker) process(ctx context.Context, msgs []jetstream.Msg) error {
 	waitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.o.PublishTimeout)
 	defer cancel()
 	stored := make([]bool, len(pend))
-	for k, p := range pend {
-		select {
-		case <-p.future.Ok():
-			stored[k] = true
-		case err := <-p.future.Err():
+	for k := range pend {
+		err := w.settle(waitCtx, &pend[k])
+		if stored[k] = err == nil; !stored[k] {
 			w.log.Warn("score not stored; crop will be redelivered", zap.Error(err))
 			w.hookFailed("publish", 1, err)
-			w.nak(p.job.msg)
-		case <-waitCtx.Done():
-			w.hookFailed("publish", 1, waitCtx.Err())
-			w.nak(p.job.msg)
+			w.nak(pend[k].job.msg)
 		}
 	}
 	if w.o.beforeAck != nil {
@@ -418,6 +420,49 @@ func (w *worker) process(ctx context.Context, msgs []jetstream.Msg) error {
 		h(n)
 	}
 	return nil
+}
+
+// pending is a score published and not yet acknowledged.
+type pending struct {
+	job    *job
+	future jetstream.PubAckFuture
+	id     string // the score's message id
+}
+
+// settle waits until JetStream stores p's score or ctx ends. A score the stream leaves
+// unanswered for answerWait (lost: see jsretry), or refuses for want of a leader, is sent again
+// with its message id, so it is stored once: a clustered stream electing a leader costs the
+// batch the election, not the crop's AckWait (a nak sent then is lost too).
+func (w *worker) settle(ctx context.Context, p *pending) error {
+	silence := cmp.Or(w.o.answerWait, jsretry.AnswerWait)
+	for {
+		timer := time.NewTimer(silence)
+		select {
+		case <-p.future.Ok():
+			timer.Stop()
+			return nil
+		case err := <-p.future.Err():
+			timer.Stop()
+			if !jsretry.Unanswered(err) {
+				return err
+			}
+			select {
+			case <-time.After(republishBackoff):
+			case <-ctx.Done():
+				return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+			}
+		case <-timer.C:
+			w.log.Debug("score unanswered; publishing again", zap.String("msg", p.id))
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		}
+		f, err := w.js.PublishMsgAsync(p.future.Msg(), jetstream.WithMsgID(p.id))
+		if err != nil {
+			return err
+		}
+		p.future = f
+	}
 }
 
 // score builds the FrameScore of a crop: the prediction when p is set, else the error.

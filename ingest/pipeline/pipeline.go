@@ -26,6 +26,7 @@ import (
 	"github.com/lae-screening/lae/ingest/crops"
 	"github.com/lae-screening/lae/ingest/source"
 	"github.com/lae-screening/lae/ingest/track"
+	"github.com/lae-screening/lae/internal/jsretry"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -42,11 +43,9 @@ const (
 	// ackTimeout bounds the wait for one JetStream acknowledgement, counted from the first
 	// send of the message.
 	ackTimeout = 30 * time.Second
-	// answerWait is how long a publish may go unanswered before it is sent again. A clustered
-	// stream's followers drop what they receive without a word while no leader is elected, and
-	// a leader that dies takes the messages it had not answered with it: silence is a lost
-	// message, not a slow one (a local or clustered stream answers in milliseconds).
-	answerWait = 5 * time.Second
+	// answerWait is how long a publish may go unanswered before it is sent again (see
+	// jsretry: silence is a lost message, not a slow one).
+	answerWait = jsretry.AnswerWait
 	// republishBudget bounds how long one message is sent again while its stream does not
 	// answer: long enough for a clustered stream to elect a new leader, short of ackTimeout.
 	republishBudget = 20 * time.Second
@@ -586,7 +585,7 @@ func (r *run) settle(ctx context.Context, p *pending) error {
 			if retryUntil.IsZero() {
 				retryUntil = time.Now().Add(budget)
 			}
-			if r.failed || !unanswered(err) || time.Now().After(retryUntil) || time.Since(p.first) >= ackWait {
+			if r.failed || !jsretry.Unanswered(err) || time.Now().After(retryUntil) || time.Since(p.first) >= ackWait {
 				return fmt.Errorf("%w: %s: %w", ErrPublish, p.what, err)
 			}
 			r.log.Debug("stream did not answer; publishing again", zap.String("msg", p.what), zap.Error(err))
@@ -631,16 +630,6 @@ func answer(ctx context.Context, fut jetstream.PubAckFuture, deadline time.Time)
 	case <-timer.C:
 		return errSilent
 	}
-}
-
-// unanswered says whether a publish failed because no stream leader answered it, which a
-// clustered stream electing a new leader does for a few seconds, or because the connection
-// dropped before its answer came (the server it was connected to died): sent again, it waits
-// in the client's reconnect buffer for the next server.
-func unanswered(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, nats.ErrDisconnected) || (errors.As(err, &apiErr) && apiErr.Code == 503)
 }
 
 // drain waits for every pending acknowledgement. It keeps counting after a failure so the EOS

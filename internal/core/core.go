@@ -32,6 +32,7 @@ import (
 	"github.com/lae-screening/lae/ingest/submit"
 	ingestworker "github.com/lae-screening/lae/ingest/worker"
 	"github.com/lae-screening/lae/internal/config"
+	"github.com/lae-screening/lae/internal/jsretry"
 	"github.com/lae-screening/lae/internal/metrics"
 	"github.com/lae-screening/lae/internal/natsembed"
 	"github.com/lae-screening/lae/internal/ops"
@@ -256,7 +257,7 @@ func (s *Stack) connect(ctx context.Context, name string) error {
 			return err
 		}
 		s.NC = nc
-		if s.JS, err = jetstream.New(nc); err != nil {
+		if s.JS, err = jsretry.New(nc); err != nil {
 			return fmt.Errorf("jetstream: %w", err)
 		}
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/lae-screening/lae/internal/jsretry"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -82,7 +83,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	s.NC = nc
-	js, err := jetstream.New(nc)
+	js, err := jsretry.New(nc)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("embedded nats: jetstream: %w", err)
