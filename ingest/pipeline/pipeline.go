@@ -226,6 +226,11 @@ type run struct {
 	// failed is set once a publish has failed: the video will run again, so the publishes
 	// still pending are only waited for, not sent again, and the drain stays short.
 	failed bool
+	// backedOff is when the last wait before sending again ended. A pending message sent
+	// before it failed in the same outage and is sent again at once: the outage has been
+	// waited out already (otherwise each of MaxPending messages would wait its backoff in
+	// turn after a leader election).
+	backedOff time.Time
 	prog   Progress
 	hash   fileHash // written by the hashing goroutine, read after it ends
 }
@@ -589,12 +594,15 @@ func (r *run) settle(ctx context.Context, p *pending) error {
 				return fmt.Errorf("%w: %s: %w", ErrPublish, p.what, err)
 			}
 			r.log.Debug("stream did not answer; publishing again", zap.String("msg", p.what), zap.Error(err))
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return fmt.Errorf("publish %s: %w", p.what, ctx.Err())
+			if p.sent.After(r.backedOff) {
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					return fmt.Errorf("publish %s: %w", p.what, ctx.Err())
+				}
+				backoff = min(2*backoff, republishMaxBackoff)
+				r.backedOff = time.Now()
 			}
-			backoff = min(2*backoff, republishMaxBackoff)
 		}
 		if r.republished != nil {
 			r.republished()

@@ -123,3 +123,32 @@ func TestRepublishSilentStream(t *testing.T) {
 		})
 	}
 }
+
+// TestRepublishAfterOutageWaitsOnce: a window of pending messages that all failed while no
+// stream answered is sent again once the first of them gets through, without each waiting a
+// backoff in turn (MaxPending backoffs after every leader election).
+func TestRepublishAfterOutageWaitsOnce(t *testing.T) {
+	const msgs = 80 // one backoff each would take at least msgs*republishBackoff = 8 s
+	srv := testenv.StartNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	subject := "lae.test.outage"
+	attempts := 0
+	r := &run{js: srv.JS, o: Options{MaxPending: msgs}, log: zap.NewNop(), eos: &laev1.EndOfStream{},
+		republishBudget: 10 * time.Second}
+	r.republished = func() {
+		if attempts++; attempts == 2 {
+			_, err := srv.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTAGE", Subjects: []string{subject},
+				Storage: jetstream.MemoryStorage})
+			require.NoError(t, err)
+		}
+	}
+	for i := range msgs {
+		require.NoError(t, r.publish(ctx, &nats.Msg{Subject: subject, Data: []byte("crop")}, fmt.Sprintf("m%d", i), true))
+	}
+	start := time.Now()
+	require.NoError(t, r.drain(ctx))
+	took := time.Since(start)
+	require.EqualValues(t, msgs, r.eos.CropsPublished)
+	require.Less(t, took, time.Duration(msgs)*republishBackoff/2, "the outage is waited out once, not once per message")
+}
