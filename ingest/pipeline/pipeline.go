@@ -231,8 +231,8 @@ type run struct {
 	// waited out already (otherwise each of MaxPending messages would wait its backoff in
 	// turn after a leader election).
 	backedOff time.Time
-	prog   Progress
-	hash   fileHash // written by the hashing goroutine, read after it ends
+	prog      Progress
+	hash      fileHash // written by the hashing goroutine, read after it ends
 }
 
 // pending is an unacknowledged publish; crop tells whether it counts in CropsPublished.
