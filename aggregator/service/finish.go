@@ -14,6 +14,7 @@ import (
 
 	"github.com/lae-screening/lae/aggregator/evidence"
 	"github.com/lae-screening/lae/aggregator/verdict"
+	"github.com/lae-screening/lae/internal/jsretry"
 	laev1 "github.com/lae-screening/lae/schemas/v1"
 )
 
@@ -309,14 +310,23 @@ func (a *aggregator) replay(ctx context.Context, key videoKey) {
 	ctx, cancel := context.WithTimeout(ctx, finishTimeout)
 	defer cancel()
 	before := len(st.crops)
-	cons, err := a.js.OrderedConsumer(ctx, laev1.StreamScores, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{laev1.ScoresSubject(key.id)}, DeliverPolicy: jetstream.DeliverAllPolicy,
+	// Each request is asked again when a cluster electing a leader leaves it unanswered.
+	var cons jetstream.Consumer
+	err := jsretry.Do(ctx, func(ctx context.Context) (err error) {
+		cons, err = a.js.OrderedConsumer(ctx, laev1.StreamScores, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{laev1.ScoresSubject(key.id)}, DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		return err
 	})
 	if err != nil {
 		a.log.Warn("replay scores", zap.Stringer("video", key), zap.Error(err))
 		return
 	}
-	info, err := cons.Info(ctx)
+	var info *jetstream.ConsumerInfo
+	err = jsretry.Do(ctx, func(ctx context.Context) (err error) {
+		info, err = cons.Info(ctx)
+		return err
+	})
 	if err != nil {
 		a.log.Warn("replay scores", zap.Stringer("video", key), zap.Error(err))
 		return

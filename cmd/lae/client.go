@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -157,7 +156,12 @@ func watchCmd(ctx context.Context, args []string) error {
 			cc.FilterSubjects = append(cc.FilterSubjects, laev1.VerdictSubject(id))
 		}
 	}
-	cons, err := orderedConsumer(ctx, js, laev1.StreamVerdicts, cc)
+	// Asked again when a cluster electing a leader leaves the request unanswered.
+	var cons jetstream.Consumer
+	err = jsretry.Do(ctx, func(ctx context.Context) (err error) {
+		cons, err = js.OrderedConsumer(ctx, laev1.StreamVerdicts, cc)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("watch verdicts: %w", err)
 	}
@@ -202,29 +206,4 @@ func watchCmd(ctx context.Context, args []string) error {
 		}
 	}
 	return nil
-}
-
-// consumerAttempt bounds one consumer-creation request. In a cluster a request that reaches a
-// stream or meta leader as it dies is never answered; waiting the caller's whole deadline on it
-// would turn a leader election of a few seconds into a failed watch.
-const consumerAttempt = 5 * time.Second
-
-// orderedConsumer creates an ordered consumer, asking again after consumerAttempt without an
-// answer until ctx ends.
-func orderedConsumer(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
-	for {
-		actx, cancel := context.WithTimeout(ctx, consumerAttempt)
-		cons, err := js.OrderedConsumer(actx, stream, cc)
-		cancel()
-		if err == nil || ctx.Err() != nil || !retryableJSError(err) {
-			return cons, err
-		}
-	}
-}
-
-// retryableJSError says whether a JetStream API call may succeed when asked again: it timed
-// out or found no responder, as happens while a cluster elects a new leader.
-func retryableJSError(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }

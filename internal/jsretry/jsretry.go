@@ -6,6 +6,7 @@
 package jsretry
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -36,4 +37,30 @@ func Unanswered(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrDisconnected) || (errors.As(err, &apiErr) && apiErr.Code == 503)
+}
+
+// AttemptTimeout bounds one JetStream API request (creating a consumer, asking for its info)
+// that Do retries: a request that reached a stream or meta leader as it died is never
+// answered, and waiting the caller's whole deadline on it would turn a leader election of a
+// few seconds into a failure.
+const AttemptTimeout = 5 * time.Second
+
+// Do runs request with a context bounded by AttemptTimeout, again while it times out or finds
+// no responder (as happens while a cluster elects a leader), until it succeeds, fails
+// otherwise, or ctx ends.
+func Do(ctx context.Context, request func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+		err := request(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+	}
+}
+
+// retryable says whether a JetStream API request may succeed when asked again.
+func retryable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }

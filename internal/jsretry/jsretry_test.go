@@ -29,3 +29,42 @@ func TestUnanswered(t *testing.T) {
 		}
 	}
 }
+
+func TestDo(t *testing.T) {
+	t.Run("asked again until answered", func(t *testing.T) {
+		calls := 0
+		err := Do(context.Background(), func(ctx context.Context) error {
+			if _, ok := ctx.Deadline(); !ok {
+				t.Error("an attempt without a deadline")
+			}
+			if calls++; calls < 3 {
+				return []error{context.DeadlineExceeded, nats.ErrNoResponders}[calls-1]
+			}
+			return nil
+		})
+		if err != nil || calls != 3 {
+			t.Fatalf("Do = %v after %d calls, want nil after 3", err, calls)
+		}
+	})
+	t.Run("other errors at once", func(t *testing.T) {
+		calls := 0
+		refused := &jetstream.APIError{Code: 404, Description: "stream not found"}
+		err := Do(context.Background(), func(context.Context) error { calls++; return refused })
+		if !errors.Is(err, refused) || calls != 1 {
+			t.Fatalf("Do = %v after %d calls, want the refusal after 1", err, calls)
+		}
+	})
+	t.Run("until ctx ends", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		calls := 0
+		err := Do(ctx, func(context.Context) error {
+			if calls++; calls == 5 {
+				cancel()
+			}
+			return nats.ErrTimeout
+		})
+		if !errors.Is(err, nats.ErrTimeout) || calls != 5 {
+			t.Fatalf("Do = %v after %d calls, want a timeout after 5", err, calls)
+		}
+	})
+}
