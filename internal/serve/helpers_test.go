@@ -132,7 +132,9 @@ func waitDone(t testing.TB, s *Server, id string, within time.Duration) verdictB
 		}
 		body = verdictBody{}
 		require.NoError(t, json.Unmarshal(b, &body))
-		return body.State == StateDone
+		// The verdict itself, not only a summary saying done (CI once saw the tracker's
+		// summary, without the verdict's fields, in the first such answer).
+		return body.State == StateDone && !body.CreatedAt.IsZero()
 	}, within, 200*time.Millisecond, "scan %s never finished", id)
 	return body
 }
