@@ -151,7 +151,7 @@ func TestOverlays(t *testing.T) {
 			require.Equal(t, map[string]bool{"ingest": true, "detect": true, "aggregate": true, "serve": true}, roles)
 			require.Len(t, o.ScaledObjects, 2)
 			require.Len(t, o.Jobs, 1)
-			det := o.deployment("lae-detector").Spec.Template.Spec
+			det := named(o.Deployments, "lae-detector").Spec.Template.Spec
 			gpu := det.Containers[0].Resources.Limits[corev1.ResourceName("nvidia.com/gpu")]
 			if name == "gpu" {
 				require.Equal(t, "1", gpu.String())
@@ -166,7 +166,7 @@ func TestOverlays(t *testing.T) {
 				require.Equal(t, "500m", det.Containers[0].Resources.Requests.Cpu().String())
 			}
 			// The NATS chart reads the same Secret's keys.
-			s := o.secret("lae-nats")
+			s := named(o.Secrets, "lae-nats")
 			require.NotNil(t, s)
 			var keys []string
 			for k := range s.Data {

@@ -252,37 +252,14 @@ func subset(want, have map[string]string) bool {
 	return true
 }
 
-func (o *Objects) secret(name string) *corev1.Secret {
-	for i := range o.Secrets {
-		if o.Secrets[i].Name == name {
-			return &o.Secrets[i]
-		}
-	}
-	return nil
-}
-
-func (o *Objects) configMap(name string) *corev1.ConfigMap {
-	for i := range o.ConfigMaps {
-		if o.ConfigMaps[i].Name == name {
-			return &o.ConfigMaps[i]
-		}
-	}
-	return nil
-}
-
-func (o *Objects) claim(name string) *corev1.PersistentVolumeClaim {
-	for i := range o.Claims {
-		if o.Claims[i].Name == name {
-			return &o.Claims[i]
-		}
-	}
-	return nil
-}
-
-func (o *Objects) deployment(name string) *appsv1.Deployment {
-	for i := range o.Deployments {
-		if o.Deployments[i].Name == name {
-			return &o.Deployments[i]
+// named is the item of items whose metadata name is name, nil when there is none.
+func named[T any, P interface {
+	*T
+	GetName() string
+}](items []T, name string) *T {
+	for i := range items {
+		if P(&items[i]).GetName() == name {
+			return &items[i]
 		}
 	}
 	return nil
@@ -316,7 +293,7 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 		vols[v.Name] = v
 		switch {
 		case v.ConfigMap != nil:
-			cm := o.configMap(v.ConfigMap.Name)
+			cm := named(o.ConfigMaps, v.ConfigMap.Name)
 			if cm == nil {
 				fail("volume %s: no ConfigMap %q", v.Name, v.ConfigMap.Name)
 				continue
@@ -327,11 +304,11 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 				}
 			}
 		case v.PersistentVolumeClaim != nil:
-			if o.claim(v.PersistentVolumeClaim.ClaimName) == nil {
+			if named(o.Claims, v.PersistentVolumeClaim.ClaimName) == nil {
 				fail("volume %s: no PersistentVolumeClaim %q", v.Name, v.PersistentVolumeClaim.ClaimName)
 			}
 		case v.Secret != nil:
-			s := o.secret(v.Secret.SecretName)
+			s := named(o.Secrets, v.Secret.SecretName)
 			if keys, ok := externalSecrets[v.Secret.SecretName]; ok && s == nil {
 				for _, it := range v.Secret.Items {
 					if !slices.Contains(keys, it.Key) {
@@ -368,14 +345,14 @@ func (o *Objects) checkPod(what string, spec corev1.PodSpec, annotations map[str
 				continue
 			}
 			if r := e.ValueFrom.SecretKeyRef; r != nil {
-				if s := o.secret(r.Name); s == nil {
+				if s := named(o.Secrets, r.Name); s == nil {
 					fail("%s: env %s: no Secret %q", cwhat, e.Name, r.Name)
 				} else if !secretHas(s, r.Key) {
 					fail("%s: env %s: Secret %s has no key %q", cwhat, e.Name, r.Name, r.Key)
 				}
 			}
 			if r := e.ValueFrom.ConfigMapKeyRef; r != nil {
-				if cm := o.configMap(r.Name); cm == nil {
+				if cm := named(o.ConfigMaps, r.Name); cm == nil {
 					fail("%s: env %s: no ConfigMap %q", cwhat, e.Name, r.Name)
 				} else if _, ok := cm.Data[r.Key]; !ok {
 					fail("%s: env %s: ConfigMap %s has no key %q", cwhat, e.Name, r.Name, r.Key)
@@ -659,7 +636,7 @@ func (o *Objects) mountedFile(c corev1.Container, spec corev1.PodSpec, file stri
 			if v.Name != m.Name || v.ConfigMap == nil {
 				continue
 			}
-			cm := o.configMap(v.ConfigMap.Name)
+			cm := named(o.ConfigMaps, v.ConfigMap.Name)
 			if cm == nil {
 				return "", fmt.Errorf("%s: no ConfigMap %q", file, v.ConfigMap.Name)
 			}
@@ -721,7 +698,7 @@ func (o *Objects) checkScaledObject(so ScaledObject) error {
 	if ref.Kind != "" && ref.Kind != "Deployment" {
 		return fmt.Errorf("%s: scales a %s, want a Deployment", what, ref.Kind)
 	}
-	d := o.deployment(ref.Name)
+	d := named(o.Deployments, ref.Name)
 	if d == nil {
 		return fmt.Errorf("%s: no Deployment %q to scale", what, ref.Name)
 	}
