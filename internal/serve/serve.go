@@ -160,9 +160,10 @@ func (s *Server) prepare(ctx context.Context, st *core.Stack) error {
 	if s.uploads, err = st.JS.ObjectStore(ctx, laev1.BucketUploads); err != nil {
 		return fmt.Errorf("open uploads store: %w", err)
 	}
-	// With its own ingest the stack holds the policy; an API-only server holds submissions to
-	// the same one for a fast answer (the deployment's ingest holds them to it again).
-	if s.sources = st.SourcePolicy(); s.sources == nil && !s.o.Config.ServeRoles().Ingest {
+	// With its own ingest the stack holds the policy; an API-only server makes the same one to
+	// hold submissions to for a fast answer (the deployment's ingest holds them to it again).
+	// With the policy off both are nil.
+	if s.sources = st.SourcePolicy(); s.sources == nil {
 		if s.sources, err = core.SourcePolicy(s.o.Config.Sources, s.log.Named("sources")); err != nil {
 			return err
 		}

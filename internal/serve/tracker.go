@@ -222,10 +222,10 @@ func (t *tracker) ingestDone(eos *laev1.EndOfStream) {
 	}
 	sc.IngestDone = true
 	sc.CropsPublished = eos.GetCropsPublished()
-	if r := eos.GetReadSeconds(); r > 0 && !math.IsInf(r, 0) {
+	if r := eos.GetReadSeconds(); finite(r) && r > 0 {
 		sc.MediaSeconds = r
 	}
-	if d := eos.GetExpectedSeconds(); d > 0 && !math.IsInf(d, 0) {
+	if d := eos.GetExpectedSeconds(); finite(d) && d > 0 {
 		sc.DurationSeconds = d
 	}
 	sc.Live = sc.Live || eos.GetLive()

@@ -35,8 +35,8 @@ func (e storeError) Unwrap() error { return e.err }
 
 // saveUpload stores an upload as the scan's object and returns its hex SHA-256 (the
 // de-duplication key; ingest records the same digest as the verdict's source.sha256). A read
-// error (the client's) is returned as it is, a store error as a storeError; either way no part
-// of the object is left.
+// error (the client's) is returned as it is, a store error as a storeError. A failed Put
+// leaves no chunk behind; the caller drops the upload (dropUpload) as for any other refusal.
 func (s *Server) saveUpload(ctx context.Context, videoID, name string, src io.Reader) (string, error) {
 	h := sha256.New()
 	var readErr error
@@ -51,7 +51,6 @@ func (s *Server) saveUpload(ctx context.Context, videoID, name string, src io.Re
 	meta := jetstream.ObjectMeta{Name: videoID, Description: "upload of scan " + videoID,
 		Metadata: map[string]string{laev1.UploadNameKey: storedName(name)}}
 	if _, err := s.uploads.Put(ctx, meta, body); err != nil {
-		s.removeUpload(videoID)
 		if readErr != nil {
 			return "", fmt.Errorf("read upload %s: %w", name, readErr)
 		}
