@@ -371,15 +371,15 @@ func (w *worker) process(ctx context.Context, msgs []jetstream.Msg) error {
 			continue
 		}
 		msg := &nats.Msg{Subject: laev1.ScoresSubject(j.key.videoID), Data: data}
-		f, err := w.js.PublishMsgAsync(msg, jetstream.WithMsgID(
-			laev1.ScoreMsgID(j.key.videoID, j.key.frameIndex, j.key.faceIndex, w.o.Revision)))
+		id := laev1.ScoreMsgID(j.key.videoID, j.key.frameIndex, j.key.faceIndex, w.o.Revision)
+		f, err := w.js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
 		if err != nil {
 			w.log.Warn("publish score", zap.Error(err))
 			w.hookFailed("publish", 1, err)
 			w.nak(j.msg)
 			continue
 		}
-		pend = append(pend, pending{job: j, future: f, id: laev1.ScoreMsgID(j.key.videoID, j.key.frameIndex, j.key.faceIndex, w.o.Revision)})
+		pend = append(pend, pending{job: j, future: f, id: id})
 	}
 
 	// Wait for JetStream to store every score, then acknowledge the crops whose score is safe.
