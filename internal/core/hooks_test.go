@@ -136,8 +136,14 @@ func TestScanFeedsOperatorMetrics(t *testing.T) {
 	v, err := st.Scan(ctx, path)
 	require.NoError(t, err)
 
-	code, body := scrape(t, st.HTTPAddr())
-	require.Equal(t, http.StatusOK, code)
+	// The aggregator reports a verdict to the metrics after storing it, so the scan may see the
+	// verdict a moment before the scrape sees its time.
+	var body string
+	require.Eventually(t, func() bool {
+		code, b := scrape(t, st.HTTPAddr())
+		body = b
+		return code == http.StatusOK && sample(body, "lae_time_to_verdict_seconds_count") >= 1
+	}, 10*time.Second, 10*time.Millisecond, "no time to verdict observed")
 	require.Equal(t, float64(v.FramesSampled), sample(body, "lae_ingest_decode_seconds_count"), "one decode time per sampled frame")
 	require.Equal(t, float64(v.FramesSampled), sample(body, "lae_ingest_face_detect_seconds_count"))
 	require.Equal(t, 1.0, sample(body, "lae_time_to_verdict_seconds_count"))
